@@ -59,3 +59,106 @@ def resize_like(x: torch.Tensor, ref: torch.Tensor, mode: str = "bilinear") -> t
     if mode == "nearest":
         return F.interpolate(x, size=ref.shape[-2:], mode="nearest")
     return F.interpolate(x, size=ref.shape[-2:], mode=mode, align_corners=False)
+
+
+# --- self-distillation helpers (b) ---
+from collections.abc import Iterable, Mapping  # noqa: E402
+
+
+def mutual_kl_binary(logits: list[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """Sum over every ordered pair ``i ≠ j`` of ``kl_binary(logits[i], logits[j].detach(), T)``.
+
+    Each prediction learns from every other one, whose probabilities are the (detached) target,
+    so each pair is mimicked in both directions. Shapes: a list of equal-shape B×1×H×W logits.
+    """
+    targets = [z.detach() for z in logits]
+    terms = [
+        kl_binary(z, targets[j], temperature)
+        for i, z in enumerate(logits)
+        for j in range(len(logits))
+        if i != j
+    ]
+    return torch.stack(terms).sum()
+
+
+def require_shapes(
+    shapes: Mapping[str, torch.Size], names: Iterable[str], method: str
+) -> None:
+    """Raise a ``KeyError`` naming the method and tap when ``setup`` got no shape for a tap."""
+    missing = [n for n in names if n not in shapes]
+    if missing:
+        raise KeyError(
+            f"method '{method}': setup got no shape for tap(s) {missing}; got {sorted(shapes)}"
+        )
+
+
+# --- teacher-student helpers ---
+import collections.abc  # noqa: E402
+
+MAPPING_MODES = ("auto", "none", "conv_bn")
+
+
+def check_choice(option: str, value: object, choices: tuple[object, ...]) -> None:
+    """Raise a ``ValueError`` naming ``option`` when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"option '{option}' must be one of {list(choices)}, got {value!r}")
+
+
+def tap_channels(
+    shapes: collections.abc.Mapping[str, torch.Size], key: str, side: str, method: str
+) -> int:
+    """Channel count (dim 1) of the captured tensor ``key``; a clear error when it is missing."""
+    if key not in shapes:
+        raise KeyError(
+            f"method '{method}': {side} shapes have no entry '{key}'; captured: {sorted(shapes)}"
+        )
+    return int(shapes[key][1])
+
+
+def build_mapping(
+    mode: str, in_channels: int, out_channels: int, method: str
+) -> torch.nn.Module | None:
+    """A FitNets-style regressor (1×1 conv + BN) that maps student channels onto the teacher's.
+
+    ``mode``: ``"auto"`` builds it only when the channel counts differ, ``"conv_bn"`` always,
+    ``"none"`` never (an error names ``method`` when the counts differ: nothing could compare them).
+    """
+    check_choice("mapping", mode, MAPPING_MODES)
+    if mode == "none" or (mode == "auto" and in_channels == out_channels):
+        if in_channels != out_channels:
+            raise ValueError(
+                f"method '{method}': mapping='none' but the student has {in_channels} channels "
+                f"and the teacher {out_channels}; use mapping='auto' or 'conv_bn'"
+            )
+        return None
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        torch.nn.BatchNorm2d(out_channels),
+    )
+
+
+def labels_at(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Resize a B×H×W int64 label map to ``size`` with nearest neighbour (labels never blend)."""
+    if mask.shape[-2:] == tuple(size):
+        return mask
+    resized = F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")
+    return resized[:, 0].long()
+
+
+def full_precision(reference: torch.Tensor) -> torch.autocast:
+    """Context that turns autocast off on ``reference``'s device, so a loss is computed in float32.
+
+    Matrix products inside an autocast region run in half precision even on float32 inputs;
+    similarity matrices and softmaxes over thousands of entries need the full range.
+    """
+    return torch.autocast(device_type=reference.device.type, enabled=False)
+
+
+def kl_rows(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) ‖ softmax(student)) along the last dim: ...×K scores → ... values.
+
+    The building block of the relational losses (channel-wise, pixel-to-pixel, memory).
+    """
+    log_p_s = F.log_softmax(student_scores, dim=-1)
+    log_p_t = F.log_softmax(teacher_scores, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)

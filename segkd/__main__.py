@@ -1,0 +1,5 @@
+import sys
+
+from segkd.cli import main
+
+sys.exit(main())

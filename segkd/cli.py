@@ -1,0 +1,203 @@
+"""``segkd``: one command line for training, evaluating, predicting, comparing and exporting."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, summary: str, examples: str):
+    """Register a sub-command: ``add_args(parser)`` then ``run(args) -> exit code``."""
+
+    def decorator(add_args: Callable[[argparse.ArgumentParser], None]):
+        def bind(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (summary, textwrap.dedent(examples).strip(), add_args, run)
+            return run
+
+        return bind
+
+    return decorator
+
+
+def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("config", nargs=None if required else "?", help="a YAML config file or the name of a shipped one")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+def _write_json(path: str | None, obj: Any) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2))
+        print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------ check-data
+def _check_data_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+
+
+@command("check-data", "check a data set for missing, unreadable or inconsistent files", """
+    segkd check-data tiny_binary
+    segkd check-data my_voc.yaml --set data.root=/data/VOCdevkit/VOC2012
+""")(_check_data_args)
+def run_check_data(args: argparse.Namespace) -> int:
+    from segkd.config import load_config
+    from segkd.data import check_data
+
+    cfg = load_config(args.config, args.overrides)
+    problems = check_data(cfg.data, cfg.task)
+    if problems:
+        print(f"{len(problems)} problem(s) found:")
+        for line in problems:
+            print(f"  {line}")
+        return 1
+    print(f"data OK ({cfg.data.layout}, root {cfg.data.root})")
+    return 0
+
+
+# ------------------------------------------------------------------ train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
+
+
+@command("train", "train a model, with or without distillation (DDP: launch with torchrun)", """
+    segkd train tiny_binary
+    segkd train pspnet18_voc --set data.root=/data/VOC2012 --set train.amp=bf16
+    segkd train tiny_semantic_kd --resume
+    torchrun --nproc_per_node 4 -m segkd train pspnet50_voc --set train.sync_bn=true
+""")(_train_args)
+def run_train(args: argparse.Namespace) -> int:
+    from segkd.config import load_config
+    from segkd.engine.trainer import fit
+
+    cfg = load_config(args.config, args.overrides)
+    report = fit(cfg, resume=args.resume)
+    from segkd.metrics import format_table
+
+    for role in ("teacher", "student"):
+        if report.get(role):
+            print(f"\n{role} (validation)\n" + format_table(report[role]))
+    print(f"outputs in {cfg.run_dir}")
+    return 0
+
+
+# ------------------------------------------------------------------ eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("score saved prediction maps")
+    src.add_argument("--pred", help="folder of prediction maps (PNG); matched to masks by name")
+    src.add_argument("--gt", help="folder of ground-truth masks")
+    src.add_argument("--num-classes", type=int, help="semantic label maps with this many classes (default: binary maps)")
+    src.add_argument("--ignore-index", type=int, default=255)
+    mod = p.add_argument_group("score a trained model")
+    mod.add_argument("--checkpoint", help="a checkpoint written by segkd train")
+    mod.add_argument("--config", help="config for data and protocol (default: the one stored in the checkpoint)")
+    mod.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mod.add_argument("--save-dir", help="also write the prediction maps here")
+    p.add_argument("--output", help="write the metrics as JSON to this file")
+
+
+@command("eval", "score prediction maps against masks, or a checkpoint on a data set", """
+    segkd eval --pred results/COD10K --gt data/COD10K/Mask --output cod10k.json
+    segkd eval --pred preds/ --gt VOC2012/SegmentationClass --num-classes 21
+    segkd eval --checkpoint runs/pspnet18/best.pt --set eval.scales=[0.5,0.75,1.0,1.25,1.5,1.75] --set eval.flip=true
+""")(_eval_args)
+def run_eval(args: argparse.Namespace) -> int:
+    from segkd.metrics import format_table
+
+    if args.pred or args.gt:
+        if not (args.pred and args.gt):
+            raise SystemExit("segkd eval: --pred and --gt go together")
+        from segkd.metrics import evaluate_folders
+
+        result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index)
+        print(format_table(result["metrics"]))
+        _write_json(args.output, result)
+        return 0
+    if not args.checkpoint:
+        raise SystemExit("segkd eval: give --pred and --gt, or --checkpoint")
+    from segkd.engine.run import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.config, args.overrides,
+                                  save_dir=Path(args.save_dir) if args.save_dir else None)
+    print(format_table(metrics))
+    _write_json(args.output, metrics)
+    return 0
+
+
+# ------------------------------------------------------------------ predict
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by segkd train")
+    p.add_argument("--input", required=True, help="an image, a folder of images, or a text file listing image paths")
+    p.add_argument("--output", required=True, help="folder for the prediction maps")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+@command("predict", "write prediction maps for images (grey PNG for binary; palette PNG + overlay for semantic)", """
+    segkd predict --checkpoint runs/tiny_binary/best.pt --input photos/ --output preds/
+""")(_predict_args)
+def run_predict(args: argparse.Namespace) -> int:
+    from segkd.engine.run import predict_images
+
+    written = predict_images(args.checkpoint, args.input, args.output, args.overrides)
+    print(f"wrote {len(written)} prediction(s) to {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------ methods
+@command("methods", "list the distillation methods with their papers, taps and defaults", """
+    segkd methods
+""")(lambda p: None)
+def run_methods(args: argparse.Namespace) -> int:
+    from segkd.distill import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        print(f"{name}  [{cls.kind}, task: {cls.task}]")
+        print(f"    paper:    {cls.paper}")
+        taps = {"student": dict(cls.student_taps), "teacher": dict(cls.teacher_taps)}
+        print(f"    taps:     student {taps['student'] or '-'}; teacher {taps['teacher'] or '-'}")
+        print(f"    defaults: {cls.defaults()}")
+    return 0
+
+
+# ------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segkd",
+        description="Knowledge distillation for image segmentation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (summary, examples, add_args, _run) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary, epilog=f"examples:\n{textwrap.indent(examples, '  ')}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from segkd.config import ConfigError
+    from segkd.data import DataError
+    from segkd.engine.checkpoint import CheckpointError
+
+    try:
+        return COMMANDS[args.command][3](args)
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+        print(f"segkd {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

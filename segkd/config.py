@@ -1,0 +1,248 @@
+"""One YAML format for every run, validated on load.
+
+A config file may start from another with ``base: other.yaml`` (resolved next to it, or a config
+shipped in ``segkd/configs``); keys given in the file replace the base's, dicts merge key by key.
+Command-line overrides use ``key.sub=value`` with YAML-typed values (``train.epochs=3``,
+``data.scale_range=[0.5,1.5]``).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segkd.data.config import DataConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key or file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(BaseModel):
+    """``name`` picks a registered model; every other key is a keyword argument of its builder."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str = Field(description="registered model name, see `segkd models`")
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_builder_options(self) -> "ModelConfig":
+        from segkd.models import MODELS
+
+        builder = MODELS.get(self.name)  # KeyError lists the registered names
+        params = inspect.signature(builder).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(self.kwargs) - set(params))
+            if unknown:
+                raise ValueError(
+                    f"model '{self.name}' has no option(s) {unknown}; its options are {sorted(params)}"
+                )
+        return self
+
+
+class TeacherConfig(_Strict):
+    model: ModelConfig
+    checkpoint: Path = Field(description="a segkd checkpoint or a plain state-dict file")
+    key_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="prefix renames applied to a foreign state dict's keys, e.g. {'module.': ''}",
+    )
+
+
+class DistillConfig(_Strict):
+    teacher: TeacherConfig | None = None
+    methods: list[dict[str, Any]] = Field(
+        default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]"
+    )
+
+    @model_validator(mode="after")
+    def _check_methods(self) -> "DistillConfig":
+        from segkd.distill import build_method
+
+        for i, spec in enumerate(self.methods):
+            if "name" not in spec:
+                raise ValueError(f"methods[{i}] needs a 'name'")
+            method = build_method(spec)  # unknown options raise, naming them
+            if method.needs_teacher and self.teacher is None:
+                raise ValueError(f"method '{spec['name']}' needs a teacher: set distill.teacher")
+        return self
+
+
+class LossConfig(_Strict):
+    main_weight: float = Field(1.0, description="weight of the supervised loss on the main output")
+    aux_weight: float = Field(0.4, description="weight of the supervised loss on the aux output (PSPNet)")
+
+
+class OptimConfig(_Strict):
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    backbone_lr_mult: float = Field(1.0, description="LR factor of backbone parameters")
+    head_lr_mult: float = Field(10.0, description="LR factor of head (and method) parameters")
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["poly", "triangle", "constant"] = Field(
+        "poly",
+        description="poly: lr·(1−it/max)^power per iteration (semseg); "
+        "triangle: linear warm-up to the middle epoch then linear decay, per epoch (F3Net)",
+    )
+    power: float = 0.9
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(50, ge=1)
+    max_iters: int | None = Field(None, ge=1, description="stop after this many iterations (quick runs)")
+    seed: int = 1
+    deterministic: bool = False
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    sync_bn: bool = False
+    val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
+    log_every: int = Field(10, ge=1)
+    checkpoint_every_iters: int | None = Field(
+        None, ge=1, description="also checkpoint every N iterations, not only each epoch"
+    )
+    progress: bool = True
+
+
+class EvalConfig(_Strict):
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+    flip: bool = False
+    sliding: bool = Field(True, description="semantic: sliding-window inference with the crop size")
+    stride_rate: float = 2 / 3
+    metric: str | None = Field(None, description="metric that picks the best checkpoint (default mIoU / MAE)")
+
+
+class Config(_Strict):
+    task: Literal["semantic", "binary"]
+    name: str = "run"
+    output_dir: Path | None = Field(None, description="default: runs/<name>")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir or Path("runs") / self.name
+
+    @property
+    def best_metric(self) -> tuple[str, bool]:
+        """(metric name, higher is better)."""
+        name = self.eval.metric or ("mIoU" if self.task == "semantic" else "MAE")
+        return name, name not in {"MAE"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A path, or the name of a shipped config (``tiny_binary``, ``pspnet18_voc.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config '{name_or_path}' not found (not a file, nor a shipped config: {shipped})")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``base:`` links."""
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' links form a cycle")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = path.parent / base
+    if not base_path.is_file():
+        base_path = find_config(base)
+    return deep_merge(read_yaml(base_path, _seen + (path,)), raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a raw config dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load, merge ``base`` links, apply overrides and validate."""
+    path = find_config(name_or_path)
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate(raw, str(path))
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config so the run can be repeated exactly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

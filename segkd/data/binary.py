@@ -1,0 +1,124 @@
+"""Binary object segmentation data (salient / camouflaged objects) in the SOD layout.
+
+Layout::
+
+    ROOT/Image/NAME.jpg   (or .png, .jpeg, .bmp; the folder may be called image/)
+    ROOT/Mask/NAME.png    (grey masks; >= 128 is foreground; the folder may be called mask/)
+    ROOT/{split}.txt      (one NAME per line, without extension)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from segkd.data.readers import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    Listing,
+    SamplePaths,
+    check_same_size,
+    read_binary_mask,
+    read_image,
+    read_list_lines,
+)
+from segkd.data.transforms import JointTransform, to_tv_tensors
+
+MASK_EXTENSIONS: tuple[str, ...] = (".png", *(e for e in IMAGE_EXTENSIONS if e != ".png"))
+
+
+def _find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
+    return next((root / name for name in names if (root / name).is_dir()), None)
+
+
+def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+    """``{stem: path}`` from one directory scan; earlier extensions win when a stem repeats."""
+    rank = {ext: index for index, ext in enumerate(extensions)}
+    found: dict[str, Path] = {}
+    for path in folder.iterdir():
+        ext = path.suffix.lower()
+        if ext not in rank or not path.is_file():
+            continue
+        best = found.get(path.stem)
+        if best is None or rank[ext] < rank[best.suffix.lower()]:
+            found[path.stem] = path
+    return found
+
+
+def list_binary_samples(root: Path | str, split: str) -> Listing:
+    """Pair every name in ``ROOT/{split}.txt`` with its image and mask.
+
+    Names without an image or a mask become problems of the returned listing.
+
+    Raises:
+        DataError: the list file is missing or empty, or an image/mask folder is missing.
+    """
+    root = Path(root)
+    names = [line for _, line in read_list_lines(root / f"{split}.txt")]
+    image_dir = _find_folder(root, ("Image", "image"))
+    mask_dir = _find_folder(root, ("Mask", "mask"))
+    missing = [f"{root / name}: folder not found (also tried {name.lower()}/)"
+               for name, folder in (("Image", image_dir), ("Mask", mask_dir)) if folder is None]
+    if missing:
+        raise DataError("\n".join(missing))
+    assert image_dir is not None and mask_dir is not None
+    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
+    masks = _files_by_stem(mask_dir, MASK_EXTENSIONS)
+    listing = Listing()
+    for name in names:
+        image, mask = images.get(name), masks.get(name)
+        if image is None:
+            listing.problems.append(
+                f"{image_dir / name}.*: no image for '{name}' listed in {root / split}.txt"
+            )
+        if mask is None:
+            listing.problems.append(
+                f"{mask_dir / name}.png: no mask for '{name}' listed in {root / split}.txt"
+            )
+        if image is not None and mask is not None:
+            listing.samples.append(SamplePaths(name, image, mask))
+    return listing
+
+
+class BinarySegDataset(Dataset[dict[str, Any]]):
+    """Images and binary masks listed by ``ROOT/{split}.txt``.
+
+    Each item is ``{"image": float32 3×H×W, "mask": float32 1×H×W in {0, 1}, "name": str}``.
+    Without a transform the image holds raw 0-255 RGB values; the segkd transforms normalise it
+    and crop/resize both (the evaluation transform keeps the mask at full resolution).
+
+    Raises:
+        DataError: at construction if the list or any listed file is missing; at load time if a
+            file is unreadable or a mask's size differs from its image's.
+    """
+
+    def __init__(
+        self, root: Path | str, split: str, transform: JointTransform | None = None
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        listing = list_binary_samples(self.root, split)
+        listing.raise_if_problems()
+        self.samples = listing.samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image_array, mask_array = read_image(sample.image), read_binary_mask(sample.mask)
+        check_same_size(image_array, mask_array, sample)
+        image, mask = to_tv_tensors(image_array, mask_array)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return {
+            "image": image.as_subclass(torch.Tensor),
+            "mask": mask.as_subclass(torch.Tensor).to(torch.float32),
+            "name": sample.name,
+        }
+
+    def __repr__(self) -> str:
+        return f"BinarySegDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)})"

@@ -1,0 +1,156 @@
+"""From a ``DataConfig`` to data sets and loaders for a task and split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from segkd.data.binary import BinarySegDataset, list_binary_samples
+from segkd.data.config import DataConfig, Split, Task
+from segkd.data.readers import DataError, Listing
+from segkd.data.semantic import (
+    PathPair,
+    SemanticSegDataset,
+    read_pair_list,
+    resolve_pairs,
+    voc_pairs,
+)
+from segkd.data.synthetic import make_synthetic
+from segkd.data.transforms import MultiScaleCollate, build_eval_transform, build_train_transform
+
+# Which layouts can feed which task.
+TASK_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "binary": ("binary", "synthetic"),
+    "semantic": ("semseg_list", "voc", "synthetic"),
+}
+
+
+def _check_task(cfg: DataConfig, task: str) -> None:
+    if task not in TASK_LAYOUTS:
+        raise ValueError(f"task must be 'semantic' or 'binary', got {task!r}")
+    if cfg.layout not in TASK_LAYOUTS[task]:
+        raise DataError(
+            f"data.layout: '{cfg.layout}' does not hold {task} data; a {task} task reads "
+            f"layout {' or '.join(repr(name) for name in TASK_LAYOUTS[task])}"
+        )
+
+
+def resolve_root(cfg: DataConfig, task: Task) -> Path:
+    """The data folder. For layout synthetic the set is generated there first (once), at
+    ``cfg.root`` or ``./data/synthetic-{task}``."""
+    _check_task(cfg, task)
+    if cfg.layout != "synthetic":
+        assert cfg.root is not None  # the config validator demands it
+        return cfg.root
+    root = cfg.root if cfg.root is not None else Path("data") / f"synthetic-{task}"
+    synthetic = cfg.synthetic
+    return make_synthetic(
+        root,
+        task,
+        num_train=synthetic.num_train,
+        num_val=synthetic.num_val,
+        image_size=synthetic.image_size,
+        num_classes=synthetic.num_classes,
+        seed=synthetic.seed,
+    )
+
+
+def split_file_name(cfg: DataConfig, task: Task, split: Split) -> str:
+    """The list name read for ``split``; the synthetic set always writes train / val (test)."""
+    if cfg.layout == "synthetic":
+        return "train" if split == "train" else ("test" if task == "binary" else "val")
+    return cfg.split_name(task, split)
+
+
+def _semantic_pairs(cfg: DataConfig, root: Path, name: str) -> list[PathPair]:
+    if cfg.layout == "voc":
+        return voc_pairs(root, name, aug=cfg.voc_aug)
+    return read_pair_list(root, name)
+
+
+def list_samples(cfg: DataConfig, task: Task, split: Split) -> Listing:
+    """The samples of a split, with per-sample listing problems (missing files).
+
+    Raises:
+        DataError: the layout does not suit the task, or the list file is missing, empty or
+            malformed.
+    """
+    root = resolve_root(cfg, task)
+    name = split_file_name(cfg, task, split)
+    if task == "binary":
+        return list_binary_samples(root, name)
+    return resolve_pairs(root, _semantic_pairs(cfg, root, name))
+
+
+def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str, Any]]:
+    """The data set of ``split`` with its transform (training or evaluation).
+
+    Items follow the sample contract: ``{"image": 3×H×W, "mask": ..., "name": str}``; see
+    ``BinarySegDataset`` and ``SemanticSegDataset``.
+
+    Example:
+        >>> cfg = DataConfig(layout="synthetic", root="/tmp/syn")
+        >>> build_dataset(cfg, "semantic", "train")[0]["image"].shape
+        torch.Size([3, 473, 473])
+    """
+    root = resolve_root(cfg, task)
+    name = split_file_name(cfg, task, split)
+    transform = (build_train_transform if split == "train" else build_eval_transform)(task, cfg)
+    if task == "binary":
+        return BinarySegDataset(root, name, transform)
+    return SemanticSegDataset(
+        root,
+        pairs=_semantic_pairs(cfg, root, name),
+        num_classes=cfg.num_classes,
+        ignore_index=cfg.ignore_index,
+        transform=transform,
+    )
+
+
+def build_loader(
+    cfg: DataConfig,
+    task: Task,
+    split: Split,
+    *,
+    sampler: Sampler[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> DataLoader[dict[str, Any]]:
+    """A DataLoader over ``build_dataset(cfg, task, split)``.
+
+    train: ``cfg.batch_size``, shuffled (unless a ``sampler``, e.g. a DistributedSampler, is
+    given), incomplete last batch dropped, and for binary tasks with ``multiscale_sizes`` each
+    batch resized to one random size by ``MultiScaleCollate``.
+    val: ``cfg.val_batch_size`` (1 by default: evaluation masks keep each image's own size), in
+    order.
+
+    Raises:
+        DataError: a training split smaller than one batch.
+    """
+    dataset = build_dataset(cfg, task, split)
+    train = split == "train"
+    batch_size = cfg.batch_size if train else cfg.val_batch_size
+    size = len(dataset)  # type: ignore[arg-type]
+    if train and sampler is None and size < batch_size:
+        raise DataError(
+            f"data.batch_size: {batch_size} exceeds the {size} training samples "
+            f"of split '{split_file_name(cfg, task, split)}'; no full batch could be formed"
+        )
+    collate = (
+        MultiScaleCollate(cfg.multiscale_sizes)
+        if train and task == "binary" and cfg.multiscale_sizes
+        else None
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train,
+        num_workers=cfg.num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=train and cfg.num_workers > 0,
+        generator=generator,
+    )

@@ -1,0 +1,27 @@
+"""Small training-only prediction heads that methods attach to tapped features."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PredictionHead(nn.Sequential):
+    """3×3 conv → BN → ReLU → 1×1 conv: a feature map B×C×h×w to logits B×K×h×w.
+
+    ``forward_to(x, size)`` also upsamples the logits to ``size`` (the input image's H×W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, mid_channels: int = 64) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, mid_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid_channels, out_channels, 1),
+        )
+
+    def forward_to(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        logits = self(x)
+        if logits.shape[-2:] != tuple(size):
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits

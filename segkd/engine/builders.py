@@ -1,0 +1,133 @@
+"""Build the pieces of a run from a validated config: models, teacher, methods, optimiser."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from segkd.config import Config, ModelConfig, TeacherConfig
+from segkd.distill import DistillMethod, FeatureTaps, build_method
+from segkd.engine.checkpoint import load_model_state, read_checkpoint, remap_keys
+from segkd.models import MODELS, build_model
+
+
+def model_kwargs(model_cfg: ModelConfig, cfg: Config) -> dict[str, Any]:
+    """Builder kwargs; a semantic model's class count defaults to the data set's."""
+    kwargs = model_cfg.kwargs
+    params = inspect.signature(MODELS.get(model_cfg.name)).parameters
+    if cfg.task == "semantic" and "num_classes" in params and "num_classes" not in kwargs:
+        kwargs["num_classes"] = cfg.data.num_classes
+    return kwargs
+
+
+def build_student(cfg: Config) -> nn.Module:
+    return build_model(cfg.model.name, **model_kwargs(cfg.model, cfg))
+
+
+def build_teacher(teacher_cfg: TeacherConfig, cfg: Config, device: torch.device) -> nn.Module:
+    """The frozen teacher: built, loaded from its checkpoint, in eval mode, no gradients."""
+    kwargs = model_kwargs(teacher_cfg.model, cfg)
+    kwargs.pop("pretrained", None)  # the checkpoint holds every weight
+    teacher = build_model(teacher_cfg.model.name, **kwargs)
+    ckpt = read_checkpoint(teacher_cfg.checkpoint)
+    load_model_state(teacher, remap_keys(ckpt["model"], teacher_cfg.key_map), teacher_cfg.checkpoint)
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
+
+
+def build_methods(cfg: Config) -> nn.ModuleList:
+    return nn.ModuleList(build_method(spec) for spec in cfg.distill.methods)
+
+
+def merged_taps(methods: nn.ModuleList, side: str) -> dict[str, str]:
+    """Union of the methods' taps on ``side`` ("student" or "teacher"); a clash is an error."""
+    taps: dict[str, str] = {}
+    for method in methods:
+        for name, path in getattr(method, f"{side}_taps").items():
+            if taps.get(name, path) != path:
+                raise ValueError(
+                    f"{side} tap '{name}' means '{taps[name]}' for one method and '{path}' for "
+                    f"'{method.name}'; give the taps distinct names"
+                )
+            taps[name] = path
+    return taps
+
+
+@torch.no_grad()
+def probe(model: nn.Module, taps: dict[str, str], example: torch.Tensor, train_mode: bool) -> dict[str, torch.Tensor]:
+    """One dry forward pass returning outputs and tapped tensors, leaving the model untouched."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train(train_mode)
+    with FeatureTaps(model, taps) as hooks:
+        outputs = dict(model(example))
+        outputs.update(hooks.pop())
+    model.train(was_training)
+    for name, value in model.named_buffers():
+        value.copy_(buffers[name])
+    return outputs
+
+
+def prepare_methods(
+    methods: nn.ModuleList,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    example: torch.Tensor,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Bind methods, build their learnable parts from probed shapes, check teacher/student fit.
+
+    Returns the student and teacher taps to install during training.
+    """
+    student_taps = merged_taps(methods, "student")
+    teacher_taps = merged_taps(methods, "teacher") if teacher is not None else {}
+    s = probe(student, student_taps, example, train_mode=True)
+    t = probe(teacher, teacher_taps, example, train_mode=False) if teacher is not None else None
+    if t is not None and s["out"].shape != t["out"].shape:
+        raise ValueError(
+            f"teacher and student outputs differ: student {tuple(s['out'].shape)} vs teacher "
+            f"{tuple(t['out'].shape)} (B×classes×H×W); they must predict the same classes at the same size"
+        )
+    for method in methods:
+        method.bind(student, teacher)
+        method.setup(
+            {k: v.shape for k, v in s.items()},
+            {k: v.shape for k, v in t.items()} if t is not None else None,
+        )
+    return student_taps, teacher_taps
+
+
+def build_optimizer(cfg: Config, student: nn.Module, methods: nn.ModuleList) -> torch.optim.Optimizer:
+    """SGD with separate LRs for the backbone and the head (methods' parts train at the head's LR)."""
+    o = cfg.optim
+    if hasattr(student, "param_groups"):
+        groups = student.param_groups()
+    else:
+        groups = {"backbone": [], "head": list(student.parameters())}
+    param_groups = [
+        {"params": list(groups["backbone"]), "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
+        {"params": list(groups["head"]) + list(methods.parameters()), "lr": o.lr * o.head_lr_mult, "name": "head"},
+    ]
+    param_groups = [g for g in param_groups if g["params"]]
+    for g in param_groups:
+        g["initial_lr"] = g["lr"]
+    return torch.optim.SGD(
+        param_groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+    )
+
+
+def needs_teacher(methods: nn.ModuleList) -> bool:
+    return any(m.needs_teacher for m in methods)
+
+
+__all__ = [
+    "DistillMethod",
+    "build_methods",
+    "build_optimizer",
+    "build_student",
+    "build_teacher",
+    "needs_teacher",
+    "prepare_methods",
+    "probe",
+]

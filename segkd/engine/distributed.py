@@ -1,0 +1,97 @@
+"""DDP plumbing: process-group set-up from torchrun's variables, sharding, gathering."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    if preference == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device is '{preference}' but CUDA is not available")
+    return device
+
+
+def init_distributed(device: torch.device) -> DistEnv:
+    """Join the process group when launched by ``torchrun`` (NCCL on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistEnv()
+    env = DistEnv(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return env
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def epoch_indices(n: int, env: DistEnv, *, seed: int, epoch: int, shuffle: bool, drop_last_batch: int = 0) -> list[int]:
+    """This rank's sample indices for one epoch.
+
+    Training (``shuffle``): one permutation seeded by (seed, epoch), shared by all ranks, padded by
+    wrapping so every rank gets the same number of samples. Evaluation: ``rank::world_size`` with no
+    padding, so every sample is scored exactly once.
+    """
+    if not shuffle:
+        return list(range(env.rank, n, env.world_size))
+    gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    order = torch.randperm(n, generator=gen).tolist()
+    per_rank = -(-n // env.world_size)
+    order = (order * (1 + per_rank * env.world_size // max(n, 1)))[: per_rank * env.world_size]
+    mine = order[env.rank :: env.world_size]
+    if drop_last_batch:
+        mine = mine[: len(mine) - len(mine) % drop_last_batch]
+    return mine
+
+
+def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """Every rank's ``obj``, in rank order (a one-item list without DDP)."""
+    if not env.enabled:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, env: DistEnv) -> Any:
+    if not env.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()

@@ -1,0 +1,100 @@
+"""Score a model on a data set: every image once, sharded over DDP ranks, metrics merged exactly."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from segkd.engine.distributed import DistEnv, all_reduce_sum, epoch_indices, gather_objects
+from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
+from segkd.metrics import SegmentationMetric, SODMetrics
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """A real autocast context, or a null one when AMP is off (nanoGPT's pattern)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    task: str,
+    device: torch.device,
+    env: DistEnv = DistEnv(),
+    amp: str = "none",
+    num_classes: int = 1,
+    class_names: list[str] | None = None,
+    ignore_index: int = 255,
+    crop_size: int = 473,
+    base_size: int = 512,
+    scales: list[float] | tuple[float, ...] = (1.0,),
+    flip: bool = False,
+    sliding: bool = True,
+    stride_rate: float = 2 / 3,
+    save_dir: Path | None = None,
+    palette: list[int] | None = None,
+    progress: bool = False,
+    return_curves: bool = False,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (samples: ``image`` 3×h×w, full-resolution ``mask``).
+
+    Semantic: ``mIoU``, ``mAcc``, ``allAcc`` and ``per_class``. Binary: the SOD metrics. With
+    ``save_dir`` the prediction maps are written as PNG (grey for binary, palette for semantic).
+    """
+    was_training = model.training
+    model.eval()
+    indices = epoch_indices(len(dataset), env, seed=0, epoch=0, shuffle=False)
+    if task == "semantic":
+        metric: Any = SegmentationMetric(num_classes, ignore_index=ignore_index, class_names=class_names, device=device)
+    else:
+        metric = SODMetrics()
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    for index in tqdm(indices, desc="eval", disable=not (progress and env.is_main), leave=False):
+        sample = dataset[index]
+        image = sample["image"].unsqueeze(0).to(device)
+        mask = sample["mask"]
+        with autocast_context(device, amp):
+            if task == "semantic":
+                probs = predict_semantic(
+                    model, image, crop_size=crop_size, base_size=base_size, scales=scales,
+                    flip=flip, sliding=sliding, stride_rate=stride_rate,
+                )
+                pred = probs.argmax(dim=1)
+                metric.update(pred, mask.unsqueeze(0).to(device))
+                grey = pred[0].to(torch.uint8).cpu().numpy()
+            else:
+                gt = mask[0] if mask.dim() == 3 else mask
+                prob = predict_binary(model, image, tuple(gt.shape[-2:]))
+                grey = to_uint8(prob[0, 0])
+                metric.step(grey, (gt.numpy() > 0.5).astype(np.uint8) * 255)
+        if save_dir is not None:
+            out = Image.fromarray(grey)
+            if task == "semantic" and palette is not None:
+                out = out.convert("P")
+                out.putpalette(palette)
+            out.save(save_dir / f"{sample['name']}.png")
+    model.train(was_training)
+    if task == "semantic":
+        all_reduce_sum(metric.confusion, env)
+        return metric.compute()
+    states = gather_objects(metric.state(), env)
+    merged = SODMetrics()
+    for state in states:
+        merged.merge_state(state)
+    results: dict[str, Any] = dict(merged.get_results())
+    if return_curves:
+        results["curves"] = merged.curves()
+    return results

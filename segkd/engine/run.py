@@ -1,0 +1,101 @@
+"""Use a trained checkpoint: evaluate it on a data set, or predict maps for new images."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segkd.config import Config, apply_overrides, load_config, validate
+from segkd.data import build_dataset
+from segkd.data.readers import read_image
+from segkd.data.synthetic import voc_palette
+from segkd.data.transforms import build_eval_transform, to_tv_tensors
+from segkd.engine.builders import build_student
+from segkd.engine.checkpoint import CheckpointError, load_model_state, read_checkpoint
+from segkd.engine.distributed import pick_device
+from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
+from segkd.engine.trainer import evaluate_with_config
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def load_trained(checkpoint: str | Path, config: str | Path | None = None,
+                 overrides: list[str] | None = None) -> tuple[Config, torch.nn.Module, torch.device]:
+    """The config (stored in the checkpoint unless ``config`` is given) and the loaded model, in eval mode."""
+    ckpt = read_checkpoint(checkpoint)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif "config" in ckpt:
+        cfg = validate(apply_overrides(ckpt["config"], overrides or []), f"{checkpoint} (stored config)")
+    else:
+        raise CheckpointError(f"{checkpoint}: a plain state dict holds no config; pass --config")
+    device = pick_device(cfg.train.device)
+    model = build_student(cfg)
+    load_model_state(model, ckpt["model"], checkpoint)
+    return cfg, model.to(device).eval(), device
+
+
+def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None,
+                        overrides: list[str] | None = None, save_dir: Path | None = None) -> dict[str, Any]:
+    cfg, model, device = load_trained(checkpoint, config, overrides)
+    dataset = build_dataset(cfg.data, cfg.task, "val")
+    metrics = evaluate_with_config(model, dataset, cfg, device, save_dir=save_dir,
+                                   palette=voc_palette(), progress=True)
+    return {k: v for k, v in metrics.items() if k != "curves"}
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """An image file, a folder of images (sorted), or a text file with one image path per line."""
+    source = Path(source)
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.suffix.lower() == ".txt":
+        lines = [line.split()[0] for line in source.read_text().splitlines() if line.strip()]
+        images = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
+    elif source.is_file():
+        images = [source]
+    else:
+        raise FileNotFoundError(f"{source}: no such image, folder or list file")
+    if not images:
+        raise FileNotFoundError(f"{source}: no images found")
+    return images
+
+
+def colorize(label: np.ndarray, palette: list[int]) -> np.ndarray:
+    """H×W class ids → H×W×3 colours."""
+    table = np.array(palette, dtype=np.uint8).reshape(-1, 3)
+    return table[label]
+
+
+@torch.inference_mode()
+def predict_images(checkpoint: str | Path, source: str | Path, output: str | Path,
+                   overrides: list[str] | None = None) -> list[Path]:
+    """Write a prediction for each image: grey PNG (binary) or palette PNG + overlay JPEG (semantic)."""
+    cfg, model, device = load_trained(checkpoint, None, overrides)
+    transform = build_eval_transform(cfg.task, cfg.data)
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    palette = voc_palette()
+    written = []
+    for path in list_images(source):
+        rgb = read_image(path)
+        h, w = rgb.shape[:2]
+        image, _ = transform(*to_tv_tensors(rgb, np.zeros((h, w), np.uint8)))
+        image = image.unsqueeze(0).to(device)
+        if cfg.task == "binary":
+            Image.fromarray(to_uint8(predict_binary(model, image, (h, w))[0, 0])).save(out_dir / f"{path.stem}.png")
+        else:
+            e = cfg.eval
+            probs = predict_semantic(model, image, crop_size=cfg.data.crop_size, base_size=cfg.data.base_size,
+                                     scales=e.scales, flip=e.flip, sliding=e.sliding, stride_rate=e.stride_rate)
+            label = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            png = Image.fromarray(label).convert("P")
+            png.putpalette(palette)
+            png.save(out_dir / f"{path.stem}.png")
+            blend = (0.5 * rgb + 0.5 * colorize(label, palette)).astype(np.uint8)
+            Image.fromarray(blend).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)
+        written.append(out_dir / f"{path.stem}.png")
+    return written

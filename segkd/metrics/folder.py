@@ -1,0 +1,181 @@
+"""Evaluate a folder of saved predictions against a folder of ground-truth masks."""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segkd.metrics.semantic import SegmentationMetric
+from segkd.metrics.sod import SODMetrics
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_MAX_LISTED = 20
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    *,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Score every ground-truth mask in ``gt_dir`` against the prediction of the same name.
+
+    Files are paired by name with the extension aside (``x.png`` matches ``x.jpg``).
+
+    - ``num_classes=None`` (binary task): predictions and masks are read as grey maps and
+      scored with :class:`SODMetrics`; a prediction of another size is resized bilinearly.
+    - ``num_classes=C`` (semantic task): both are label-id maps (palette PNG indices or grey
+      values); a prediction of another size is resized with nearest neighbour, and the pair is
+      scored with :class:`SegmentationMetric`.
+
+    Returns:
+        ``{"task": "binary" | "semantic", "num_images": n, "metrics": {...}}``.
+
+    Raises:
+        FileNotFoundError: a folder is missing, ``gt_dir`` holds no images, or some masks have
+            no prediction (all such names are listed).
+        ValueError: a name appears twice with different extensions, a label map cannot be read
+            as ids, or labels are out of range (the file is named).
+
+    A prediction with no mask is skipped with a warning naming it.
+    """
+    pred_files = _images_by_stem(Path(pred_dir), "prediction")
+    gt_files = _images_by_stem(Path(gt_dir), "ground-truth")
+    if not gt_files:
+        raise FileNotFoundError(f"no mask images ({', '.join(IMAGE_SUFFIXES)}) found in {gt_dir}")
+
+    missing = sorted(set(gt_files) - set(pred_files))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} mask(s) in {gt_dir} have no prediction in {pred_dir}: "
+            f"{_name_list(missing)}"
+        )
+    unmatched = sorted(set(pred_files) - set(gt_files))
+    if unmatched:
+        warnings.warn(
+            f"{len(unmatched)} prediction(s) in {pred_dir} have no mask in {gt_dir} and are "
+            f"skipped: {_name_list(unmatched)}",
+            stacklevel=2,
+        )
+
+    names = sorted(gt_files)
+    if num_classes is None:
+        return _evaluate_binary(names, pred_files, gt_files)
+    return _evaluate_semantic(names, pred_files, gt_files, num_classes, ignore_index, class_names)
+
+
+def _evaluate_binary(
+    names: list[str], pred_files: dict[str, Path], gt_files: dict[str, Path]
+) -> dict[str, Any]:
+    metrics = SODMetrics()
+    for name in names:
+        pred = np.asarray(Image.open(pred_files[name]).convert("L"))
+        gt = np.asarray(Image.open(gt_files[name]).convert("L"))
+        try:
+            metrics.step(pred, gt)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
+    return {"task": "binary", "num_images": len(names), "metrics": metrics.get_results()}
+
+
+def _evaluate_semantic(
+    names: list[str],
+    pred_files: dict[str, Path],
+    gt_files: dict[str, Path],
+    num_classes: int,
+    ignore_index: int,
+    class_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    metric = SegmentationMetric(num_classes, ignore_index=ignore_index, class_names=class_names)
+    for name in names:
+        gt_image = Image.open(gt_files[name])
+        gt = _label_ids(gt_image, gt_files[name])
+        pred_image = Image.open(pred_files[name])
+        if pred_image.size != gt_image.size:
+            pred_image = pred_image.resize(gt_image.size, Image.Resampling.NEAREST)
+        pred = _label_ids(pred_image, pred_files[name])
+        try:
+            metric.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
+        except ValueError as error:
+            raise ValueError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
+    return {"task": "semantic", "num_images": len(names), "metrics": metric.compute()}
+
+
+def _label_ids(image: Image.Image, path: Path) -> np.ndarray:
+    """H×W int64 class ids of a palette or single-channel label map."""
+    if image.mode not in ("P", "L", "I", "I;16"):
+        raise ValueError(
+            f"{path}: label map has mode {image.mode!r}; expected a palette (P) or single-channel"
+            " (L, I) image whose pixel values are class ids"
+        )
+    return np.asarray(image).astype(np.int64)
+
+
+def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{role} folder {folder} does not exist")
+    by_stem: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in by_stem:
+            raise ValueError(
+                f"{role} name '{path.stem}' is ambiguous: {by_stem[path.stem].name} and {path.name}"
+            )
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def _name_list(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def format_table(metrics: dict[str, Any], precision: int = 4) -> str:
+    """Render a metrics dict as aligned plain text.
+
+    Scalars become ``name  value`` rows; a nested ``{row: {column: value}}`` entry (such as the
+    semantic ``per_class``) becomes a table with one column per inner key.
+
+    Example:
+        >>> print(format_table({"mIoU": 0.5, "per_class": {"cat": {"IoU": 0.5, "Acc": 1.0}}}))
+        mIoU  0.5000
+        <BLANKLINE>
+        per_class  IoU     Acc
+        cat        0.5000  1.0000
+    """
+    def cell(value: Any) -> str:
+        if isinstance(value, float) and math.isnan(value):
+            return "n/a"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.{precision}f}"
+        return str(value)
+
+    scalars = {key: value for key, value in metrics.items() if not isinstance(value, dict)}
+    sections: list[str] = []
+    if scalars:
+        width = max(len(key) for key in scalars)
+        sections.append("\n".join(f"{key:<{width}}  {cell(v)}" for key, v in scalars.items()))
+    for table_name, rows in metrics.items():
+        if not isinstance(rows, dict):
+            continue
+        columns = list(dict.fromkeys(column for row in rows.values() for column in row))
+        grid = [[table_name, *columns]] + [
+            [str(row_name), *(cell(row.get(column, "")) for column in columns)]
+            for row_name, row in rows.items()
+        ]
+        widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+        sections.append(
+            "\n".join(
+                "  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in grid
+            )
+        )
+    return "\n\n".join(sections)

@@ -1,0 +1,191 @@
+"""Load local ImageNet weight files into a timm ``features_only`` backbone. Nothing is downloaded.
+
+Accepted files:
+
+- torchvision ResNets (``resnet50-19c8e357.pth``: ``conv1.weight``, ``bn1.*``,
+  ``layer1.0.conv1.weight``, …, ``fc.*``) and timm files; timm's ResNets use torchvision's names;
+- checkpoints wrapping either under ``"state_dict"`` or ``"model"``, with or without the
+  ``module.`` prefix of ``DataParallel``; a whole segmentation model's checkpoint gives its
+  ``backbone.*`` part;
+- EfficientNet-Lite0 in the lukemelas naming (``efficientnet-lite0-57934424.pth``: ``_conv_stem``,
+  ``_blocks.0._depthwise_conv``, …), whose tensors map one-to-one, in order and shape, onto timm's
+  ``efficientnet_lite0``.
+
+Keys of the classifier that ``features_only`` dropped (``fc.*``, ``classifier.*``, ``conv_head.*``)
+are ignored; anything else that does not fit is a ``ValueError`` naming the file and the keys.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import timm
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+_WRAPPER_KEYS = ("state_dict", "model")
+_SHOWN_KEYS = 4
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Copy the weights in ``path`` into ``backbone`` (in place).
+
+    Args:
+        backbone: a model from :func:`segkd.models.backbones.create_backbone` (any module works;
+            timm ones also let the classifier keys of the file be recognised and skipped).
+        path: a local ``.pth`` / ``.pt`` file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no state dict, or its tensors do not fit the backbone; the
+            message names the file and lists missing / unexpected keys and shape mismatches.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    target = backbone.state_dict()
+    template = _full_model_template(backbone) or target
+    if _is_lukemelas_efficientnet(state):
+        state = remap_by_order(state, template, source_name=f"weights file {path}")
+    elif not set(state) & set(target) and any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+
+    # Parts of the full network that features_only leaves out (classifier, final conv).
+    left_out = set(template) - set(target)
+    state = {k: v for k, v in state.items() if k not in left_out}
+
+    # Old torchvision files predate BatchNorm's num_batches_tracked buffer.
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in state
+        if k in target and state[k].shape != target[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"weights file {path} does not fit backbone '{_architecture(backbone)}': "
+            + "; ".join(
+                [
+                    _summarise("missing key(s)", missing),
+                    _summarise("unexpected key(s)", unexpected),
+                    _summarise("shape mismatch(es)", mismatched),
+                ]
+            )
+            + _deep_stem_hint(unexpected)
+        )
+    backbone.load_state_dict(state, strict=False)
+    logger.info("loaded %d tensors from %s into '%s'", len(state), path, _architecture(backbone))
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """Read ``{name: tensor}`` from a weight file or a checkpoint that wraps one.
+
+    Wrappers under ``"state_dict"`` / ``"model"`` are opened, and a ``module.`` prefix on every
+    key (``DataParallel``) is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        content: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"weights file {path} cannot be read as a PyTorch file: {error}"
+        ) from error
+    while isinstance(content, Mapping) and not _holds_tensors(content):
+        wrapper = next((k for k in _WRAPPER_KEYS if k in content), None)
+        if wrapper is None:
+            raise ValueError(
+                f"weights file {path} holds no state dict: top-level keys {sorted(content)[:8]}, "
+                f"expected tensors or one of {list(_WRAPPER_KEYS)}"
+            )
+        content = content[wrapper]
+    if not isinstance(content, Mapping):
+        raise ValueError(f"weights file {path} holds a {type(content).__name__}, not a state dict")
+    state = {str(k): v for k, v in content.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def remap_by_order(
+    source: Mapping[str, torch.Tensor],
+    template: Mapping[str, torch.Tensor],
+    *,
+    source_name: str = "source",
+) -> StateDict:
+    """Rename the tensors of ``source`` to the keys of ``template``, pairing them in order.
+
+    For two implementations of one architecture that register the same layers in the same order
+    under different names (lukemelas' EfficientNet and timm's). ``num_batches_tracked`` buffers
+    are left out on both sides. Every pair must agree in shape.
+
+    Returns:
+        ``{template_key: source_tensor}``.
+
+    Raises:
+        ValueError: the tensor counts differ, or a pair's shapes differ (the first such pair is
+            named).
+    """
+    source_keys = [k for k in source if not k.endswith("num_batches_tracked")]
+    target_keys = [k for k in template if not k.endswith("num_batches_tracked")]
+    if len(source_keys) != len(target_keys):
+        raise ValueError(
+            f"{source_name} has {len(source_keys)} tensors but the model has {len(target_keys)}; "
+            "they cannot be paired in order"
+        )
+    remapped: StateDict = {}
+    for index, (src, dst) in enumerate(zip(source_keys, target_keys)):
+        if source[src].shape != template[dst].shape:
+            raise ValueError(
+                f"{source_name}: tensor #{index} '{src}' {tuple(source[src].shape)} does not match "
+                f"the model's '{dst}' {tuple(template[dst].shape)}"
+            )
+        remapped[dst] = source[src]
+    return remapped
+
+
+def _holds_tensors(mapping: Mapping[Any, Any]) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _is_lukemelas_efficientnet(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("_conv_stem.", "_blocks.")) for k in state)
+
+
+def _architecture(backbone: nn.Module) -> str:
+    config = getattr(backbone, "pretrained_cfg", None) or {}
+    return str(config.get("architecture", type(backbone).__name__))
+
+
+def _full_model_template(backbone: nn.Module) -> StateDict | None:
+    """The state dict (shapes only) of the whole timm network the backbone was cut from."""
+    config = getattr(backbone, "pretrained_cfg", None) or {}
+    architecture = config.get("architecture")
+    if architecture is None or not timm.is_model(architecture):
+        return None
+    # On the meta device no memory is allocated and no weights are initialised.
+    with torch.device("meta"):
+        full = timm.create_model(architecture, pretrained=False)
+    return full.state_dict()
+
+
+def _summarise(what: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN_KEYS])
+    more = f", … ({len(items) - _SHOWN_KEYS} more)" if len(items) > _SHOWN_KEYS else ""
+    return f"{len(items)} {what}" + (f" [{shown}{more}]" if items else "")
+
+
+def _deep_stem_hint(unexpected: list[str]) -> str:
+    if {"conv2.weight", "conv3.weight"} <= set(unexpected):
+        return (
+            " (the file looks like a deep-stem ResNet, e.g. semseg's; only 7×7-stem weights such "
+            "as torchvision's or timm's fit)"
+        )
+    return ""

@@ -1,0 +1,324 @@
+"""Self-distillation methods BYOT, DHM, SAD and DKS on tiny tensors, checked against numpy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from segkd.distill.base import build_method
+from segkd.distill.byot import BYOT
+from segkd.distill.dhm import DHM
+from segkd.distill.dks import DKS
+from segkd.distill.functional import mutual_kl_binary
+from segkd.distill.hooks import FeatureTaps
+from segkd.distill.sad import SAD, attention_map
+from segkd.models.losses import structure_loss
+
+B, H, W = 2, 16, 16
+
+
+def np_sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def np_kl_binary(student: torch.Tensor, target: torch.Tensor, t: float) -> float:
+    """Mean Bernoulli KL(σ(target/T) ‖ σ(student/T)) · T², written out in numpy."""
+    p_s = np_sigmoid(student.detach().double().numpy() / t)
+    p_t = np_sigmoid(target.detach().double().numpy() / t)
+    kl = p_t * np.log(p_t / p_s) + (1 - p_t) * np.log((1 - p_t) / (1 - p_s))
+    return float(kl.mean() * t * t)
+
+
+def np_pairwise_kl(logits: list[torch.Tensor], t: float) -> float:
+    return sum(
+        np_kl_binary(zi, zj, t) for i, zi in enumerate(logits) for j, zj in enumerate(logits)
+        if i != j
+    )
+
+
+def np_resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of the last two axes, half-pixel centres (align_corners=False)."""
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        matrix = np.zeros((n_out, n_in))
+        for o in range(n_out):
+            src = max((o + 0.5) * n_in / n_out - 0.5, 0.0)
+            lo = min(int(np.floor(src)), n_in - 1)
+            hi = min(lo + 1, n_in - 1)
+            matrix[o, lo] += 1 - (src - lo)
+            matrix[o, hi] += src - lo
+        return matrix
+    return weights(x.shape[-2], out_h) @ x @ weights(x.shape[-1], out_w).T
+
+
+def np_attention(feature: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    energy = (feature.detach().double().numpy() ** 2).sum(axis=1)  # B×h×w
+    energy = np_resize_bilinear(energy, *size).reshape(energy.shape[0], -1)
+    soft = np.exp(energy - energy.max(axis=1, keepdims=True))
+    return (soft / soft.sum(axis=1, keepdims=True)).reshape(-1, *size)
+
+
+def features(channels: dict[str, int], sizes: dict[str, int], grad: bool = True) -> dict:
+    torch.manual_seed(0)
+    taps = {k: torch.rand(B, c, sizes[k], sizes[k]) for k, c in channels.items()}
+    taps["out"] = torch.randn(B, 1, H, W) * 2
+    return {k: v.requires_grad_(grad) for k, v in taps.items()}
+
+
+def binary_batch() -> dict[str, torch.Tensor]:
+    mask = torch.zeros(B, 1, H, W)
+    mask[:, :, 4:12, 3:10] = 1
+    return {"image": torch.zeros(B, 3, H, W), "mask": mask}
+
+
+def shapes_of(student: dict[str, torch.Tensor]) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in student.items()}
+
+
+RESNET_LIKE = {"stage1": 4, "stage2": 8, "stage3": 16, "stage4": 32}
+ODD = {"stage1": 3, "stage2": 5, "stage3": 7, "stage4": 9}
+SIZES = {"stage1": 8, "stage2": 4, "stage3": 2, "stage4": 1}
+
+
+@pytest.mark.parametrize("cls", [BYOT, DHM, SAD, DKS])
+def test_methods_are_binary_self_distillation(cls: type) -> None:
+    assert (cls.kind, cls.task, cls.needs_teacher) == ("self", "binary", False)
+    assert cls.paper
+
+
+# ---- BYOT -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [RESNET_LIKE, ODD])
+def test_byot_builds_from_shapes(channels: dict[str, int]) -> None:
+    student = features(channels, SIZES)
+    method = BYOT()
+    method.setup(shapes_of(student), None)
+    for stage, (feature, logits) in zip(method.stages, method.branches(student, (H, W))):
+        assert feature.shape == student["stage4"].shape, stage
+        assert logits.shape == (B, 1, H, W)
+    assert [h[0].in_channels for h in method.heads] == [channels["stage4"]] * 3
+
+
+def test_byot_value_matches_numpy() -> None:
+    student = features({"s1": 4, "s2": 6, "deep": 8}, {"s1": 8, "s2": 4, "deep": 2})
+    method = BYOT(stages=["s1", "s2"], deepest="deep", temperature=2.0, alpha=0.3, hint_weight=0.01)
+    method.setup(shapes_of(student), None)
+    batch = binary_batch()
+    losses = method(student, None, batch)
+    branches = method.branches(student, (H, W))
+    deep = student["deep"].detach().double().numpy()
+    sup = sum(structure_loss(z, batch["mask"]).item() for _, z in branches)
+    kd = sum(np_kl_binary(z, student["out"], 2.0) for _, z in branches)
+    hint = sum(((f.detach().double().numpy() - deep) ** 2).sum() / B for f, _ in branches)
+    assert losses["aux_sup"].item() == pytest.approx(0.7 * sup, rel=1e-5)
+    assert losses["kd"].item() == pytest.approx(0.3 * kd, rel=1e-5)
+    assert losses["hint"].item() == pytest.approx(0.01 * hint, rel=1e-5)
+
+
+def test_byot_gradients_skip_its_targets() -> None:
+    student = features(RESNET_LIKE, SIZES)
+    method = BYOT()
+    method.setup(shapes_of(student), None)
+    sum(method(student, None, binary_batch()).values()).backward()
+    for stage in ("stage1", "stage2", "stage3"):
+        assert student[stage].grad is not None and student[stage].grad.abs().sum() > 0
+    assert student["out"].grad is None and student["stage4"].grad is None
+
+
+def test_byot_option_errors() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        build_method({"name": "byot", "alpha": 1.5})
+    with pytest.raises(ValueError, match="temprature"):
+        build_method({"name": "byot", "temprature": 3})
+    with pytest.raises(KeyError, match="stage4"):
+        BYOT().setup({"stage1": torch.Size([1, 4, 8, 8])}, None)
+
+
+# ---- DHM --------------------------------------------------------------------------------------
+class TinyNet(nn.Module):
+    """Stand-in for the fusion net: four stride-2 conv stages and a 1×1 head on the last one."""
+
+    def __init__(self, channels: tuple[int, ...] = (4, 6, 8, 10)) -> None:
+        super().__init__()
+        self.backbone = nn.Module()
+        for k, (c_in, c_out) in enumerate(zip((3, *channels), channels), start=1):
+            conv = nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1), nn.ReLU())
+            self.backbone.add_module(f"layer{k}", conv)
+        self.head = nn.Conv2d(channels[-1], 1, 1)
+        self.feature_points = {f"stage{k}": f"backbone.layer{k}" for k in range(1, 5)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = x
+        for k in range(1, 5):
+            f = getattr(self.backbone, f"layer{k}")(f)
+        out = nn.functional.interpolate(self.head(f), size=x.shape[-2:], mode="bilinear")
+        return {"out": out}
+
+
+def dhm_run(channels: tuple[int, ...] = (4, 6, 8, 10), **options) -> tuple:
+    """Bind, tap, set up and run DHM on TinyNet the way a trainer would."""
+    torch.manual_seed(0)
+    net, method = TinyNet(channels), DHM(**options)
+    method.bind(net, None)
+    with FeatureTaps(net, method.student_taps) as taps:
+        student = {**net(torch.randn(B, 3, H, W)), **taps.pop()}
+    method.setup(shapes_of(student), None)
+    return net, method, student
+
+
+def test_dhm_branches_are_fresh_copies_of_later_stages() -> None:
+    net, method, _ = dhm_run()
+    assert [len(b) for b in method.branches] == [2, 1]  # from stage2: layer3+layer4; stage3: layer4
+    layer3, layer4 = net.backbone.layer3, net.backbone.layer4
+    pairs = [(method.branches[0][0], layer3), (method.branches[0][1], layer4),
+             (method.branches[1][0], layer4)]
+    student_params = {id(p) for p in net.parameters()}
+    for copy, original in pairs:
+        for (name, p_copy), p_orig in zip(copy.named_parameters(), original.parameters()):
+            assert torch.equal(p_copy, p_orig), name
+            assert p_copy is not p_orig and p_copy.data_ptr() != p_orig.data_ptr()
+    assert not student_params & {id(p) for p in method.parameters()}
+    with torch.no_grad():
+        layer4[0].weight.add_(1.0)
+    assert not torch.equal(method.branches[1][0][0].weight, layer4[0].weight)
+
+
+def test_dhm_copies_leave_the_students_hooks_behind() -> None:
+    net, calls = TinyNet(), []
+    net.backbone.layer4.register_forward_hook(lambda *_: calls.append(1))
+    method = DHM()
+    method.bind(net, None)
+    method.branches[1](torch.randn(1, 8, 2, 2))
+    assert calls == []
+
+
+@pytest.mark.parametrize("channels", [(4, 6, 8, 10), (3, 5, 7, 9)])
+def test_dhm_value_matches_numpy(channels: tuple[int, ...]) -> None:
+    _, method, student = dhm_run(channels, temperature=2.0, alpha=0.5, sup_weight=2.0)
+    assert method.heads[0][0].in_channels == channels[-1]
+    batch = binary_batch()
+    losses = method(student, None, batch)
+    logits = method.branch_logits(student, (H, W))
+    assert all(z.shape == (B, 1, H, W) for z in logits)
+    sup = sum(structure_loss(z, batch["mask"]).item() for z in logits)
+    assert losses["aux_sup"].item() == pytest.approx(2.0 * sup, rel=1e-5)
+    mimic = np_pairwise_kl([student["out"], *logits], 2.0)
+    assert losses["mimic"].item() == pytest.approx(0.5 * mimic, rel=1e-5)
+
+
+def test_dhm_errors() -> None:
+    with pytest.raises(ValueError, match="branch_from"):
+        build_method({"name": "dhm", "branch_from": ["stage4"]})
+    with pytest.raises(KeyError, match="backbone.layer9"):
+        DHM(stages=["stage1", "backbone.layer9"], branch_from=["stage1"]).bind(TinyNet(), None)
+    method = DHM()
+    method.setup({k: torch.Size([1, 8, 2, 2]) for k in ("stage2", "stage3", "stage4")}, None)
+    with pytest.raises(RuntimeError, match="bind"):
+        method(features(RESNET_LIKE, SIZES), None, binary_batch())
+
+
+# ---- SAD --------------------------------------------------------------------------------------
+def test_sad_attention_map_matches_numpy() -> None:
+    feature = torch.rand(B, 3, 2, 2) * 2
+    expected = np_attention(feature, (4, 4))
+    np.testing.assert_allclose(attention_map(feature, (4, 4)).numpy(), expected, rtol=1e-5)
+    assert attention_map(feature, (4, 4)).sum(dim=(1, 2)).allclose(torch.ones(B))
+    mean_map = attention_map(feature, (2, 2), channel_reduction="mean")
+    np.testing.assert_allclose(mean_map.numpy(), np_attention(feature / 3**0.5, (2, 2)), rtol=1e-5)
+
+
+def test_sad_value_and_late_start() -> None:
+    student = features({"a": 3, "b": 5, "c": 7}, {"a": 8, "b": 4, "c": 2})
+    method = SAD(stages=["a", "b", "c"], weight=0.5, start=0.5)
+    assert method(student, None, {})["attention"].item() == 0.0
+    method.set_progress(0.3)
+    assert method(student, None, {})["attention"].item() == 0.0
+    method.set_progress(0.6)
+    loss = method(student, None, {})["attention"]
+    maps = [np_attention(student[k], (8, 8)) for k in "abc"]
+    expected = ((maps[0] - maps[1]) ** 2).mean() + ((maps[1] - maps[2]) ** 2).mean()
+    assert loss.item() == pytest.approx(0.5 * expected, rel=1e-5) and loss.item() > 0
+    loss.backward()
+    assert student["a"].grad.abs().sum() > 0 and student["b"].grad.abs().sum() > 0
+    assert student["c"].grad is None  # the deepest map is only ever a target
+
+
+def test_sad_size_option_and_errors() -> None:
+    student = features({"a": 3, "b": 5}, {"a": 8, "b": 4})
+    method = build_method({"name": "sad", "stages": ["a", "b"], "start": 0.0, "size": [4, 4]})
+    maps = [np_attention(student[k], (4, 4)) for k in "ab"]
+    expected = 0.1 * ((maps[0] - maps[1]) ** 2).mean()
+    assert method(student, None, {})["attention"].item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="channel_reduction"):
+        build_method({"name": "sad", "channel_reduction": "max"})
+    with pytest.raises(ValueError, match="start"):
+        build_method({"name": "sad", "start": 2})
+
+
+# ---- DKS --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [RESNET_LIKE, ODD])
+def test_dks_value_matches_numpy(channels: dict[str, int]) -> None:
+    student = features(channels, SIZES)
+    method = DKS(temperature=1.5, sup_weight=0.5, synergy_weight=2.0, branch_channels=6)
+    method.setup(shapes_of(student), None)
+    assert [s[0].in_channels for s in method.stacks] == [channels["stage2"], channels["stage3"]]
+    batch = binary_batch()
+    losses = method(student, None, batch)
+    logits = method.branch_logits(student, (H, W))
+    assert all(z.shape == (B, 1, H, W) for z in logits)
+    sup = sum(structure_loss(z, batch["mask"]).item() for z in logits)
+    assert losses["aux_sup"].item() == pytest.approx(0.5 * sup, rel=1e-5)
+    synergy = np_pairwise_kl([student["out"], *logits], 1.5)
+    assert losses["synergy"].item() == pytest.approx(2.0 * synergy, rel=1e-5)
+
+
+def test_dks_gradient_treats_other_heads_as_detached_targets() -> None:
+    student = features(RESNET_LIKE, SIZES)
+    method = DKS(temperature=2.0, num_convs=0)
+    method.setup(shapes_of(student), None)
+    method(student, None, binary_batch())["synergy"].backward()
+    # d/dz_s [T²·KL(σ(z_t/T) ‖ σ(z_s/T))] = T·(σ(z_s/T) − σ(z_t/T)) per pixel, / pixel count
+    out = student["out"].detach().double().numpy()
+    expected = sum(
+        2.0 * (np_sigmoid(out / 2.0) - np_sigmoid(z.detach().double().numpy() / 2.0)) / out.size
+        for z in method.branch_logits(student, (H, W))
+    )
+    np.testing.assert_allclose(student["out"].grad.numpy(), expected, rtol=1e-4, atol=1e-10)
+    assert student["stage2"].grad.abs().sum() > 0
+
+
+def test_mutual_kl_binary_pairs() -> None:
+    logits = [torch.randn(1, 1, 3, 3) for _ in range(3)]
+    expected = np_pairwise_kl(logits, 1.0)
+    assert mutual_kl_binary(logits, 1.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dks_option_errors() -> None:
+    with pytest.raises(ValueError, match="branch_from"):
+        build_method({"name": "dks", "branch_from": []})
+    with pytest.raises(ValueError, match="temperature"):
+        build_method({"name": "dks", "temperature": 0})
+    with pytest.raises(KeyError, match="stage3"):
+        DKS().setup({"stage2": torch.Size([1, 4, 8, 8])}, None)
+
+
+# ---- with the real four-level fusion network ---------------------------------------------------
+@pytest.mark.parametrize("name", ["byot", "dhm", "sad", "dks"])
+def test_methods_run_on_the_fusion_network(name: str) -> None:
+    from segkd.models.fusion import fusion
+
+    torch.manual_seed(0)
+    net = fusion(backbone="resnet18", width=8)
+    method = build_method({"name": name, **({"start": 0.0} if name == "sad" else {})})
+    method.bind(net, None)
+    x, batch = torch.randn(B, 3, 32, 32), {"mask": (torch.rand(B, 1, 32, 32) > 0.5).float()}
+    with FeatureTaps(net, method.student_taps) as taps:
+        student = {**net(x), **taps.pop()}
+    method.setup(shapes_of(student), None)
+    losses = method(student, None, batch)
+    assert all(torch.isfinite(v) and v.item() > 0 for v in losses.values()), losses
+    sum(losses.values()).backward()
+    # timm zero-initialises each block's last BN, so the stem is where gradients surely arrive
+    assert net.backbone.conv1.weight.grad.abs().sum() > 0
+    if name == "dhm":
+        assert torch.equal(method.branches[1][0].state_dict()["0.conv1.weight"],
+                           net.backbone.layer4.state_dict()["0.conv1.weight"])
