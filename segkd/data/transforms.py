@@ -130,6 +130,21 @@ class ResizeImage:
         return f"ResizeImage(size={self.size})"
 
 
+def resize_batch(batch: dict[str, Any], side: int) -> dict[str, Any]:
+    """Resize a collated batch to side×side: images bilinear, masks nearest-exact (values kept)."""
+    size = (side, side)
+    if tuple(batch["image"].shape[-2:]) == size:
+        return batch
+    batch = dict(batch)
+    batch["image"] = F.interpolate(batch["image"], size=size, mode="bilinear", align_corners=False)
+    mask = batch["mask"]
+    # Semantic masks are B×H×W; interpolate needs a channel axis and a float dtype.
+    as_channels = mask if mask.dim() == 4 else mask[:, None]
+    resized = F.interpolate(as_channels.float(), size=size, mode="nearest-exact").to(mask.dtype)
+    batch["mask"] = resized if mask.dim() == 4 else resized[:, 0]
+    return batch
+
+
 class MultiScaleCollate:
     """Collate a list of samples, then resize the whole batch to one size drawn from ``sizes``.
 
@@ -144,18 +159,8 @@ class MultiScaleCollate:
         self.sizes = list(sizes)
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = default_collate(samples)
         side = self.sizes[int(torch.randint(len(self.sizes), ()))]
-        size = (side, side)
-        batch["image"] = F.interpolate(
-            batch["image"], size=size, mode="bilinear", align_corners=False
-        )
-        mask = batch["mask"]
-        # Semantic masks are B×H×W; interpolate needs a channel axis and a float dtype.
-        as_channels = mask if mask.dim() == 4 else mask[:, None]
-        resized = F.interpolate(as_channels.float(), size=size, mode="nearest-exact").to(mask.dtype)
-        batch["mask"] = resized if mask.dim() == 4 else resized[:, 0]
-        return batch
+        return resize_batch(default_collate(samples), side)
 
     def __repr__(self) -> str:
         return f"MultiScaleCollate(sizes={self.sizes})"

@@ -7,6 +7,7 @@ import torch
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
+    MAPPING_MODES,
     build_mapping,
     check_choice,
     full_precision,
@@ -47,7 +48,7 @@ class ChannelWiseDistillation(DistillMethod):
         mapping: str = "auto",
     ) -> None:
         super().__init__()
-        check_choice("mapping", mapping, ("auto", "none", "conv_bn"))
+        check_choice("mapping", mapping, MAPPING_MODES)
         if tau <= 0:
             raise ValueError(f"option 'tau' must be > 0, got {tau}")
         self.tau = tau

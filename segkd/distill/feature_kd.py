@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
+    MAPPING_MODES,
     build_mapping,
     check_choice,
     full_precision,
@@ -56,7 +57,7 @@ class FeatureKD(DistillMethod):
     ) -> None:
         super().__init__()
         check_choice("loss", loss, ("mse", "smooth_l1"))
-        check_choice("mapping", mapping, ("auto", "none", "conv_bn"))
+        check_choice("mapping", mapping, MAPPING_MODES)
         self.student_at = student_at or at
         self.teacher_at = teacher_at or at
         self.mapping_mode = mapping
@@ -109,4 +110,5 @@ def _key_for(place: str) -> str:
 
 
 def _taps_for(place: str) -> dict[str, str]:
+    """Taps to install: none for the model output, else the feature point under a local name."""
     return {} if place == MODEL_OUTPUT else {TAPPED_FEATURE: place}

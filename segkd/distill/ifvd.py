@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
+    MAPPING_MODES,
     build_mapping,
     check_choice,
     full_precision,
@@ -56,7 +57,7 @@ class IntraClassFeatureVariationKD(DistillMethod):
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
-        check_choice("mapping", mapping, ("auto", "none", "conv_bn"))
+        check_choice("mapping", mapping, MAPPING_MODES)
         self.weight = weight
         self.mapping_mode = mapping
         self.ignore_index = ignore_index

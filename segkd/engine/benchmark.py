@@ -178,7 +178,8 @@ def benchmark_models(
             flops = gflops(model.to(device), size)
             for batch_size in batch_sizes:
                 timing = measure_latency(
-                    model, size, batch_size=batch_size, device=device, warmup=warmup, iters=iters, amp=amp
+                    model, size, batch_size=batch_size, device=device,
+                    warmup=warmup, iters=iters, amp=amp,
                 )
                 rows.append({"model": name, "params_m": params_m, "gflops": flops, **timing})
     return rows

@@ -92,6 +92,17 @@ def broadcast_object(obj: Any, env: DistEnv) -> Any:
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
+    """Give every rank rank 0's buffers (BN running statistics).
+
+    DDP syncs buffers at the start of each forward, so after the last training step each rank
+    holds statistics of its own last batch; without this, ranks would evaluate different models.
+    """
+    if env.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()

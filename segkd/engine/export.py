@@ -91,9 +91,8 @@ class _LogitsOnly(nn.Module):
         return self.model(image)["out"]
 
 
-def _replace_adaptive_pools(model: nn.Module) -> int:
+def _replace_adaptive_pools(model: nn.Module) -> None:
     """Swap every ``nn.AdaptiveAvgPool2d`` with a fixed, non-global output size in place."""
-    replaced = 0
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.AdaptiveAvgPool2d):
             continue
@@ -104,8 +103,6 @@ def _replace_adaptive_pools(model: nn.Module) -> int:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child_name, MatrixAdaptiveAvgPool2d((int(out_h), int(out_w))))
-        replaced += 1
-    return replaced
 
 
 @contextlib.contextmanager
@@ -118,8 +115,8 @@ def _quiet_tracing() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.\w+` is deprecated")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX")
+        warnings.filterwarnings("ignore", r".*torch\.jit\.\w+` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX", DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
         yield
 
@@ -135,7 +132,7 @@ def _example(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
     return torch.randn(batch, 3, *size, generator=generator)
 
 
-def prepare_for_export(model: nn.Module, input_size: tuple[int, int]) -> _LogitsOnly:
+def prepare_for_export(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
     """An eval-mode, float32, CPU copy of ``model`` wrapped to return only its logits.
 
     The caller's model is left untouched. Raises a clear error when ``model`` is not a module
@@ -167,7 +164,8 @@ def prepare_for_export(model: nn.Module, input_size: tuple[int, int]) -> _Logits
     logits = outputs["out"]
     if logits.ndim != 4 or tuple(logits.shape[-2:]) != size:
         raise ValueError(
-            f"model 'out' must be B×C×H×W logits at the input size {size}, got shape {tuple(logits.shape)}"
+            f"model 'out' must be B×C×H×W logits at the input size {size}, "
+            f"got shape {tuple(logits.shape)}"
         )
     return _LogitsOnly(copied).eval()
 
@@ -196,7 +194,8 @@ def _compare_onnx(path: Path, reference: nn.Module, shapes: list[tuple[int, int,
         (actual,) = session.run(["out"], {"image": image.numpy()})
         if actual.shape != expected.shape:
             raise RuntimeError(
-                f"{path.name}: ONNX output shape {actual.shape} != PyTorch {expected.shape} for input {shape}"
+                f"{path.name}: ONNX output shape {actual.shape} != PyTorch {expected.shape} "
+                f"for input {shape}"
             )
         worst = max(worst, float(np.abs(actual - expected).max()))
     return worst
@@ -206,7 +205,7 @@ def export_onnx(
     model: nn.Module,
     path: str | Path,
     *,
-    input_size: tuple[int, int] = (512, 512),
+    input_size: tuple[int, int],
     opset: int = 17,
     dynamic: bool = True,
     check: bool = True,
@@ -220,8 +219,8 @@ def export_onnx(
         input_size: (H, W) of the example input; the only size when ``dynamic`` is False.
         opset: ONNX operator set version.
         dynamic: symbolic batch, height and width axes; otherwise a fixed 1×3×H×W input.
-        check: run onnxruntime (CPU) on random inputs (1×3×H×W and, when dynamic, 2×3×(H+32)×(W+64))
-            and compare with PyTorch; raise ``RuntimeError`` when the largest difference exceeds
+        check: run onnxruntime (CPU) on random inputs (1×3×H×W and, when dynamic,
+            2×3×(H+32)×(W+64)) and compare with PyTorch; raise ``RuntimeError`` when the largest difference exceeds
             ``tolerance``. The target file is only written when the check passes.
 
     Returns:
@@ -280,7 +279,7 @@ def export_torchscript(
     model: nn.Module,
     path: str | Path,
     *,
-    input_size: tuple[int, int] = (512, 512),
+    input_size: tuple[int, int],
     check: bool = True,
     tolerance: float = 1e-4,
 ) -> dict[str, Any]:
@@ -334,7 +333,9 @@ def export_torchscript(
     }
 
 
-def _max_traced_diff(traced: torch.jit.ScriptModule, eager: nn.Module, shape: tuple[int, ...]) -> float | None:
+def _max_traced_diff(
+    traced: torch.jit.ScriptModule, eager: nn.Module, shape: tuple[int, ...]
+) -> float | None:
     """Largest |traced − eager| on one random input; None when the traced graph fails or mis-shapes."""
     image = _example(shape[0], shape[2:], _SEED + 1)
     with torch.inference_mode():

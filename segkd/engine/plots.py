@@ -20,6 +20,8 @@ from segkd.engine.export import atomic_output
 IGNORE_LABEL = 255
 _DPI = 100
 
+Curves = Mapping[str, Mapping[str, Any]]  # {method: {curve name: 1-D array}}
+
 
 def voc_palette() -> list[int]:
     """The PASCAL VOC colour map as 768 ints ``[r0, g0, b0, r1, …]`` for ``PIL.Image.putpalette``.
@@ -87,7 +89,7 @@ def _curve(values: Any, method: str, key: str) -> np.ndarray:
     return array
 
 
-def _paired(curves: Mapping[str, Mapping[str, Any]], x_key: str, y_key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _paired(curves: Curves, x_key: str, y_key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{method: (x, y)}``, checking that each method has both keys with equal lengths."""
     if not curves:
         raise ValueError("no curves to plot")
@@ -109,7 +111,7 @@ def _unit_axes(axes: Axes, xlabel: str, ylabel: str, title: str) -> None:
     axes.legend(loc="lower left", fontsize="small")
 
 
-def plot_pr_curves(curves: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str = "Precision–recall") -> Path:
+def plot_pr_curves(curves: Curves, path: str | Path, *, title: str = "Precision–recall") -> Path:
     """All methods' SOD precision–recall curves on one figure.
 
     ``curves``: ``{method: {"precision": (T,), "recall": (T,)}}`` over T thresholds.
@@ -122,7 +124,9 @@ def plot_pr_curves(curves: Mapping[str, Mapping[str, Any]], path: str | Path, *,
     return _save(figure, path)
 
 
-def plot_f_threshold(curves: Mapping[str, Mapping[str, Any]], path: str | Path, *, title: str = "F-measure vs threshold") -> Path:
+def plot_f_threshold(
+    curves: Curves, path: str | Path, *, title: str = "F-measure vs threshold"
+) -> Path:
     """F-measure against binarisation threshold, one line per method, its maximum marked.
 
     ``curves``: ``{method: {"fmeasure": (T,), "thresholds": (T,)}}`` (T = 256, thresholds in [0, 1]).
@@ -131,13 +135,16 @@ def plot_f_threshold(curves: Mapping[str, Mapping[str, Any]], path: str | Path, 
     axes = figure.add_subplot()
     for method, (thresholds, fmeasure) in _paired(curves, "thresholds", "fmeasure").items():
         best = int(np.nanargmax(fmeasure))
-        (line,) = axes.plot(thresholds, fmeasure, label=f"{method} (max {fmeasure[best]:.3f})", linewidth=1.5)
+        label = f"{method} (max {fmeasure[best]:.3f})"
+        (line,) = axes.plot(thresholds, fmeasure, label=label, linewidth=1.5)
         axes.plot(thresholds[best], fmeasure[best], "o", color=line.get_color(), markersize=5)
     _unit_axes(axes, "threshold", "F-measure", title)
     return _save(figure, path)
 
 
-def plot_metric_bars(table: Mapping[str, tuple[float, float | None]], metric_name: str, path: str | Path) -> Path:
+def plot_metric_bars(
+    table: Mapping[str, tuple[float, float | None]], metric_name: str, path: str | Path
+) -> Path:
     """One bar per method (mean), with a ±std error bar where the std is given.
 
     ``table``: ``{method: (mean, std or None)}``, e.g. the mean and spread over seeds.
@@ -153,10 +160,14 @@ def plot_metric_bars(table: Mapping[str, tuple[float, float | None]], metric_nam
     bars = axes.bar(positions, means, color=[f"C{i % 10}" for i in positions])
     has_std = ~np.isnan(stds)
     if has_std.any():
-        axes.errorbar(positions[has_std], means[has_std], yerr=stds[has_std], fmt="none", ecolor="black", capsize=4)
+        axes.errorbar(
+            positions[has_std], means[has_std], yerr=stds[has_std], fmt="none", ecolor="black", capsize=4
+        )
     # Values inside the bars, so the error bars above them stay readable.
-    axes.bar_label(bars, labels=[f"{m:.3f}" for m in means], label_type="center", color="white", fontsize="small")
-    axes.set_xticks(positions, methods, rotation=30 if len(methods) > 4 else 0, ha="right" if len(methods) > 4 else "center")
+    labels = [f"{m:.3f}" for m in means]
+    axes.bar_label(bars, labels=labels, label_type="center", color="white", fontsize="small")
+    crowded = len(methods) > 4
+    axes.set_xticks(positions, methods, rotation=30 if crowded else 0, ha="right" if crowded else "center")
     axes.set(ylabel=metric_name, title=metric_name)
     axes.margins(y=0.15)
     axes.grid(axis="y", alpha=0.3)
@@ -168,13 +179,17 @@ def _as_displayable(value: Any, row: int, column: str) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-        raise ValueError(f"row {row}, column '{column}': expected H×W or H×W×3, got shape {array.shape}")
+        raise ValueError(
+            f"row {row}, column '{column}': expected H×W or H×W×3, got shape {array.shape}"
+        )
     if array.dtype != np.uint8:
         raise ValueError(f"row {row}, column '{column}': expected uint8, got {array.dtype}")
     return array
 
 
-def plot_qualitative_grid(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | Path) -> Path:
+def plot_qualitative_grid(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: str | Path
+) -> Path:
     """A grid of test images: one row per image, one titled column per entry of ``columns``.
 
     Each row maps every column name to an H×W×3 uint8 image (the input, a colourised label) or
@@ -208,7 +223,12 @@ def plot_qualitative_grid(rows: Sequence[Mapping[str, Any]], columns: Sequence[s
     return _save(figure, path)
 
 
-def plot_training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *, metric_name: str = "val metric") -> Path:
+def plot_training_curves(
+    histories: Mapping[str, Mapping[str, Sequence[float | None]]],
+    path: str | Path,
+    *,
+    metric_name: str = "val metric",
+) -> Path:
     """Training loss against step per method, and the validation metric in a second panel.
 
     ``histories``: ``{method: {"step": [...], "loss": [...], "val_metric": [...] (optional),

@@ -5,16 +5,17 @@ log, validate, checkpoint). Methods are called through their common interface on
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -22,11 +23,14 @@ from tqdm import tqdm
 
 from segkd.config import Config, save_config
 from segkd.data import DataError, build_dataset, check_data
+from segkd.data.build import resolve_root
+from segkd.data.transforms import resize_batch
 from segkd.distill import FeatureTaps
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
 from segkd.engine.distributed import (
-    DistEnv, all_reduce_sum, barrier, epoch_indices, init_distributed, pick_device, shutdown,
+    DistEnv, all_reduce_sum, barrier, broadcast_buffers, epoch_indices, gather_objects, init_distributed, pick_device,
+    shutdown,
 )
 from segkd.engine.evaluate import autocast_context, evaluate
 from segkd.engine.schedule import lr_factor
@@ -87,17 +91,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def multiscale_resize(batch: dict[str, Any], sizes: list[int], seed: int) -> dict[str, Any]:
-    """Resize a whole binary batch to one size drawn from ``sizes`` (the SOD multi-scale recipe)."""
-    size = sizes[random.Random(seed).randrange(len(sizes))]
-    if batch["image"].shape[-1] == size and batch["image"].shape[-2] == size:
-        return batch
-    batch = dict(batch)
-    batch["image"] = F.interpolate(batch["image"], size=(size, size), mode="bilinear", align_corners=False)
-    batch["mask"] = F.interpolate(batch["mask"], size=(size, size), mode="nearest")
-    return batch
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -140,6 +133,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
     # ---- data: every problem is reported before any training starts
     if env.is_main:
+        resolve_root(cfg.data, cfg.task)  # generates a synthetic set once, before other ranks read it
         problems = check_data(cfg.data, cfg.task)
         if problems:
             raise DataError("data check failed:\n  " + "\n  ".join(problems))
@@ -166,7 +160,10 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
     methods.to(device)
     if env.enabled and cfg.train.sync_bn:
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        if device.type == "cuda":
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        elif env.is_main:
+            warnings.warn("train.sync_bn is ignored on the CPU: PyTorch's SyncBatchNorm needs CUDA", stacklevel=1)
     optimizer = builders.build_optimizer(cfg, student, methods)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
@@ -205,6 +202,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
     def validate() -> dict[str, Any]:
         nonlocal best
+        broadcast_buffers(student, env)
         metrics = evaluate_with_config(student, val_set, cfg, device, env)
         value = metrics[metric_name]
         improved = best is None or (value > best["value"] if higher_better else value < best["value"])
@@ -243,7 +241,9 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             if iteration >= max_iters:
                 break
             if cfg.task == "binary" and cfg.data.multiscale_sizes:
-                batch = multiscale_resize(batch, cfg.data.multiscale_sizes, cfg.train.seed * 7919 + iteration)
+                # one size per batch, drawn from (seed, iteration) so resumed runs draw the same
+                sizes = cfg.data.multiscale_sizes
+                batch = resize_batch(batch, sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))])
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             factor = lr_factor(cfg.schedule.name, iteration, max_iters, iters_per_epoch, cfg.schedule.power)
             for group in optimizer.param_groups:
@@ -304,6 +304,11 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     report: dict[str, Any] = {"student": _scalars(metrics), "best": best, "iterations": iteration}
     if teacher is not None:
         report["teacher"] = _scalars(evaluate_with_config(teacher, val_set, cfg, device, env))
+    if env.enabled:  # DDP must leave every replica with the same weights: check it, don't assume it
+        fingerprints = gather_objects(parameter_fingerprint(student), env)
+        report["replica_fingerprints"] = fingerprints
+        if len(set(fingerprints)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: parameter fingerprints {fingerprints}")
     if env.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         writer.close()
@@ -334,6 +339,15 @@ def training_losses(cfg: Config, model: nn.Module, teacher: nn.Module | None, me
             for term, value in method(student_out, teacher_out, batch).items():
                 losses[f"{method.name}/{term}"] = value.float()
     return losses
+
+
+def parameter_fingerprint(model: nn.Module) -> str:
+    """SHA-1 of every parameter's bytes: equal fingerprints mean bit-identical weights."""
+    digest = hashlib.sha1()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

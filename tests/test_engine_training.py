@@ -1,0 +1,105 @@
+"""Trainer: end-to-end runs, exact resume, NaN guard, checkpoint errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine_helpers import tiny_binary_config, tiny_semantic_config
+from segkd.engine import trainer as trainer_module
+from segkd.engine.checkpoint import CheckpointError, read_checkpoint
+from segkd.engine.run import evaluate_checkpoint, load_trained, predict_images
+from segkd.engine.trainer import NonFiniteLossError, fit
+
+
+def test_binary_run_writes_outputs_and_scores(tmp_path):
+    cfg = tiny_binary_config(tmp_path)
+    report = fit(cfg)
+    run = cfg.run_dir
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.json", "history.jsonl"):
+        assert (run / name).is_file(), name
+    assert report["iterations"] == 4  # 8 samples / batch 4 × 2 epochs
+    assert 0.0 <= report["student"]["MAE"] <= 1.0
+    assert json.loads((run / "metrics.json").read_text())["student"]["MAE"] == report["student"]["MAE"]
+    # the checkpoint's metrics are reproduced by a fresh evaluation of it
+    again = evaluate_checkpoint(run / "last.pt")
+    assert again["MAE"] == pytest.approx(report["student"]["MAE"], abs=1e-9)
+
+
+def test_semantic_run_then_predict(tmp_path):
+    cfg = tiny_semantic_config(tmp_path)
+    report = fit(cfg)
+    assert set(report["student"]) >= {"mIoU", "mAcc", "allAcc", "per_class"}
+    images = cfg.data.root / "images"
+    written = predict_images(cfg.run_dir / "best.pt", images if images.is_dir() else cfg.data.root, tmp_path / "pred")
+    assert written and all(p.is_file() for p in written)
+    assert (tmp_path / "pred" / f"{written[0].stem}_overlay.jpg").is_file()
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    cfg = tiny_binary_config(tmp_path, train={"epochs": 1})
+    fit(cfg)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(cfg)
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    # uninterrupted: 2 epochs × 2 iterations
+    straight = tiny_binary_config(tmp_path / "a", train={"checkpoint_every_iters": 1})
+    fit(straight)
+    # killed after iteration 3 (mid-epoch 1), then resumed from the iteration-3 checkpoint
+    killed = tiny_binary_config(tmp_path / "b", train={"checkpoint_every_iters": 1})
+    real_losses, calls = trainer_module.training_losses, {"n": 0}
+
+    def dying_losses(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "training_losses", dying_losses)
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed)
+    assert read_checkpoint(killed.run_dir / "last.pt")["iteration"] == 3
+    monkeypatch.setattr(trainer_module, "training_losses", real_losses)
+    fit(killed, resume=True)
+    a, b = _weights(straight.run_dir / "last.pt"), _weights(killed.run_dir / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_binary_config(tmp_path, train={"checkpoint_every_iters": 1})
+    real_losses, calls = trainer_module.training_losses, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        losses = real_losses(*args, **kwargs)
+        if calls["n"] == 3:
+            losses["task"] = losses["task"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer_module, "training_losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="iteration 2"):
+        fit(cfg)
+    ckpt = read_checkpoint(cfg.run_dir / "last.pt")
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_wrong_checkpoint_for_model_is_a_clear_error(tmp_path):
+    binary = tiny_binary_config(tmp_path / "bin", train={"epochs": 1})
+    fit(binary)
+    semantic_cfg = tiny_semantic_config(tmp_path / "sem")
+    from segkd.config import save_config
+
+    save_config(semantic_cfg, tmp_path / "semantic.yaml")
+    with pytest.raises(CheckpointError, match="does not fit PSPNet") as err:
+        load_trained(binary.run_dir / "last.pt", tmp_path / "semantic.yaml")
+    assert "last.pt" in str(err.value) and "missing" in str(err.value)
