@@ -167,6 +167,126 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ compare
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+
+
+@command("compare", "train (or reuse) several methods with the same budget and seeds; write tables and plots", """
+    segkd compare demo_semantic
+    segkd compare my_comparison.yaml --set seeds=[1,2,3]
+""")(_compare_args)
+def run_compare(args: argparse.Namespace) -> int:
+    from segkd.engine.compare import compare, load_compare_config
+
+    result = compare(load_compare_config(args.config, args.overrides))
+    print(result["markdown"])
+    for path in result["figures"]:
+        print(f"figure: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------ demo
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="a data set folder in the binary (Image/, Mask/) or VOC layout; "
+                   "default: a generated synthetic set")
+    p.add_argument("--output", default="demo_runs", help="where runs, tables and plots go (default: demo_runs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the comparison config, e.g. --set seeds=[1,2]")
+
+
+@command("demo", "teacher, student alone and distilled student on synthetic (or your) data: table and plots", """
+    segkd demo
+    segkd demo --data data/COD10K
+    segkd demo --data data/VOCdevkit/VOC2012 --output demo_voc
+""")(_demo_args)
+def run_demo(args: argparse.Namespace) -> int:
+    from segkd.engine.compare import compare
+    from segkd.engine.demo import demo_config
+
+    cc = demo_config(args.data, Path(args.output), args.overrides)
+    print(f"segkd demo: {', '.join(e.name for e in cc.entries)} → {cc.output_dir}")
+    result = compare(cc)
+    print(result["markdown"])
+    for path in result["figures"]:
+        print(f"figure: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------ export
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint written by segkd train (the inference model is exported)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "both"], default="onnx")
+    p.add_argument("--output", help="output file (default: next to the checkpoint, .onnx / .torchscript.pt)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example input size (default: the test/crop size)")
+    p.add_argument("--static", action="store_true", help="ONNX: fixed batch and spatial size")
+
+
+@command("export", "export the trained inference model to ONNX (checked with onnxruntime) or TorchScript", """
+    segkd export runs/tiny_binary/best.pt
+    segkd export runs/kd_pspnet50_to_18_voc/best.pt --format both --size 473 473
+""")(_export_args)
+def run_export(args: argparse.Namespace) -> int:
+    from segkd.engine.export import export_onnx, export_torchscript
+    from segkd.engine.run import load_trained
+
+    cfg, model, _ = load_trained(args.checkpoint)
+    side = cfg.data.test_size if cfg.task == "binary" else cfg.data.crop_size
+    size = tuple(args.size) if args.size else (side, side)
+    stem = Path(args.checkpoint).with_suffix("")
+    if args.format in ("onnx", "both"):
+        path = Path(args.output) if args.output and args.format == "onnx" else stem.with_suffix(".onnx")
+        info = export_onnx(model, path, input_size=size, dynamic=not args.static)
+        print(f"wrote {path} (ONNX opset {info['opset']}; onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
+    if args.format in ("torchscript", "both"):
+        path = Path(args.output) if args.output and args.format == "torchscript" else stem.with_suffix(".torchscript.pt")
+        info = export_torchscript(model, path, input_size=size)
+        print(f"wrote {path} (TorchScript; max |diff| vs eager {info['max_abs_diff']:.2e})")
+    return 0
+
+
+# ------------------------------------------------------------------ benchmark
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="checkpoints, or registered model names with options as name:key=value,... "
+                        "(e.g. pspnet:backbone=resnet18,num_classes=21)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[473], help="square input sides")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (both when CUDA is present)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--iters", type=int, default=10)
+
+
+@command("benchmark", "inference latency, throughput and peak memory of models (teacher vs student)", """
+    segkd benchmark pspnet50 pspnet18 --sizes 473 --batch-sizes 1 8
+    segkd benchmark runs/teacher/best.pt runs/student/best.pt --device cuda --amp bf16
+""")(_benchmark_args)
+def run_benchmark(args: argparse.Namespace) -> int:
+    import torch
+
+    from segkd.engine.benchmark import benchmark_models, format_rows
+    from segkd.engine.run import load_trained
+    from segkd.models import build_model
+
+    models = {}
+    for spec in args.models:
+        if Path(spec).is_file():
+            models[Path(spec).parent.name + "/" + Path(spec).name] = load_trained(spec, None, ["train.device=cpu"])[1]
+        else:
+            name, _, opts = spec.partition(":")
+            kwargs = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
+            import yaml
+
+            models[spec] = build_model(name, **{k: yaml.safe_load(v) for k, v in kwargs.items()}).eval()
+    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
+        ["cpu"] if args.device == "auto" else [args.device])
+    for device in devices:
+        rows = benchmark_models(models, [(s, s) for s in args.sizes], args.batch_sizes, device=device, iters=args.iters,
+                                amp=None if args.amp == "none" else args.amp)
+        print(format_rows(rows))
+    return 0
+
+
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -484,3 +484,18 @@ def test_setup_error_names_missing_tap() -> None:
     method = build_method({"name": "cwd"})
     with pytest.raises(KeyError, match="method 'cwd': student shapes have no entry"):
         method.setup({}, {})
+
+
+def test_logits_kd_on_binary_logits_is_the_bernoulli_kl():
+    from segkd.distill.logits_kd import LogitsKD
+
+    s = torch.tensor([[[[0.5, -1.0]]]])
+    t = torch.tensor([[[[2.0, 0.0]]]])
+    T = 2.0
+    expected = 0.0
+    for zs, zt in ((0.5, 2.0), (-1.0, 0.0)):
+        ps, pt = 1 / (1 + math.exp(-zs / T)), 1 / (1 + math.exp(-zt / T))
+        expected += pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
+    expected = expected / 2 * T * T
+    out = LogitsKD(T=T)({"out": s}, {"out": t}, {"mask": torch.zeros(1, 1, 1, 2)})
+    assert out["kd"].item() == pytest.approx(expected, rel=1e-6)

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import check_choice, full_precision, kl_softmax, labels_at
+from segkd.distill.functional import (
+    check_choice, full_precision, kl_binary, kl_softmax, labels_at,
+)
 
 # The source repo multiplies its KD loss by 19, a class count copied from a Cityscapes code base;
 # it is kept only for the ``source_exact`` reproduction and does not follow the data set.
@@ -36,6 +38,9 @@ class LogitsKD(DistillMethod):
         source_exact: reproduce the source repo's formula and its unmasked pixels.
         ignore_index: label of pixels that carry no supervision.
 
+    Binary models (one output channel) use the per-pixel Bernoulli distribution sigmoid(z/T)
+    instead of a softmax, the two-class case of the same loss (``kl_binary``), over all pixels.
+
     Input: ``student[at]`` / ``teacher[at]`` B×C×h×w, ``batch["mask"]`` B×H×W int64.
     Returns ``{"kd": weight · loss}``.
     """
@@ -44,7 +49,7 @@ class LogitsKD(DistillMethod):
         "Hinton et al., Distilling the Knowledge in a Neural Network, 2015; Liu et al., "
         "Structured Knowledge Distillation for Semantic Segmentation, CVPR 2019 (pixel-wise)"
     )
-    task = "semantic"
+    task = "any"
 
     def __init__(
         self,
@@ -77,7 +82,9 @@ class LogitsKD(DistillMethod):
         student_logits = student[self.at]
         teacher_logits = teacher[self.at].detach()
         with full_precision(student_logits):
-            if self.source_exact:
+            if student_logits.shape[1] == 1:
+                loss = kl_binary(student_logits, teacher_logits, self.T)
+            elif self.source_exact:
                 loss = self._source_repo_loss(student_logits.float(), teacher_logits.float())
             else:
                 labels = labels_at(batch["mask"], student_logits.shape[-2:])

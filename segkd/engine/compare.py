@@ -1,0 +1,297 @@
+"""``segkd compare``: the same budget and seeds for a list of methods, one honest table.
+
+A comparison config names a run config to start from, the seeds, and one entry per row:
+
+    name: sod300_methods
+    run_config: sod300_fusion      # every entry starts from this run config (file or shipped name)
+    output_dir: runs/compare_sod300
+    seeds: [1, 2, 3]
+    set: ["train.epochs=10"]       # overrides for every entry
+    baseline: baseline             # the student alone: gains are measured against it
+    entries:
+      - {name: baseline}
+      - {name: pspsd, set: ["distill.methods=[{name: pspsd}]"]}
+      - {name: teacher, role: teacher, set: ["model.backbone=resnet50"], seeds: [1]}
+      - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
+
+Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
+interrupted ones resumed, so running the command again continues where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segkd.config import Config, ConfigError, apply_overrides, find_config, read_yaml, validate
+from segkd.data import build_dataset
+from segkd.data.build import resolve_root
+from segkd.data.readers import read_binary_mask, read_image, read_label
+from segkd.data.synthetic import voc_palette
+from segkd.engine import plots
+from segkd.engine.benchmark import count_params, gflops, measure_latency
+from segkd.engine.run import load_trained
+from segkd.engine.trainer import evaluate_with_config, fit
+
+SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
+SEMANTIC_COLUMNS = ("mIoU", "mAcc", "allAcc")
+LOWER_IS_BETTER = {"MAE"}
+
+
+class CompareEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    set: list[str] = Field(default_factory=list, description="overrides of the run config (key=value)")
+    role: Literal["student", "teacher"] = "student"
+    teacher_from: str | None = Field(None, description="entry whose trained model is this entry's teacher")
+    seeds: list[int] | None = Field(None, description="default: the comparison's seeds")
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "compare"
+    run_config: str = Field(description="the run config every entry starts from")
+    output_dir: Path
+    seeds: list[int] = Field(default_factory=lambda: [1])
+    set: list[str] = Field(default_factory=list)
+    baseline: str
+    entries: list[CompareEntry]
+    latency_size: int | None = Field(None, description="input side for latency and GFLOPs (default: the test size)")
+    qualitative_images: int = 4
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "CompareConfig":
+        names = [e.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"entry names repeat: {names}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline '{self.baseline}' is not an entry; entries: {names}")
+        for e in self.entries:
+            if e.teacher_from is not None and e.teacher_from not in names[: names.index(e.name)]:
+                raise ValueError(f"entry '{e.name}': teacher_from '{e.teacher_from}' must be an earlier entry")
+        return self
+
+
+def validate_compare(raw: dict[str, Any], source: str) -> CompareConfig:
+    try:
+        return CompareConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{source}: invalid comparison config"]
+        lines += [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_compare_config(name_or_path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    path = find_config(name_or_path)
+    return validate_compare(apply_overrides(read_yaml(path), overrides or []), str(path))
+
+
+def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
+    """The run config of one (entry, seed)."""
+    raw = read_yaml(find_config(cc.run_config))
+    overrides = [*cc.set, *entry.set, f"train.seed={seed}", f"name={entry.name}",
+                 f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}", "train.progress=false"]
+    raw = apply_overrides(raw, overrides)
+    if entry.teacher_from is not None:
+        teacher = next(e for e in cc.entries if e.name == entry.teacher_from)
+        teacher_seed = (teacher.seeds or cc.seeds)[0]
+        teacher_cfg = run_config(cc, teacher, teacher_seed)
+        raw.setdefault("distill", {})["teacher"] = {
+            "model": teacher_cfg.model.model_dump(),
+            "checkpoint": str(teacher_cfg.run_dir / "last.pt"),
+        }
+    return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
+
+
+def train_all(cc: CompareConfig, log=print) -> dict[str, dict[int, dict[str, Any]]]:
+    """Train every (entry, seed) not finished yet. Returns ``{entry: {seed: metrics.json}}``."""
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for entry in cc.entries:
+        results[entry.name] = {}
+        for seed in entry.seeds or cc.seeds:
+            cfg = run_config(cc, entry, seed)
+            done = cfg.run_dir / "metrics.json"
+            if done.is_file():
+                log(f"[{entry.name} seed {seed}] finished earlier, reused")
+            else:
+                resume = (cfg.run_dir / "last.pt").is_file()
+                log(f"[{entry.name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
+                fit(cfg, resume=resume)
+            results[entry.name][seed] = json.loads(done.read_text())
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], task: str) -> list[dict[str, Any]]:
+    """One row per entry: metric mean/std over seeds, and the gain over the baseline.
+
+    A gain counts as significant only when it exceeds the seed-to-seed spread (the larger
+    standard deviation of the entry and the baseline); with one seed there is no spread to
+    compare with, and the gain is marked as such.
+    """
+    columns = SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS
+    rows = []
+    for entry in cc.entries:
+        row: dict[str, Any] = {"method": entry.name, "role": entry.role, "seeds": len(results[entry.name])}
+        for col in columns:
+            vals = [r["student"][col] for r in results[entry.name].values() if col in r["student"]]
+            if vals:
+                row[col], row[f"{col}_std"] = _mean_std(vals)
+        rows.append(row)
+    base = next(r for r in rows if r["method"] == cc.baseline)
+    main = columns[0]
+    for row in rows:
+        gain = row[main] - base[main]
+        spreads = [s for s in (row.get(f"{main}_std"), base.get(f"{main}_std")) if s is not None]
+        row["gain"] = gain
+        if row["method"] == cc.baseline:
+            row["significant"] = "-"
+        elif not spreads:
+            row["significant"] = "unknown (1 seed)"
+        else:
+            better = -gain if main in LOWER_IS_BETTER else gain
+            row["significant"] = "yes" if abs(gain) > max(spreads) and better > 0 else (
+                "no (worse)" if abs(gain) > max(spreads) else "no (within seed spread)")
+    return rows
+
+
+def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], size: int) -> None:
+    """Parameters, GFLOPs and CPU latency (and CUDA latency when present) of each inference model."""
+    for row in rows:
+        model = models[row["method"]]
+        row["params_M"] = count_params(model) / 1e6
+        row["GFLOPs"] = gflops(model, (size, size))
+        row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=1, iters=5)["latency_ms_median"]
+        if torch.cuda.is_available():
+            row["cuda_ms"] = measure_latency(model, (size, size), device="cuda")["latency_ms_median"]
+
+
+def _fmt(row: dict[str, Any], col: str) -> str:
+    value = row.get(col)
+    if value is None:
+        return "-"
+    std = row.get(f"{col}_std")
+    text = f"{value:.4f}"
+    return f"{text} ± {std:.4f}" if std is not None else text
+
+
+def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str) -> str:
+    columns = list(SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)
+    head = ["method", "seeds", *columns, "params (M)", "GFLOPs", "CPU ms"]
+    has_cuda = any("cuda_ms" in r for r in rows)
+    head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "significant"]
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"] + (" (teacher)" if r["role"] == "teacher" else ""), str(r["seeds"])]
+        cells += [_fmt(r, c) for c in columns]
+        cells += [f"{r.get('params_M', float('nan')):.2f}", f"{r.get('GFLOPs', float('nan')):.2f}",
+                  f"{r.get('cpu_ms', float('nan')):.1f}"]
+        cells += [f"{r['cuda_ms']:.2f}"] if has_cuda else []
+        cells += [f"{r['gain']:+.4f}", r["significant"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    arrow = "lower" if main in LOWER_IS_BETTER else "higher"
+    lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
+              "picked on the test set), mean ± std over seeds. A gain is significant only when it "
+              "exceeds the seed-to-seed spread."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _history(run_dir: Path, metric: str) -> dict[str, list[Any]]:
+    steps, losses, val_steps, vals = [], [], [], []
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "train" in rec:
+            steps.append(rec["iteration"])
+            losses.append(rec["train"]["total"])
+        if "val" in rec and metric in rec["val"]:
+            val_steps.append(rec["iteration"])
+            vals.append(rec["val"][metric])
+    return {"step": steps, "loss": losses, "val_step": val_steps, "val_metric": vals}
+
+
+def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str, Config],
+               models: dict[str, torch.nn.Module], task: str, main: str) -> list[Path]:
+    """Bar chart, training curves, qualitative grid, and (binary) PR and F-threshold curves."""
+    out = cc.output_dir
+    written = [
+        plots.plot_metric_bars({r["method"]: (r[main], r.get(f"{main}_std")) for r in rows}, main,
+                               out / f"bars_{main}.png"),
+        plots.plot_training_curves({name: _history(cfg.run_dir, main) for name, cfg in configs.items()},
+                                   out / "training_curves.png", metric_name=main),
+    ]
+    first = next(iter(configs.values()))
+    dataset = build_dataset(first.data, task, "val")
+    samples = dataset.samples[: cc.qualitative_images]
+
+    def shown(label: np.ndarray) -> np.ndarray:
+        if task == "binary":
+            return label if label.max() > 1 else (label * 255).astype(np.uint8)
+        return plots.colorize_labels(label, first.data.num_classes)
+
+    grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task))}
+            for s in samples]
+    curves: dict[str, dict[str, Any]] = {}
+    for name, cfg in configs.items():
+        pred_dir = out / "predictions" / name
+        device = next(models[name].parameters()).device
+        metrics = evaluate_with_config(models[name], dataset, cfg, device, save_dir=pred_dir,
+                                       palette=voc_palette(), return_curves=task == "binary")
+        if task == "binary":
+            curves[name] = metrics["curves"]
+        for row, sample in zip(grid, samples):
+            row[name] = shown(np.array(Image.open(pred_dir / f"{sample.name}.png")))
+    written.append(plots.plot_qualitative_grid(grid, ["image", "ground truth", *configs], out / "qualitative.png"))
+    if task == "binary":
+        written.append(plots.plot_pr_curves(curves, out / "pr_curves.png"))
+        written.append(plots.plot_f_threshold(curves, out / "f_threshold.png"))
+    return written
+
+
+def _read_mask(path: Path, task: str) -> np.ndarray:
+    return read_binary_mask(path) if task == "binary" else read_label(path)
+
+
+def compare(cc: CompareConfig, log=print) -> dict[str, Any]:
+    """Train what is missing, then write ``results.{md,csv,json}`` and the plots."""
+    first = run_config(cc, cc.entries[0], (cc.entries[0].seeds or cc.seeds)[0])
+    task = first.task
+    resolve_root(first.data, task)
+    results = train_all(cc, log)
+    main = (SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)[0]
+    rows = summarise(cc, results, task)
+    configs: dict[str, Config] = {}
+    models: dict[str, torch.nn.Module] = {}
+    for entry in cc.entries:
+        cfg = run_config(cc, entry, (entry.seeds or cc.seeds)[0])
+        configs[entry.name] = cfg
+        _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt")
+    size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
+    add_cost(rows, models, size)
+    markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {len(cc.seeds)} seed(s)")
+    write_tables(rows, cc.output_dir, markdown)
+    figures = make_plots(cc, rows, configs, models, task, main)
+    return {"rows": rows, "markdown": markdown, "figures": figures}
+
+
+__all__ = ["CompareConfig", "compare", "format_markdown", "load_compare_config", "summarise"]

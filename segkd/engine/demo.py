@@ -1,0 +1,46 @@
+"""``segkd demo``: the comparison a user runs first, on synthetic data or on theirs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
+from segkd.engine.compare import CompareConfig, validate_compare
+
+
+def detect_layout(root: Path) -> tuple[str, str]:
+    """(task, layout) of a data folder: the binary SOD layout or the VOC layout."""
+    if not root.is_dir():
+        raise ConfigError(f"--data {root}: no such folder")
+    names = {p.name for p in root.iterdir()}
+    if names & {"Image", "image"} and names & {"Mask", "mask"}:
+        return "binary", "binary"
+    if "JPEGImages" in names and ("SegmentationClass" in names or "SegmentationClassAug" in names):
+        return "semantic", "voc"
+    raise ConfigError(
+        f"--data {root}: not a known layout; expected Image/ + Mask/ + train.txt/test.txt (binary) "
+        "or JPEGImages/ + SegmentationClass/ + ImageSets/Segmentation/ (VOC)"
+    )
+
+
+def demo_config(data: str | None, output: Path, overrides: list[str] | None = None) -> CompareConfig:
+    """The shipped demo comparison, pointed at ``data`` (a real set) when given."""
+    if data is None:
+        name, extra = "demo_semantic", []
+    else:
+        root = Path(data)
+        task, layout = detect_layout(root)
+        name = "demo_binary" if task == "binary" else "demo_semantic"
+        extra = [f"data.layout={layout}", f"data.root={root}"]
+        if layout == "voc":
+            extra.append("data.voc_aug=" + str((root / "SegmentationClassAug").is_dir()).lower())
+            extra += ["data.num_classes=21", "data.crop_size=257", "data.base_size=288"]
+        else:
+            extra += ["data.train_size=128", "data.multiscale_sizes=[96,128]", "data.test_size=128"]
+    raw = read_yaml(find_config(name))
+    raw["set"] = [*raw.get("set", []), *extra]
+    raw["output_dir"] = str(output / name.removeprefix("demo_"))
+    raw = apply_overrides(raw, overrides or [])
+    return validate_compare(raw, name)
+
+
+__all__ = ["demo_config", "detect_layout"]
