@@ -5,10 +5,13 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+AddArgs = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, str, AddArgs, Run]] = {}  # name → (summary, examples, add_args, run)
 
 
 def command(name: str, summary: str, examples: str):
@@ -93,7 +96,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("score saved prediction maps")
     src.add_argument("--pred", help="folder of prediction maps (PNG); matched to masks by name")
     src.add_argument("--gt", help="folder of ground-truth masks")
-    src.add_argument("--num-classes", type=int, help="semantic label maps with this many classes (default: binary maps)")
+    src.add_argument("--num-classes", type=int,
+                     help="semantic label maps with this many classes (default: binary maps)")
     src.add_argument("--ignore-index", type=int, default=255)
     mod = p.add_argument_group("score a trained model")
     mod.add_argument("--checkpoint", help="a checkpoint written by segkd train")
@@ -218,7 +222,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint written by segkd train (the inference model is exported)")
     p.add_argument("--format", choices=["onnx", "torchscript", "both"], default="onnx")
     p.add_argument("--output", help="output file (default: next to the checkpoint, .onnx / .torchscript.pt)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="example input size (default: the test/crop size)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="example input size (default: the test/crop size)")
     p.add_argument("--static", action="store_true", help="ONNX: fixed batch and spatial size")
 
 
@@ -237,9 +242,11 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format in ("onnx", "both"):
         path = Path(args.output) if args.output and args.format == "onnx" else stem.with_suffix(".onnx")
         info = export_onnx(model, path, input_size=size, dynamic=not args.static)
-        print(f"wrote {path} (ONNX opset {info['opset']}; onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
+        print(f"wrote {path} (ONNX opset {info['opset']}; "
+              f"onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
     if args.format in ("torchscript", "both"):
-        path = Path(args.output) if args.output and args.format == "torchscript" else stem.with_suffix(".torchscript.pt")
+        own = args.output and args.format == "torchscript"
+        path = Path(args.output) if own else stem.with_suffix(".torchscript.pt")
         info = export_torchscript(model, path, input_size=size)
         print(f"wrote {path} (TorchScript; max |diff| vs eager {info['max_abs_diff']:.2e})")
     return 0
@@ -296,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (summary, examples, add_args, _run) in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary, epilog=f"examples:\n{textwrap.indent(examples, '  ')}",
+        epilog = f"examples:\n{textwrap.indent(examples, '  ')}"
+        p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
     return parser

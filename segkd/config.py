@@ -39,7 +39,7 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
-    def _check_builder_options(self) -> "ModelConfig":
+    def _check_builder_options(self) -> ModelConfig:
         from segkd.models import MODELS
 
         builder = MODELS.get(self.name)  # KeyError lists the registered names
@@ -69,7 +69,7 @@ class DistillConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _check_methods(self) -> "DistillConfig":
+    def _check_methods(self) -> DistillConfig:
         from segkd.distill import build_method
 
         for i, spec in enumerate(self.methods):

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
-from segkd.engine.benchmark import benchmark_models, count_params, format_rows, gflops, measure_latency
+from segkd.engine.benchmark import benchmark_models, format_rows, gflops, measure_latency
+from segkd.models.base import count_parameters as count_params
 
 LATENCY_KEYS = {
     "batch_size", "height", "width", "device", "amp",

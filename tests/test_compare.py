@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from engine_helpers import tiny_binary_config
 from segkd.config import save_config
 from segkd.engine.compare import CompareConfig, compare, summarise
+
+from engine_helpers import tiny_binary_config
 
 
 def _cc(tmp_path, entries, seeds=(1, 2)):

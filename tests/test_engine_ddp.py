@@ -8,8 +8,9 @@ import socket
 import pytest
 import torch.multiprocessing as mp
 
-from engine_helpers import tiny_binary_config, tiny_semantic_config
 from segkd.engine.run import evaluate_checkpoint
+
+from engine_helpers import tiny_binary_config, tiny_semantic_config
 
 
 def _free_port() -> int:
@@ -19,10 +20,11 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, task: str, tmp: str) -> None:
+    from pathlib import Path
+
     import torch
 
     from segkd.engine.trainer import fit
-    from pathlib import Path
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),

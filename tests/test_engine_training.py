@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 
-from engine_helpers import tiny_binary_config, tiny_semantic_config
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import CheckpointError, read_checkpoint
 from segkd.engine.run import evaluate_checkpoint, load_trained, predict_images
 from segkd.engine.trainer import NonFiniteLossError, fit
+
+from engine_helpers import tiny_binary_config, tiny_semantic_config
 
 
 def test_binary_run_writes_outputs_and_scores(tmp_path):

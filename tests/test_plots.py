@@ -96,8 +96,10 @@ def test_qualitative_grid_errors_name_row_and_column(tmp_path: Path) -> None:
 def test_training_curves(tmp_path: Path) -> None:
     steps = list(range(0, 100, 10))
     histories = {
-        "kd": {"step": steps, "loss": [1 / (1 + s) for s in steps], "val_metric": [None] * 4 + [0.5] + [None] * 4 + [0.6]},
-        "baseline": {"step": steps, "loss": [2 / (1 + s) for s in steps], "val_step": [50, 90], "val_metric": [0.4, 0.5]},
+        "kd": {"step": steps, "loss": [1 / (1 + s) for s in steps],
+               "val_metric": [None] * 4 + [0.5] + [None] * 4 + [0.6]},
+        "baseline": {"step": steps, "loss": [2 / (1 + s) for s in steps],
+                     "val_step": [50, 90], "val_metric": [0.4, 0.5]},
     }
     assert _open_png(plot_training_curves(histories, tmp_path / "train.png", metric_name="mIoU")).size == (1100, 400)
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Sequence
 
 from segkd.data.build import list_samples
 from segkd.data.config import DataConfig, Split, Task

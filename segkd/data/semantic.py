@@ -13,8 +13,9 @@ Labels are PNGs of class indices (palette or grey); 255 marks pixels to ignore.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

@@ -11,7 +11,8 @@ torch's global RNG, so ``torch.manual_seed`` makes a pipeline reproducible.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -1,10 +1,8 @@
 """Distillation methods. Importing this package registers every method in ``METHODS``."""
+# Each import registers its method(s). Teacher → student:
+# Self-distillation (binary object segmentation):
+from segkd.distill import byot, cirkd, cwd, dhm, dist, dks, feature_kd, frskd, ifvd, logits_kd, pspsd, sad, skd, tfkd  # noqa: E402,F401  # noqa: E402,F401
 from segkd.distill.base import METHODS, DistillMethod, build_method, register_method
 from segkd.distill.hooks import FeatureTaps
-
-# Each import registers its method(s). Teacher → student:
-from segkd.distill import cirkd, cwd, dist, feature_kd, ifvd, logits_kd, skd  # noqa: E402,F401
-# Self-distillation (binary object segmentation):
-from segkd.distill import byot, dhm, dks, frskd, pspsd, sad, tfkd  # noqa: E402,F401
 
 __all__ = ["METHODS", "DistillMethod", "FeatureTaps", "build_method", "register_method"]

@@ -20,20 +20,21 @@ never need to be written by hand. They are optimised with the student and never 
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from segkd.registry import Registry
 
-METHODS: Registry[type["DistillMethod"]] = Registry("distillation method")
+METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
 
 
 def register_method(name: str):
     """Class decorator: register a ``DistillMethod`` subclass under ``name``."""
 
-    def decorator(cls: type["DistillMethod"]) -> type["DistillMethod"]:
+    def decorator(cls: type[DistillMethod]) -> type[DistillMethod]:
         cls.name = name
         return METHODS.register(name)(cls)
 

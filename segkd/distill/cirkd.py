@@ -1,15 +1,15 @@
 """Cross-image relational KD: pixel-to-pixel similarities across images follow the teacher's."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import check_choice, full_precision, kl_rows, labels_at
-from segkd.distill.functional import resize_like, tap_channels
+from segkd.distill.functional import check_choice, full_precision, kl_rows, labels_at, resize_like, tap_channels
 
 TAPPED = "cirkd_input"
 

@@ -1,7 +1,8 @@
 """Channel-wise distillation: each channel's spatial distribution follows the teacher's."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

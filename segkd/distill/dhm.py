@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import mutual_kl_binary, require_shapes
+from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
 from segkd.distill.heads import PredictionHead
 from segkd.distill.hooks import resolve_path
-from segkd.models.losses import structure_loss
 
 
 def hookless_copy(module: nn.Module) -> nn.Module:
@@ -129,6 +129,6 @@ class DHM(DistillMethod):
     ) -> dict[str, torch.Tensor]:
         out = student["out"]
         logits = self.branch_logits(student, out.shape[-2:])
-        sup = torch.stack([structure_loss(z, batch["mask"]) for z in logits]).sum()
+        sup = deep_supervision(logits, batch["mask"])
         mimic = mutual_kl_binary([out, *logits], self.temperature)
         return {"aux_sup": self.sup_weight * sup, "mimic": self.alpha * mimic}

@@ -1,7 +1,8 @@
 """DIST: match the teacher's class-probability relations by correlation, not by exact values."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -1,15 +1,15 @@
 """DKS: Deeply-supervised Knowledge Synergy (Sun et al., CVPR 2019), for binary segmentation."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import mutual_kl_binary, require_shapes
+from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
 from segkd.distill.heads import PredictionHead
-from segkd.models.losses import structure_loss
 
 
 def conv_stack(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
@@ -103,6 +103,6 @@ class DKS(DistillMethod):
     ) -> dict[str, torch.Tensor]:
         out = student["out"]
         logits = self.branch_logits(student, out.shape[-2:])
-        sup = torch.stack([structure_loss(z, batch["mask"]) for z in logits]).sum()
+        sup = deep_supervision(logits, batch["mask"])
         synergy = mutual_kl_binary([out, *logits], self.temperature)
         return {"aux_sup": self.sup_weight * sup, "synergy": self.synergy_weight * synergy}

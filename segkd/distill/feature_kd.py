@@ -1,7 +1,8 @@
 """Feature distillation at one tap: the student's feature regresses onto the teacher's (FitNets)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -1,8 +1,12 @@
 """Loss building blocks shared by the distillation methods."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 import torch
 import torch.nn.functional as F
+
+from segkd.models.losses import structure_loss
 
 
 def kl_softmax(
@@ -61,8 +65,7 @@ def resize_like(x: torch.Tensor, ref: torch.Tensor, mode: str = "bilinear") -> t
     return F.interpolate(x, size=ref.shape[-2:], mode=mode, align_corners=False)
 
 
-# --- self-distillation helpers (b) ---
-from collections.abc import Iterable, Mapping  # noqa: E402
+# --- several heads and taps ---
 
 
 def mutual_kl_binary(logits: list[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
@@ -81,6 +84,11 @@ def mutual_kl_binary(logits: list[torch.Tensor], temperature: float = 1.0) -> to
     return torch.stack(terms).sum()
 
 
+def deep_supervision(logits: Iterable[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Sum of the binary task (structure) loss of every auxiliary head's B×1×H×W logits."""
+    return torch.stack([structure_loss(z, mask) for z in logits]).sum()
+
+
 def require_shapes(
     shapes: Mapping[str, torch.Size], names: Iterable[str], method: str
 ) -> None:
@@ -93,7 +101,6 @@ def require_shapes(
 
 
 # --- teacher-student helpers ---
-import collections.abc  # noqa: E402
 
 MAPPING_MODES = ("auto", "none", "conv_bn")
 
@@ -105,7 +112,7 @@ def check_choice(option: str, value: object, choices: tuple[object, ...]) -> Non
 
 
 def tap_channels(
-    shapes: collections.abc.Mapping[str, torch.Size], key: str, side: str, method: str
+    shapes: Mapping[str, torch.Size], key: str, side: str, method: str
 ) -> int:
     """Channel count (dim 1) of the captured tensor ``key``; a clear error when it is missing."""
     if key not in shapes:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -63,7 +63,7 @@ class FeatureTaps:
         self._handles.clear()
         self._store = {}
 
-    def __enter__(self) -> "FeatureTaps":
+    def __enter__(self) -> FeatureTaps:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,7 +1,8 @@
 """Intra-class feature variation distillation: how far each pixel lies from its class centre."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -1,14 +1,19 @@
 """Pixel-wise logits distillation: each pixel's class distribution follows the teacher's."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
-    check_choice, full_precision, kl_binary, kl_softmax, labels_at,
+    check_choice,
+    full_precision,
+    kl_binary,
+    kl_softmax,
+    labels_at,
 )
 
 # The source repo multiplies its KD loss by 19, a class count copied from a Cityscapes code base;

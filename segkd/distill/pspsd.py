@@ -12,13 +12,13 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
     check_choice,
+    deep_supervision,
     kl_binary,
     mutual_kl_binary,
     require_shapes,
     resize_like,
 )
 from segkd.distill.heads import PredictionHead
-from segkd.models.losses import structure_loss
 
 PYRAMIDS = ("ppm", "aspp")
 PATHS = ("top_down", "consistency")
@@ -196,7 +196,7 @@ class PSPSD(DistillMethod):
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]`` B×1×H×W in {0, 1}."""
         out = student["out"]
         fused, logits = self.branches([student[n] for n in self.levels], out.shape[-2:])
-        supervision = torch.stack([structure_loss(z, batch["mask"]) for z in logits]).sum()
+        supervision = deep_supervision(logits, batch["mask"])
         losses = {"aux_sup": self.w_aux_sup * supervision}
         if "top_down" in self.paths:
             losses["top_down"] = self.w_top_down * self.top_down(logits, out)

@@ -1,7 +1,8 @@
 """SAD: Self Attention Distillation (Hou et al., ICCV 2019), for binary object segmentation."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,8 @@
 """Structured KD, pair-wise term: the student's pixel-to-pixel affinities follow the teacher's."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -26,13 +26,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segkd.models.base import count_parameters
+
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _MB = 2**20
-
-
-def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of scalar parameters of ``model`` (tensors shared between modules counted once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 @contextlib.contextmanager
@@ -173,7 +170,7 @@ def benchmark_models(
     """
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
-        params_m = count_params(model) / 1e6
+        params_m = count_parameters(model) / 1e6
         for size in sizes:
             flops = gflops(model.to(device), size)
             for batch_size in batch_sizes:

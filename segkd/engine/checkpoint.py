@@ -1,13 +1,14 @@
 """Checkpoints: written atomically, validated on load with messages that say what is wrong."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from segkd.io import atomic_torch_save
+from segkd.models.weights import describe_mismatch
 
 CHECKPOINT_FORMAT = "segkd-checkpoint-v1"
 
@@ -16,23 +17,7 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used for the model at hand."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A run killed mid-write leaves the previous checkpoint intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+atomic_save = atomic_torch_save  # the name the engine uses for checkpoints
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -70,22 +55,10 @@ def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Strict load with an error that lists what does not fit (wrong checkpoint for this model)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = [f"{source}: this checkpoint does not fit {type(model).__name__}"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                shown = ", ".join(items[:5]) + (" ..." if len(items) > 5 else "")
-                parts.append(f"  {len(items)} {label} key(s): {shown}")
-        raise CheckpointError("\n".join(parts))
-    model.load_state_dict(state)
+    problems = describe_mismatch(state, model.state_dict())
+    if problems:
+        raise CheckpointError(f"{source}: this checkpoint does not fit {type(model).__name__}: {problems}")
+    model.load_state_dict(state, strict=False)  # describe_mismatch checked every key
 
 
 def model_spec(ckpt: dict[str, Any], source: str | Path) -> tuple[str, dict[str, Any]]:

@@ -36,9 +36,10 @@ from segkd.data.build import resolve_root
 from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.data.synthetic import voc_palette
 from segkd.engine import plots
-from segkd.engine.benchmark import count_params, gflops, measure_latency
+from segkd.engine.benchmark import gflops, measure_latency
 from segkd.engine.run import load_trained
 from segkd.engine.trainer import evaluate_with_config, fit
+from segkd.models.base import count_parameters
 
 SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
 SEMANTIC_COLUMNS = ("mIoU", "mAcc", "allAcc")
@@ -67,7 +68,7 @@ class CompareConfig(BaseModel):
     qualitative_images: int = 4
 
     @model_validator(mode="after")
-    def _check_names(self) -> "CompareConfig":
+    def _check_names(self) -> CompareConfig:
         names = [e.name for e in self.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"entry names repeat: {names}")
@@ -169,7 +170,7 @@ def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], siz
     """Parameters, GFLOPs and CPU latency (and CUDA latency when present) of each inference model."""
     for row in rows:
         model = models[row["method"]]
-        row["params_M"] = count_params(model) / 1e6
+        row["params_M"] = count_parameters(model) / 1e6
         row["GFLOPs"] = gflops(model, (size, size))
         row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=1, iters=5)["latency_ms_median"]
         if torch.cuda.is_available():

@@ -32,7 +32,7 @@ def evaluate(
     *,
     task: str,
     device: torch.device,
-    env: DistEnv = DistEnv(),
+    env: DistEnv | None = None,
     amp: str = "none",
     num_classes: int = 1,
     class_names: list[str] | None = None,
@@ -53,6 +53,7 @@ def evaluate(
     Semantic: ``mIoU``, ``mAcc``, ``allAcc`` and ``per_class``. Binary: the SOD metrics. With
     ``save_dir`` the prediction maps are written as PNG (grey for binary, palette for semantic).
     """
+    env = env or DistEnv()
     was_training = model.training
     model.eval()
     indices = epoch_indices(len(dataset), env, seed=0, epoch=0, shuffle=False)

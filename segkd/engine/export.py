@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -29,26 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from segkd.io import atomic_output
+
 _SECOND_SIZE_STEP = (32, 64)  # added to (H, W) for the dynamic check: another size and aspect ratio
 _SEED = 0
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
-
-    A crash or failed check leaves neither a half-written file nor a temporary one behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name rather than mkstemp: the writer creates the file, so it gets the usual
-    # permissions instead of mkstemp's owner-only 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class MatrixAdaptiveAvgPool2d(nn.Module):

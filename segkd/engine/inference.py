@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,6 @@ def predict_binary(model: nn.Module, image: torch.Tensor, out_size: tuple[int, i
     return torch.sigmoid(logits)
 
 
-def to_uint8(prob: torch.Tensor) -> "numpy.ndarray":  # noqa: F821
+def to_uint8(prob: torch.Tensor) -> numpy.ndarray:  # noqa: F821
     """H×W probability → uint8 map, round(p·255), the SOD community's saved format."""
     return (prob.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()

@@ -15,28 +15,13 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from segkd.engine.export import atomic_output
+from segkd.data.synthetic import voc_palette
+from segkd.io import atomic_output
 
 IGNORE_LABEL = 255
 _DPI = 100
 
 Curves = Mapping[str, Mapping[str, Any]]  # {method: {curve name: 1-D array}}
-
-
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map as 768 ints ``[r0, g0, b0, r1, …]`` for ``PIL.Image.putpalette``.
-
-    Bit ``3j + c`` of the class index sets bit ``7 − j`` of channel ``c`` (red, green, blue);
-    index 255 (ignore) comes out as the light cream (224, 224, 192).
-    """
-    palette: list[int] = []
-    for index in range(256):
-        rgb = [0, 0, 0]
-        for bit_group in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((index >> (3 * bit_group + channel)) & 1) << (7 - bit_group)
-        palette.extend(rgb)
-    return palette
 
 
 def colorize_labels(label: np.ndarray, num_classes: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from segkd.engine.builders import build_student
 from segkd.engine.checkpoint import CheckpointError, load_model_state, read_checkpoint
 from segkd.engine.distributed import pick_device
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
+from segkd.engine.plots import colorize_labels, overlay
 from segkd.engine.trainer import evaluate_with_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -64,12 +65,6 @@ def list_images(source: str | Path) -> list[Path]:
     return images
 
 
-def colorize(label: np.ndarray, palette: list[int]) -> np.ndarray:
-    """H×W class ids → H×W×3 colours."""
-    table = np.array(palette, dtype=np.uint8).reshape(-1, 3)
-    return table[label]
-
-
 @torch.inference_mode()
 def predict_images(checkpoint: str | Path, source: str | Path, output: str | Path,
                    overrides: list[str] | None = None) -> list[Path]:
@@ -95,7 +90,7 @@ def predict_images(checkpoint: str | Path, source: str | Path, output: str | Pat
             png = Image.fromarray(label).convert("P")
             png.putpalette(palette)
             png.save(out_dir / f"{path.stem}.png")
-            blend = (0.5 * rgb + 0.5 * colorize(label, palette)).astype(np.uint8)
+            blend = overlay(rgb, colorize_labels(label, cfg.data.num_classes))
             Image.fromarray(blend).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)
         written.append(out_dir / f"{path.stem}.png")
     return written

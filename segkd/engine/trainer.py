@@ -29,7 +29,14 @@ from segkd.distill import FeatureTaps
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
 from segkd.engine.distributed import (
-    DistEnv, all_reduce_sum, barrier, broadcast_buffers, epoch_indices, gather_objects, init_distributed, pick_device,
+    DistEnv,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    epoch_indices,
+    gather_objects,
+    init_distributed,
+    pick_device,
     shutdown,
 )
 from segkd.engine.evaluate import autocast_context, evaluate
@@ -96,11 +103,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def evaluate_with_config(model: nn.Module, dataset: Dataset, cfg: Config, device: torch.device,
-                         env: DistEnv = DistEnv(), **kwargs: Any) -> dict[str, Any]:
+                         env: DistEnv | None = None, **kwargs: Any) -> dict[str, Any]:
     """``evaluate`` with the protocol the config describes."""
     d, e = cfg.data, cfg.eval
     return evaluate(
-        unwrap(model), dataset, task=cfg.task, device=device, env=env, amp=cfg.train.amp,
+        unwrap(model), dataset, task=cfg.task, device=device, env=env or DistEnv(), amp=cfg.train.amp,
         num_classes=d.num_classes, class_names=d.class_names, ignore_index=d.ignore_index,
         crop_size=d.crop_size, base_size=d.base_size, scales=e.scales, flip=e.flip,
         sliding=e.sliding, stride_rate=e.stride_rate, **kwargs,
@@ -243,7 +250,8 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             if cfg.task == "binary" and cfg.data.multiscale_sizes:
                 # one size per batch, drawn from (seed, iteration) so resumed runs draw the same
                 sizes = cfg.data.multiscale_sizes
-                batch = resize_batch(batch, sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))])
+                side = sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))]
+                batch = resize_batch(batch, side)
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             factor = lr_factor(cfg.schedule.name, iteration, max_iters, iters_per_epoch, cfg.schedule.power)
             for group in optimizer.param_groups:

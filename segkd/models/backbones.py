@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import timm
 from torch import nn

@@ -6,8 +6,9 @@ classifier, and an auxiliary head on stage 3 used for deep supervision during tr
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn

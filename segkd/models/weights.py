@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import timm
 import torch
@@ -59,24 +60,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     left_out = set(template) - set(target)
     state = {k: v for k, v in state.items() if k not in left_out}
 
-    # Old torchvision files predate BatchNorm's num_batches_tracked buffer.
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
-        for k in state
-        if k in target and state[k].shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
+    problems = describe_mismatch(state, target)
+    if problems:
+        unexpected = [k for k in state if k not in target]
         raise ValueError(
-            f"weights file {path} does not fit backbone '{_architecture(backbone)}': "
-            + "; ".join(
-                [
-                    _summarise("missing key(s)", missing),
-                    _summarise("unexpected key(s)", unexpected),
-                    _summarise("shape mismatch(es)", mismatched),
-                ]
-            )
+            f"weights file {path} does not fit backbone '{_architecture(backbone)}': {problems}"
             + _deep_stem_hint(unexpected)
         )
     backbone.load_state_dict(state, strict=False)
@@ -174,6 +162,29 @@ def _full_model_template(backbone: nn.Module) -> StateDict | None:
     with torch.device("meta"):
         full = timm.create_model(architecture, pretrained=False)
     return full.state_dict()
+
+
+def describe_mismatch(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``state`` from loading into a module whose state dict is ``target``.
+
+    Returns "" when it fits; otherwise the counts and first few names of missing keys,
+    unexpected keys and shape mismatches. Old torchvision files predate BatchNorm's
+    ``num_batches_tracked`` buffer, so its absence is not counted.
+    """
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in state
+        if k in target and state[k].shape != target[k].shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return ""
+    return "; ".join([
+        _summarise("missing key(s)", missing),
+        _summarise("unexpected key(s)", unexpected),
+        _summarise("shape mismatch(es)", mismatched),
+    ])
 
 
 def _summarise(what: str, items: list[str]) -> str:
