@@ -23,6 +23,12 @@ def test_binary_run_writes_outputs_and_scores(tmp_path):
     assert report["iterations"] == 4  # 8 samples / batch 4 × 2 epochs
     assert 0.0 <= report["student"]["MAE"] <= 1.0
     assert json.loads((run / "metrics.json").read_text())["student"]["MAE"] == report["student"]["MAE"]
+    # TensorBoard holds the losses, the LR, the validation metrics and a few prediction images
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0}).Reload()
+    assert {"train/total", "train/lr", "val/MAE"} <= set(events.Tags()["scalars"])
+    assert len(events.Tags()["images"]) == 4
     # the checkpoint's metrics are reproduced by a fresh evaluation of it
     again = evaluate_checkpoint(run / "last.pt")
     assert again["MAE"] == pytest.approx(report["student"]["MAE"], abs=1e-9)

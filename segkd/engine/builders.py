@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from segkd.config import Config, ModelConfig, TeacherConfig
+from segkd.config import Config, ConfigError, ModelConfig, TeacherConfig
 from segkd.distill import DistillMethod, FeatureTaps, build_method
 from segkd.engine.checkpoint import load_model_state, read_checkpoint, remap_keys
 from segkd.models import MODELS, build_model
@@ -31,6 +32,8 @@ def build_teacher(teacher_cfg: TeacherConfig, cfg: Config, device: torch.device)
     kwargs = model_kwargs(teacher_cfg.model, cfg)
     kwargs.pop("pretrained", None)  # the checkpoint holds every weight
     teacher = build_model(teacher_cfg.model.name, **kwargs)
+    if not Path(teacher_cfg.checkpoint).is_file():
+        raise ConfigError(f"distill.teacher.checkpoint: file {teacher_cfg.checkpoint} not found (train the teacher first)")
     ckpt = read_checkpoint(teacher_cfg.checkpoint)
     load_model_state(teacher, remap_keys(ckpt["model"], teacher_cfg.key_map), teacher_cfg.checkpoint)
     teacher.eval().requires_grad_(False)

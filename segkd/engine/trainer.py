@@ -40,6 +40,8 @@ from segkd.engine.distributed import (
     shutdown,
 )
 from segkd.engine.evaluate import autocast_context, evaluate
+from segkd.engine.inference import predict_binary, predict_semantic
+from segkd.engine.plots import colorize_labels
 from segkd.engine.schedule import lr_factor
 from segkd.models.losses import task_loss
 
@@ -221,6 +223,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
                     writer.add_scalar(f"val/{k}", v, iteration)
             with history_path.open("a") as f:
                 f.write(json.dumps({"iteration": iteration, "val": _scalars(metrics)}) + "\n")
+            log_prediction_images(writer, student, val_set, cfg, device, iteration)
             if improved:
                 atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
                              "model": student.state_dict(), "iteration": iteration, "metrics": _scalars(metrics)},
@@ -322,6 +325,30 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         writer.close()
     shutdown(env)
     return report
+
+
+@torch.inference_mode()
+def log_prediction_images(writer: Any, model: nn.Module, dataset: Dataset, cfg: Config,
+                          device: torch.device, step: int, count: int = 4) -> None:
+    """Ground truth beside prediction for the first few validation images, in TensorBoard."""
+    was_training = model.training
+    model.eval()
+    for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
+        sample = dataset[index]
+        image = sample["image"].unsqueeze(0).to(device)
+        mask = sample["mask"]
+        if cfg.task == "binary":
+            prob = predict_binary(model, image, tuple(mask.shape[-2:]))[0].cpu()
+            panel = torch.cat([mask.float().reshape(prob.shape), prob], dim=-1)  # 1×H×2W
+            writer.add_image(f"predictions/{sample['name']}", panel, step)
+        else:
+            d = cfg.data
+            probs = predict_semantic(model, image, crop_size=d.crop_size, base_size=d.base_size, sliding=False)
+            pred = probs.argmax(1)[0].cpu().numpy()
+            panel = np.concatenate([colorize_labels(mask.numpy(), d.num_classes),
+                                    colorize_labels(pred, d.num_classes)], axis=1)
+            writer.add_image(f"predictions/{sample['name']}", panel, step, dataformats="HWC")
+    model.train(was_training)
 
 
 def training_losses(cfg: Config, model: nn.Module, teacher: nn.Module | None, methods: nn.ModuleList,
