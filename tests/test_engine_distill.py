@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_helpers import tiny_semantic_config
 from segkd.config import ConfigError
 from segkd.engine import builders
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import read_checkpoint
 from segkd.engine.trainer import fit
+
+from engine_helpers import tiny_semantic_config
 
 
 @pytest.fixture(scope="module")

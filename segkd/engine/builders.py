@@ -33,7 +33,9 @@ def build_teacher(teacher_cfg: TeacherConfig, cfg: Config, device: torch.device)
     kwargs.pop("pretrained", None)  # the checkpoint holds every weight
     teacher = build_model(teacher_cfg.model.name, **kwargs)
     if not Path(teacher_cfg.checkpoint).is_file():
-        raise ConfigError(f"distill.teacher.checkpoint: file {teacher_cfg.checkpoint} not found (train the teacher first)")
+        raise ConfigError(
+            f"distill.teacher.checkpoint: file {teacher_cfg.checkpoint} not found (train the teacher first)"
+        )
     ckpt = read_checkpoint(teacher_cfg.checkpoint)
     load_model_state(teacher, remap_keys(ckpt["model"], teacher_cfg.key_map), teacher_cfg.checkpoint)
     teacher.eval().requires_grad_(False)
