@@ -62,3 +62,34 @@ def test_config_error_is_a_message_not_a_traceback(tmp_path, capsys):
     config.write_text("task: binary\nmodel: {name: fusion}\ntrain: {epochz: 1}\n")
     assert main(["check-data", str(config)]) == 1
     assert "train.epochz: unknown key" in capsys.readouterr().err
+
+
+def test_train_then_export_onnx_and_torchscript(tmp_path, capsys):
+    import onnxruntime as ort
+    import torch
+
+    from engine_helpers import tiny_binary_config
+    from segkd.config import save_config
+    from segkd.engine.run import load_trained
+
+    cfg = tiny_binary_config(tmp_path, train={"epochs": 1})
+    save_config(cfg, tmp_path / "run.yaml")
+    assert main(["train", str(tmp_path / "run.yaml")]) == 0
+    ckpt = cfg.run_dir / "last.pt"
+    assert main(["export", str(ckpt), "--format", "both"]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    onnx_path, ts_path = ckpt.with_suffix(".onnx"), ckpt.with_suffix(".torchscript.pt")
+    _, model, _ = load_trained(ckpt)
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        expected = model(x)["out"].numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - expected).max() < 1e-4
+    # TorchScript is traced at the test size (32×32); check it there
+    x32 = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected32 = model(x32)["out"]
+        traced_out = torch.jit.load(str(ts_path))(x32)
+    traced_out = traced_out["out"] if isinstance(traced_out, dict) else traced_out
+    assert (traced_out - expected32).abs().max() < 1e-4
