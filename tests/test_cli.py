@@ -68,9 +68,10 @@ def test_train_then_export_onnx_and_torchscript(tmp_path, capsys):
     import onnxruntime as ort
     import torch
 
-    from engine_helpers import tiny_binary_config
     from segkd.config import save_config
     from segkd.engine.run import load_trained
+
+    from engine_helpers import tiny_binary_config
 
     cfg = tiny_binary_config(tmp_path, train={"epochs": 1})
     save_config(cfg, tmp_path / "run.yaml")
