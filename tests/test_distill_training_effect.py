@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine_helpers import tiny_binary_config, tiny_semantic_config
 from segkd.config import Config
 from segkd.distill import METHODS, FeatureTaps, build_method
 from segkd.engine.builders import build_optimizer, prepare_methods
 from segkd.engine.trainer import parameter_fingerprint, training_losses
 from segkd.models import build_model
+
+from engine_helpers import tiny_binary_config, tiny_semantic_config
 
 STEPS = 10
 CPU = torch.device("cpu")
@@ -281,8 +282,11 @@ def check_teacher_student(case: Case, setup: Setup) -> str:
     assert parameter_fingerprint(setup.teacher) == teacher_before, "the teacher changed"
     if criterion == OWN_DISTANCE:
         assert not list(methods.parameters()), "own_distance would judge the baseline through trained parts"
-        distance, base_distance = own_distance(student, methods[0], setup), own_distance(setup.baseline, methods[0], setup)
-        assert distance < base_distance, f"{case.id}: own distance {distance:.4g}, without the method {base_distance:.4g}"
+        distance = own_distance(student, methods[0], setup)
+        base_distance = own_distance(setup.baseline, methods[0], setup)
+        assert distance < base_distance, (
+            f"{case.id}: own distance {distance:.4g}, without the method {base_distance:.4g}"
+        )
         return f"{report} | own distance {distance:.4g} vs {base_distance:.4g} without [{criterion}]"
     output = "aux" if criterion == AUX_AGREEMENT_AND_KL else "out"
     agreement, kl = closeness_to_teacher(student, setup, output)
