@@ -92,3 +92,20 @@ def test_plain_state_dict_teacher_with_key_map(tmp_path, teacher_run):
         "methods": [{"name": "logits_kd"}]})
     report = fit(cfg)
     assert report["iterations"] == 1
+
+
+def test_teacher_tap_on_a_branch_skipped_in_eval_mode_is_named_before_training():
+    from torch import nn
+
+    from segkd.distill import build_method
+    from segkd.models import build_model
+
+    student = build_model("pspnet", backbone="resnet18", num_classes=3, output_stride=8)
+    teacher = build_model("pspnet", backbone="resnet18", num_classes=3, output_stride=8).eval()
+    methods = nn.ModuleList([build_method({"name": "feature_kd", "at": "aux_feat"})])
+    with pytest.raises(ValueError, match=r"teacher \(PSPNet\).*aux_head.*eval mode"):
+        builders.prepare_methods(methods, student, teacher, torch.randn(2, 3, 32, 32))
+    # the default place exists in both modes
+    methods = nn.ModuleList([build_method({"name": "feature_kd"})])
+    builders.prepare_methods(methods, student, teacher, torch.randn(2, 3, 32, 32))
+    assert methods[0].mapping is None  # same backbone: channels match, no mapping

@@ -32,7 +32,10 @@ class FeatureKD(DistillMethod):
 
     Where: ``student_at`` / ``teacher_at`` (default: both ``at``) name a feature point
     (``stage1..stage4``, ``ppm``, ``head``, ``aux_feat``, ``aux`` = aux-head logits, ``logits``)
-    or ``"out"``, the model's final logits at input size.
+    or ``"out"``, the model's final logits at input size. The default, ``stage3``, is where
+    PSPNet's auxiliary branch is attached (ResNet-18: 256 channels, ResNet-50: 1024, so a
+    mapping is learned). A frozen teacher runs in eval mode, where PSPNet skips its aux head, so
+    ``aux_feat`` / ``aux`` can be tapped on the student only.
 
     Mapping: ``"auto"`` adds a learned 1×1 conv + BN on the student side (the FitNets
     regressor) only when the channel counts differ; ``"conv_bn"`` always; ``"none"`` never.
@@ -49,7 +52,7 @@ class FeatureKD(DistillMethod):
 
     def __init__(
         self,
-        at: str = "aux",
+        at: str = "stage3",
         student_at: str | None = None,
         teacher_at: str | None = None,
         mapping: str = "auto",

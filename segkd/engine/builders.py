@@ -10,6 +10,7 @@ from torch import nn
 
 from segkd.config import Config, ConfigError, ModelConfig, TeacherConfig
 from segkd.distill import DistillMethod, FeatureTaps, build_method
+from segkd.distill.hooks import resolve_path
 from segkd.engine.checkpoint import load_model_state, read_checkpoint, remap_keys
 from segkd.models import MODELS, build_model
 
@@ -61,17 +62,31 @@ def merged_taps(methods: nn.ModuleList, side: str) -> dict[str, str]:
 
 
 @torch.no_grad()
-def probe(model: nn.Module, taps: dict[str, str], example: torch.Tensor, train_mode: bool) -> dict[str, torch.Tensor]:
-    """One dry forward pass returning outputs and tapped tensors, leaving the model untouched."""
+def probe(model: nn.Module, taps: dict[str, str], example: torch.Tensor, train_mode: bool,
+          role: str = "model") -> dict[str, torch.Tensor]:
+    """One dry forward pass returning outputs and tapped tensors, leaving the model untouched.
+
+    A tapped module that the forward pass never reaches is an error here, not a missing key
+    deep inside a method's loss later.
+    """
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     was_training = model.training
     model.train(train_mode)
     with FeatureTaps(model, taps) as hooks:
         outputs = dict(model(example))
-        outputs.update(hooks.pop())
+        captured = hooks.pop()
     model.train(was_training)
     for name, value in model.named_buffers():
         value.copy_(buffers[name])
+    silent = {name: resolve_path(model, spec) for name, spec in taps.items() if name not in captured}
+    if silent:
+        mode = "training" if train_mode else "eval"
+        raise ValueError(
+            f"{role} ({type(model).__name__}): tapped module(s) {silent} did not run in a forward pass in "
+            f"{mode} mode. A frozen teacher runs in eval mode, where PSPNet skips its aux head: tap the teacher's "
+            "'out', 'head', 'ppm' or a backbone stage instead"
+        )
+    outputs.update(captured)
     return outputs
 
 
@@ -87,8 +102,8 @@ def prepare_methods(
     """
     student_taps = merged_taps(methods, "student")
     teacher_taps = merged_taps(methods, "teacher") if teacher is not None else {}
-    s = probe(student, student_taps, example, train_mode=True)
-    t = probe(teacher, teacher_taps, example, train_mode=False) if teacher is not None else None
+    s = probe(student, student_taps, example, train_mode=True, role="student")
+    t = probe(teacher, teacher_taps, example, train_mode=False, role="teacher") if teacher is not None else None
     if t is not None and s["out"].shape != t["out"].shape:
         raise ValueError(
             f"teacher and student outputs differ: student {tuple(s['out'].shape)} vs teacher "
