@@ -143,7 +143,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
-@command("predict", "write prediction maps for images (grey PNG for binary; palette PNG + overlay for semantic)", """
+@command("predict", "write prediction maps for images (grey PNG for binary; palette PNG + overlay/ for semantic)", """
     segkd predict --checkpoint runs/tiny_binary/best.pt --input photos/ --output preds/
 """)(_predict_args)
 def run_predict(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def test_semantic_run_then_predict(tmp_path):
     images = cfg.data.root / "images"
     written = predict_images(cfg.run_dir / "best.pt", images if images.is_dir() else cfg.data.root, tmp_path / "pred")
     assert written and all(p.is_file() for p in written)
-    assert (tmp_path / "pred" / f"{written[0].stem}_overlay.jpg").is_file()
+    assert (tmp_path / "pred" / "overlay" / f"{written[0].stem}.jpg").is_file()
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):

@@ -68,7 +68,11 @@ def list_images(source: str | Path) -> list[Path]:
 @torch.inference_mode()
 def predict_images(checkpoint: str | Path, source: str | Path, output: str | Path,
                    overrides: list[str] | None = None) -> list[Path]:
-    """Write a prediction for each image: grey PNG (binary) or palette PNG + overlay JPEG (semantic)."""
+    """Write a prediction for each image: grey PNG (binary) or palette PNG (semantic).
+
+    Semantic runs also write a colour overlay JPEG per image to ``output/overlay/``, apart from
+    the label maps so that the folder can be scored as is with ``segkd eval --pred``.
+    """
     cfg, model, device = load_trained(checkpoint, None, overrides)
     transform = build_eval_transform(cfg.task, cfg.data)
     out_dir = Path(output)
@@ -91,6 +95,7 @@ def predict_images(checkpoint: str | Path, source: str | Path, output: str | Pat
             png.putpalette(palette)
             png.save(out_dir / f"{path.stem}.png")
             blend = overlay(rgb, colorize_labels(label, cfg.data.num_classes))
-            Image.fromarray(blend).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)
+            (out_dir / "overlay").mkdir(exist_ok=True)
+            Image.fromarray(blend).save(out_dir / "overlay" / f"{path.stem}.jpg", quality=90)
         written.append(out_dir / f"{path.stem}.png")
     return written
