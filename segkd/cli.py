@@ -159,14 +159,18 @@ def run_predict(args: argparse.Namespace) -> int:
     segkd methods
 """)(lambda p: None)
 def run_methods(args: argparse.Namespace) -> int:
-    from segkd.distill import METHODS
+    from segkd.distill import METHODS, build_method
+
+    def where(taps: dict[str, str]) -> str:
+        return ", ".join(sorted(set(taps.values()))) or "model outputs only"
 
     for name in METHODS.names():
         cls = METHODS.get(name)
+        method = build_method({"name": name})  # with its defaults: taps may depend on options
         print(f"{name}  [{cls.kind}, task: {cls.task}]")
         print(f"    paper:    {cls.paper}")
-        taps = {"student": dict(cls.student_taps), "teacher": dict(cls.teacher_taps)}
-        print(f"    taps:     student {taps['student'] or '-'}; teacher {taps['teacher'] or '-'}")
+        teacher = where(method.teacher_taps) if method.needs_teacher else "no teacher"
+        print(f"    taps:     student: {where(method.student_taps)}; teacher: {teacher}")
         print(f"    defaults: {cls.defaults()}")
     return 0
 

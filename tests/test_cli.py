@@ -53,6 +53,9 @@ def test_methods_lists_all_registered(capsys):
     out = capsys.readouterr().out
     for name in METHODS.names():
         assert f"{name}  [" in out
+    feature_kd = out[out.index("feature_kd  ["):].splitlines()
+    assert "student: stage3; teacher: stage3" in feature_kd[2]
+    assert "teacher: no teacher" in out[out.index("sad  ["):].splitlines()[2]
     assert {"logits_kd", "feature_kd", "cwd", "skd", "ifvd", "dist", "cirkd", "pspsd", "tfkd", "frskd",
             "byot", "dhm", "sad", "dks"} <= set(METHODS.names())
 
