@@ -9,12 +9,12 @@ import torch
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
     MAPPING_MODES,
-    build_mapping,
     check_choice,
     full_precision,
     kl_rows,
+    mapped_pair,
+    pair_mapping,
     resize_like,
-    tap_channels,
 )
 
 TAPPED = "cwd_input"
@@ -65,12 +65,7 @@ class ChannelWiseDistillation(DistillMethod):
         teacher_shapes: Mapping[str, torch.Size] | None,
     ) -> None:
         assert teacher_shapes is not None, "cwd needs a teacher"
-        self.mapping = build_mapping(
-            self.mapping_mode,
-            tap_channels(student_shapes, TAPPED, "student", self.name),
-            tap_channels(teacher_shapes, TAPPED, "teacher", self.name),
-            self.name,
-        )
+        self.mapping = pair_mapping(self.mapping_mode, student_shapes, teacher_shapes, TAPPED, self.name)
 
     def forward(
         self,
@@ -79,10 +74,7 @@ class ChannelWiseDistillation(DistillMethod):
         batch: Mapping[str, Any],
     ) -> dict[str, torch.Tensor]:
         assert teacher is not None, "cwd needs a teacher"
-        source = student[TAPPED]
-        target = teacher[TAPPED].detach()
-        if self.mapping is not None:
-            source = self.mapping(source)
+        source, target = mapped_pair(student, teacher, TAPPED, self.mapping)
         with full_precision(source):
             source = resize_like(source.float(), target)
             b, c = target.shape[:2]

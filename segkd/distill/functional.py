@@ -152,6 +152,24 @@ def labels_at(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.T
     return resized[:, 0].long()
 
 
+def pair_mapping(mode: str, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size],
+                 key: str, method: str) -> torch.nn.Module | None:
+    """:func:`build_mapping` between the student's and the teacher's tapped tensor ``key``."""
+    return build_mapping(
+        mode,
+        tap_channels(student_shapes, key, "student", method),
+        tap_channels(teacher_shapes, key, "teacher", method),
+        method,
+    )
+
+
+def mapped_pair(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], key: str,
+                mapping: torch.nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the student's ``key`` through ``mapping``, the teacher's ``key`` cut from the graph)."""
+    source = student[key]
+    return (mapping(source) if mapping is not None else source), teacher[key].detach()
+
+
 def full_precision(reference: torch.Tensor) -> torch.autocast:
     """Context that turns autocast off on ``reference``'s device, so a loss is computed in float32.
 

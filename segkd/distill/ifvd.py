@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
     MAPPING_MODES,
-    build_mapping,
     check_choice,
     full_precision,
     labels_at,
+    mapped_pair,
+    pair_mapping,
     resize_like,
-    tap_channels,
 )
 
 TAPPED = "ifvd_input"
@@ -73,12 +73,7 @@ class IntraClassFeatureVariationKD(DistillMethod):
     ) -> None:
         assert teacher_shapes is not None, "ifvd needs a teacher"
         if self.mapping_mode != "none":
-            self.mapping = build_mapping(
-                self.mapping_mode,
-                tap_channels(student_shapes, TAPPED, "student", self.name),
-                tap_channels(teacher_shapes, TAPPED, "teacher", self.name),
-                self.name,
-            )
+            self.mapping = pair_mapping(self.mapping_mode, student_shapes, teacher_shapes, TAPPED, self.name)
 
     def forward(
         self,
@@ -87,10 +82,7 @@ class IntraClassFeatureVariationKD(DistillMethod):
         batch: Mapping[str, Any],
     ) -> dict[str, torch.Tensor]:
         assert teacher is not None, "ifvd needs a teacher"
-        source = student[TAPPED]
-        target = teacher[TAPPED].detach()
-        if self.mapping is not None:
-            source = self.mapping(source)
+        source, target = mapped_pair(student, teacher, TAPPED, self.mapping)
         with full_precision(source):
             source = resize_like(source.float(), target)
             labels = labels_at(batch["mask"], target.shape[-2:])
