@@ -23,18 +23,20 @@ def _result(mae):
 
 
 def test_gain_within_seed_spread_is_not_significant(tmp_path):
-    cc = _cc(tmp_path, [{"name": "base"}, {"name": "small_gain"}, {"name": "big_gain"}])
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "small_gain"}, {"name": "big_gain"}, {"name": "big_loss"}])
     results = {
         "base": {1: _result(0.10), 2: _result(0.12)},        # std 0.0141
         "small_gain": {1: _result(0.10), 2: _result(0.11)},  # gain −0.005: inside the spread
         "big_gain": {1: _result(0.05), 2: _result(0.06)},    # gain −0.055: outside, and MAE lower is better
+        "big_loss": {1: _result(0.16), 2: _result(0.17)},    # +0.055 MAE: outside, worse
     }
     rows = {r["method"]: r for r in summarise(cc, results, "binary")}
     assert rows["base"]["MAE"] == pytest.approx(0.11)
     assert rows["base"]["MAE_std"] == pytest.approx(0.0141421, rel=1e-4)
     assert rows["small_gain"]["gain"] == pytest.approx(-0.005)
     assert rows["small_gain"]["significant"] == "no (within seed spread)"
-    assert rows["big_gain"]["significant"] == "yes"
+    assert rows["big_gain"]["significant"] == "yes (better)"
+    assert rows["big_loss"]["significant"] == "yes (worse)"
     one_seed = summarise(_cc(tmp_path, [{"name": "base"}, {"name": "x"}], seeds=(1,)),
                          {"base": {1: _result(0.1)}, "x": {1: _result(0.01)}}, "binary")
     assert one_seed[1]["significant"] == "unknown (1 seed)"

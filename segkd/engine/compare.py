@@ -161,8 +161,10 @@ def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], 
             row["significant"] = "unknown (1 seed)"
         else:
             better = -gain if main in LOWER_IS_BETTER else gain
-            row["significant"] = "yes" if abs(gain) > max(spreads) and better > 0 else (
-                "no (worse)" if abs(gain) > max(spreads) else "no (within seed spread)")
+            if abs(gain) <= max(spreads):
+                row["significant"] = "no (within seed spread)"
+            else:
+                row["significant"] = "yes (better)" if better > 0 else "yes (worse)"
     return rows
 
 
