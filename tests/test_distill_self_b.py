@@ -182,6 +182,24 @@ def test_dhm_branches_are_fresh_copies_of_later_stages() -> None:
     assert not torch.equal(method.branches[1][0][0].weight, layer4[0].weight)
 
 
+def test_dhm_branches_run_the_blocks_between_feature_stages() -> None:
+    """EfficientNet's feature maps come from blocks 2, 4 and 6; blocks 3 and 5 run in between."""
+    from segkd.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("fusion", backbone="efficientnet_lite0", width=8)
+    method = DHM()
+    method.bind(net, None)
+    assert net.feature_points["stage2"] == "backbone.blocks.2"
+    assert [len(b) for b in method.branches] == [4, 2]  # blocks 3-6 from stage2, blocks 5-6 from stage3
+    with FeatureTaps(net, method.student_taps) as taps:
+        student = {**net(torch.randn(2, 3, 64, 64)), **taps.pop()}
+    method.setup(shapes_of(student), None)
+    for branch, fork in zip(method.branches, ("stage2", "stage3")):
+        assert branch(student[fork]).shape == student["stage4"].shape
+    assert all(z.shape == (2, 1, 64, 64) for z in method.branch_logits(student, (64, 64)))
+
+
 def test_dhm_copies_leave_the_students_hooks_behind() -> None:
     net, calls = TinyNet(), []
     net.backbone.layer4.register_forward_hook(lambda *_: calls.append(1))

@@ -28,12 +28,34 @@ def hookless_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
+def modules_after(model: nn.Module, fork: str, last: str) -> list[nn.Module]:
+    """The modules that run after module ``fork`` up to and including module ``last``.
+
+    Both must be children of one container that runs its children in order (ResNet's
+    ``layer1..4``; timm EfficientNet's ``blocks.0..6``, where the feature maps come from blocks
+    2, 4 and 6 and blocks 3 and 5 run between them).
+    """
+    fork_parent, _, fork_name = fork.rpartition(".")
+    last_parent, _, last_name = last.rpartition(".")
+    if fork_parent != last_parent:
+        raise ValueError(f"dhm: stages '{fork}' and '{last}' are not children of one container; "
+                         "a branch can only replicate consecutive children")
+    container = model.get_submodule(fork_parent) if fork_parent else model
+    children = list(container.named_children())
+    names = [name for name, _ in children]
+    start, stop = names.index(fork_name), names.index(last_name)
+    if stop <= start:
+        raise ValueError(f"dhm: stage '{last}' does not come after '{fork}'")
+    return [module for _, module in children[start + 1: stop + 1]]
+
+
 @register_method("dhm")
 class DHM(DistillMethod):
     """Side branches that replicate the later stages, all heads mimicking one another.
 
-    A branch forks at each ``branch_from`` stage and runs fresh copies of every later stage of
-    ``stages`` (taken from the student in :meth:`bind`, so they start from its current weights)
+    A branch forks at each ``branch_from`` stage and runs fresh copies of every later module up
+    to the last of ``stages`` (taken from the student in :meth:`bind`, so they start from its
+    current weights)
     followed by a prediction head (full-resolution logits). With the student's ``out`` as one
     more head::
 
@@ -95,7 +117,7 @@ class DHM(DistillMethod):
                 f"{list(self.stages)}; its feature points: {points}"
             )
         self.branches = nn.ModuleList(
-            nn.Sequential(*(hookless_copy(modules[p]) for p in paths[self.stages.index(s) + 1:]))
+            nn.Sequential(*map(hookless_copy, modules_after(student, paths[self.stages.index(s)], paths[-1])))
             for s in self.branch_from
         )
 
