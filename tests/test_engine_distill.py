@@ -105,6 +105,9 @@ def test_teacher_tap_on_a_branch_skipped_in_eval_mode_is_named_before_training()
     methods = nn.ModuleList([build_method({"name": "feature_kd", "at": "aux_feat"})])
     with pytest.raises(ValueError, match=r"teacher \(PSPNet\).*aux_head.*eval mode"):
         builders.prepare_methods(methods, student, teacher, torch.randn(2, 3, 32, 32))
+    dist_with_aux = nn.ModuleList([build_method({"name": "dist", "aux_weight": 0.4})])
+    with pytest.raises(ValueError, match=r"teacher \(PSPNet\).*aux_classifier"):
+        builders.prepare_methods(dist_with_aux, student, teacher, torch.randn(2, 3, 32, 32))
     # the default place exists in both modes
     methods = nn.ModuleList([build_method({"name": "feature_kd"})])
     builders.prepare_methods(methods, student, teacher, torch.randn(2, 3, 32, 32))

@@ -29,7 +29,9 @@ class DIST(DistillMethod):
     authors' segmentation code (the paper's setting); all pixels count, ignore labels included,
     as there. The logits are the classifier's output before upsampling (feature point
     ``logits``). The authors' code also distils the aux-head logits with factor 0.4: set
-    ``aux_weight=0.4`` to do the same (term ``dist_aux``).
+    ``aux_weight=0.4`` to do the same (term ``dist_aux``). That needs a teacher that computes
+    its aux logits when frozen; a segkd PSPNet skips its aux head in eval mode, so the trainer
+    refuses ``aux_weight > 0`` with it before training starts, naming the module.
 
     Returns ``{"dist_inter": weight·β·τ²·inter, "dist_intra": weight·γ·τ²·intra}``.
     """
