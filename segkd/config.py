@@ -102,6 +102,10 @@ class ScheduleConfig(_Strict):
         "triangle: linear warm-up to the middle epoch then linear decay, per epoch (F3Net)",
     )
     power: float = 0.9
+    warmup: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="fraction of the iterations over which the LR ramps up linearly from ~0 (0 = off)",
+    )
 
 
 class TrainConfig(_Strict):

@@ -1,4 +1,4 @@
-"""segkd compare: significance against the seed spread, tables, plots, continuing a comparison."""
+"""segkd compare: significance (twice the standard error of the gain), tables, plots, continuing a comparison."""
 from __future__ import annotations
 
 import json
@@ -22,21 +22,29 @@ def _result(mae):
     return {"student": {"MAE": mae, "maxFm": 0.5, "maxFm_datasetPR": 0.5, "Sm": 0.5, "maxEm": 0.5, "wFm": 0.5}}
 
 
-def test_gain_within_seed_spread_is_not_significant(tmp_path):
-    cc = _cc(tmp_path, [{"name": "base"}, {"name": "small_gain"}, {"name": "big_gain"}, {"name": "big_loss"}])
+def test_significance_is_twice_the_standard_error_of_the_gain(tmp_path):
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "small_gain"}, {"name": "big_gain"}, {"name": "big_loss"}],
+             seeds=(1, 2, 3))
     results = {
-        "base": {1: _result(0.10), 2: _result(0.12)},        # std 0.0141
-        "small_gain": {1: _result(0.10), 2: _result(0.11)},  # gain −0.005: inside the spread
-        "big_gain": {1: _result(0.05), 2: _result(0.06)},    # gain −0.055: outside, and MAE lower is better
-        "big_loss": {1: _result(0.16), 2: _result(0.17)},    # +0.055 MAE: outside, worse
+        "base": {1: _result(0.10), 2: _result(0.11), 3: _result(0.12)},        # mean 0.11, std 0.01
+        "small_gain": {1: _result(0.09), 2: _result(0.10), 3: _result(0.11)},  # −0.01 vs 2 SE 0.01633
+        "big_gain": {1: _result(0.08), 2: _result(0.09), 3: _result(0.10)},    # −0.02: beyond 2 SE, MAE lower = better
+        "big_loss": {1: _result(0.13), 2: _result(0.14), 3: _result(0.15)},    # +0.03 MAE: worse
     }
     rows = {r["method"]: r for r in summarise(cc, results, "binary")}
     assert rows["base"]["MAE"] == pytest.approx(0.11)
-    assert rows["base"]["MAE_std"] == pytest.approx(0.0141421, rel=1e-4)
-    assert rows["small_gain"]["gain"] == pytest.approx(-0.005)
-    assert rows["small_gain"]["significant"] == "no (within seed spread)"
+    assert rows["base"]["MAE_std"] == pytest.approx(0.01)
+    # 2·sqrt(0.01²/3 + 0.01²/3) = 0.016330
+    assert rows["small_gain"]["threshold"] == pytest.approx(0.0163299, rel=1e-5)
+    assert rows["small_gain"]["gain"] == pytest.approx(-0.01)
+    assert rows["small_gain"]["significant"] == "no (within 2 SE)"
     assert rows["big_gain"]["significant"] == "yes (better)"
     assert rows["big_loss"]["significant"] == "yes (worse)"
+    # fewer than three seeds: no verdict, whatever the gain
+    two = summarise(_cc(tmp_path, [{"name": "base"}, {"name": "x"}], seeds=(1, 2)),
+                    {"base": {1: _result(0.1), 2: _result(0.1)}, "x": {1: _result(0.01), 2: _result(0.011)}},
+                    "binary")
+    assert two[1]["significant"] == "unknown (2 seeds)" and two[1]["threshold"] is None
     one_seed = summarise(_cc(tmp_path, [{"name": "base"}, {"name": "x"}], seeds=(1,)),
                          {"base": {1: _result(0.1)}, "x": {1: _result(0.01)}}, "binary")
     assert one_seed[1]["significant"] == "unknown (1 seed)"

@@ -1,6 +1,7 @@
 """From a ``DataConfig`` to data sets and loaders for a task and split."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ def resolve_root(cfg: DataConfig, task: Task) -> Path:
         image_size=synthetic.image_size,
         num_classes=synthetic.num_classes,
         seed=synthetic.seed,
+        label_noise=synthetic.label_noise,
     )
 
 
@@ -64,10 +66,26 @@ def split_file_name(cfg: DataConfig, task: Task, split: Split) -> str:
     return cfg.split_name(task, split)
 
 
+HOLDOUT_SPLIT = "holdout"
+
+
 def _semantic_pairs(cfg: DataConfig, root: Path, name: str) -> list[PathPair]:
+    if cfg.holdout and (name == HOLDOUT_SPLIT or name == cfg.train_split):
+        pairs = _semantic_pairs(cfg.model_copy(update={"holdout": 0.0}), root, cfg.train_split)
+        keep = name == HOLDOUT_SPLIT
+        return [pair for pair in pairs if is_held_out(Path(pair[0]).stem, cfg.holdout) == keep]
+    if name == HOLDOUT_SPLIT:
+        raise DataError("data.val_split: 'holdout' needs data.holdout > 0 (the fraction to hold out)")
     if cfg.layout == "voc":
         return voc_pairs(root, name, aug=cfg.voc_aug)
     return read_pair_list(root, name)
+
+
+def is_held_out(name: str, fraction: float) -> bool:
+    """Whether sample ``name`` belongs to the held-out part: a hash of the name, so the split
+    does not depend on the list's order and a sample never changes side."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def list_samples(cfg: DataConfig, task: Task, split: Split) -> Listing:
@@ -106,6 +124,7 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str
         num_classes=cfg.num_classes,
         ignore_index=cfg.ignore_index,
         transform=transform,
+        long_side=cfg.long_side,
     )
 
 

@@ -46,6 +46,11 @@ class SyntheticConfig(BaseModel):
         "type). Ignored by the binary task.",
     )
     seed: int = Field(0, ge=0, description="Seed; the same seed always gives the same images.")
+    label_noise: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Semantic task: probability that a shape in a training image is labelled as "
+        "another shape class, as when annotators confuse classes; validation labels stay clean.",
+    )
 
 
 class DataConfig(BaseModel):
@@ -79,6 +84,14 @@ class DataConfig(BaseModel):
         description="Validation split, read like train_split. None: 'test' for binary tasks, "
         "'val' for semantic tasks.",
     )
+    holdout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Semantic: fraction of the training list held out for choosing models and "
+        "hyper-parameters. Training then reads the rest, and val_split 'holdout' reads the "
+        "held-out part; which samples are held out depends only on their names.",
+    )
     voc_aug: bool = Field(
         False, description="voc layout: read labels from SegmentationClassAug/ (SBD-augmented)."
     )
@@ -109,6 +122,13 @@ class DataConfig(BaseModel):
     flip: bool = Field(True, description="Training: horizontal flip with p 0.5.")
     base_size: int = Field(
         512, ge=1, description="Semantic evaluation: the long side is resized to scale * base_size."
+    )
+    long_side: int | None = Field(
+        None,
+        ge=8,
+        description="Semantic: resize each image (bilinear) and label (nearest) so its long side "
+        "is this many pixels when it is read, for training and evaluation alike; metrics are then "
+        "computed at that size. None: native size.",
     )
 
     train_size: int = Field(352, ge=1, description="Binary training: side images are resized to.")

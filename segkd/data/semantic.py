@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from segkd.data.readers import (
@@ -100,6 +102,19 @@ def resolve_pairs(root: Path | str, pairs: Sequence[tuple[Path | str, Path | str
     return listing
 
 
+def resize_long_side(image: np.ndarray, label: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an H×W×3 image (bilinear) and its H×W label (nearest) to a long side of ``side``."""
+    height, width = label.shape
+    scale = side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return image, label
+    resized = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+    # PIL's 32-bit integer mode keeps every label value (uint8 would wrap labels above 255)
+    resized_label = np.array(Image.fromarray(label.astype(np.int32)).resize(size, Image.NEAREST))
+    return resized, resized_label.astype(label.dtype)
+
+
 class SemanticSegDataset(Dataset[dict[str, Any]]):
     """Images and class-index label maps, given as pairs or as a semseg list file.
 
@@ -114,6 +129,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         num_classes: number of classes C; label values must lie in [0, C) or equal ignore_index.
         ignore_index: label value of pixels to ignore.
         transform: joint transform applied to ``(Image 3×H×W, Mask 1×H×W)``.
+        long_side: when given, each image (bilinear) and label (nearest) is resized on reading so
+            that its long side has this many pixels, before ``transform``.
 
     Raises:
         DataError: at construction if a listed file is missing; at load time if a file is
@@ -129,6 +146,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         num_classes: int,
         ignore_index: int = 255,
         transform: JointTransform | None = None,
+        long_side: int | None = None,
     ) -> None:
         if (pairs is None) == (list_file is None):
             raise ValueError("give exactly one of pairs and list_file")
@@ -142,6 +160,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.transform = transform
+        self.long_side = long_side
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -151,6 +170,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         image_array, label_array = read_image(sample.image), read_label(sample.mask)
         check_same_size(image_array, label_array, sample)
         check_label_values(label_array, self.num_classes, self.ignore_index, sample.mask)
+        if self.long_side is not None:
+            image_array, label_array = resize_long_side(image_array, label_array, self.long_side)
         image, mask = to_tv_tensors(image_array, label_array)
         if self.transform is not None:
             image, mask = self.transform(image, mask)

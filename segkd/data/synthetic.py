@@ -99,9 +99,13 @@ def _paint(
 
 
 def _render(
-    task: str, size: int, num_classes: int, rng: np.random.Generator
+    task: str, size: int, num_classes: int, rng: np.random.Generator,
+    label_noise: float = 0.0, noise_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One sample: H×W×3 uint8 image and H×W uint8 mask (binary 0/255, semantic class ids)."""
+    """One sample: H×W×3 uint8 image and H×W uint8 mask (binary 0/255, semantic class ids).
+
+    With ``label_noise`` p, each shape is labelled as another shape class with probability p
+    (drawn from ``noise_rng``, so the image is the same at every noise level)."""
     coords = np.arange(size, dtype=np.float64)
     grid: Grid = tuple(np.meshgrid(coords, coords, indexing="ij"))  # type: ignore[assignment]
     image = _paint(grid, rng, rng.uniform(), rng.uniform(0.0, 0.6), str(rng.choice(TEXTURES)))
@@ -119,6 +123,8 @@ def _render(
             texture = TEXTURES[(cls - 1) % len(TEXTURES)]
             paint = _paint(grid, rng, hue, rng.uniform(0.45, 1.0), texture)
             mask[region] = cls
+            if noise_rng is not None and num_classes > 2 and noise_rng.random() < label_noise:
+                mask[region] = 1 + (cls - 1 + int(noise_rng.integers(1, num_classes - 1))) % (num_classes - 1)
         image[region] = paint[region]
     if task == "semantic":
         mask[_class_boundary(mask)] = 255
@@ -167,6 +173,7 @@ def make_synthetic(
     image_size: int = 64,
     num_classes: int = 4,
     seed: int = 0,
+    label_noise: float = 0.0,
 ) -> Path:
     """Generate the synthetic set for ``task`` under ``root`` (created if missing); return root.
 
@@ -176,6 +183,8 @@ def make_synthetic(
 
     Args:
         num_classes: semantic only: classes including background, 2 to 7.
+        label_noise: semantic only: probability that a shape of a *training* image is labelled
+            as another shape class (annotators' class confusions); validation labels stay clean.
     """
     if task not in ("semantic", "binary"):
         raise ValueError(f"task must be 'semantic' or 'binary', got {task!r}")
@@ -187,6 +196,8 @@ def make_synthetic(
         "image_size": image_size, "num_classes": num_classes if task == "semantic" else 1,
         "seed": seed,
     }  # fmt: skip
+    if label_noise:
+        params["label_noise"] = label_noise
     splits = {"train": num_train, "test" if task == "binary" else "val": num_val}
     if _is_complete(root, params, splits):
         return root
@@ -198,7 +209,9 @@ def make_synthetic(
         lines = []
         for index in range(count):
             rng = np.random.default_rng([seed, split_index, index])
-            image, mask = _render(task, image_size, num_classes, rng)
+            noisy = split == "train" and task == "semantic" and label_noise > 0
+            noise_rng = np.random.default_rng([seed, split_index, index, 1]) if noisy else None
+            image, mask = _render(task, image_size, num_classes, rng, label_noise, noise_rng)
             lines.append(_write_sample(root, task, f"{split}_{index:04d}", image, mask, palette))
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     # Written last and atomically: its presence marks the set as complete.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Literal
@@ -133,13 +134,30 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], task: str) -> list[dict[str, Any]]:
-    """One row per entry: metric mean/std over seeds, and the gain over the baseline.
+MIN_SEEDS_FOR_VERDICT = 3
+SIGNIFICANCE_RULE = (
+    "A gain is significant when it exceeds twice its standard error, "
+    "2·sqrt(s_a²/n_a + s_b²/n_b) over the seeds of the row (a) and of the baseline (b), "
+    f"both with at least {MIN_SEEDS_FOR_VERDICT} seeds; with fewer seeds no verdict is given."
+)
 
-    A gain counts as significant only when it exceeds the seed-to-seed spread (the larger
-    standard deviation of the entry and the baseline); with one seed there is no spread to
-    compare with, and the gain is marked as such.
-    """
+
+def significance(gain: float, row: dict[str, Any], base: dict[str, Any], main: str) -> tuple[str, float | None]:
+    """(verdict, threshold) of ``gain`` = row − baseline in ``main`` under ``SIGNIFICANCE_RULE``."""
+    counts = (row["seeds"], base["seeds"])
+    if min(counts) < MIN_SEEDS_FOR_VERDICT:
+        return f"unknown ({min(counts)} seed{'s' if min(counts) > 1 else ''})", None
+    std_error = math.sqrt(row[f"{main}_std"] ** 2 / counts[0] + base[f"{main}_std"] ** 2 / counts[1])
+    threshold = 2 * std_error
+    if abs(gain) <= threshold:
+        return "no (within 2 SE)", threshold
+    better = -gain if main in LOWER_IS_BETTER else gain
+    return ("yes (better)" if better > 0 else "yes (worse)"), threshold
+
+
+def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], task: str) -> list[dict[str, Any]]:
+    """One row per entry: metric mean/std over seeds, and the gain over the baseline with its
+    verdict under ``SIGNIFICANCE_RULE``."""
     columns = SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS
     rows = []
     for entry in cc.entries:
@@ -152,19 +170,11 @@ def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], 
     base = next(r for r in rows if r["method"] == cc.baseline)
     main = columns[0]
     for row in rows:
-        gain = row[main] - base[main]
-        spreads = [s for s in (row.get(f"{main}_std"), base.get(f"{main}_std")) if s is not None]
-        row["gain"] = gain
+        row["gain"] = row[main] - base[main]
         if row["method"] == cc.baseline:
-            row["significant"] = "-"
-        elif not spreads:
-            row["significant"] = "unknown (1 seed)"
+            row["significant"], row["threshold"] = "-", None
         else:
-            better = -gain if main in LOWER_IS_BETTER else gain
-            if abs(gain) <= max(spreads):
-                row["significant"] = "no (within seed spread)"
-            else:
-                row["significant"] = "yes (better)" if better > 0 else "yes (worse)"
+            row["significant"], row["threshold"] = significance(row["gain"], row, base, main)
     return rows
 
 
@@ -192,7 +202,7 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
     columns = list(SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)
     head = ["method", "seeds", *columns, "params (M)", "GFLOPs", "CPU ms"]
     has_cuda = any("cuda_ms" in r for r in rows)
-    head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "significant"]
+    head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "2 SE", "significant"]
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"] + (" (teacher)" if r["role"] == "teacher" else ""), str(r["seeds"])]
@@ -200,12 +210,12 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
         cells += [f"{r.get('params_M', float('nan')):.2f}", f"{r.get('GFLOPs', float('nan')):.2f}",
                   f"{r.get('cpu_ms', float('nan')):.1f}"]
         cells += [f"{r['cuda_ms']:.2f}"] if has_cuda else []
-        cells += [f"{r['gain']:+.4f}", r["significant"]]
+        threshold = r.get("threshold")
+        cells += [f"{r['gain']:+.4f}", "-" if threshold is None else f"{threshold:.4f}", r["significant"]]
         lines.append("| " + " | ".join(cells) + " |")
     arrow = "lower" if main in LOWER_IS_BETTER else "higher"
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
-              "picked on the test set), mean ± std over seeds. A gain is significant only when it "
-              "exceeds the seed-to-seed spread."]
+              "picked on the test set), mean ± std over seeds. " + SIGNIFICANCE_RULE]
     return "\n".join(lines) + "\n"
 
 

@@ -206,7 +206,8 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
                 side = sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))]
                 batch = resize_batch(batch, side)
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            factor = lr_factor(cfg.schedule.name, iteration, max_iters, iters_per_epoch, cfg.schedule.power)
+            factor = lr_factor(cfg.schedule.name, iteration, max_iters, iters_per_epoch, cfg.schedule.power,
+                               cfg.schedule.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             for method in methods:

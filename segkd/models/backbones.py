@@ -14,6 +14,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from segkd.models.packaged import resolve_weights
 from segkd.models.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def create_backbone(
     if uniform_dilation and output_stride < 32:
         _dilate_resnet_stages_uniformly(backbone, name, output_stride)
     if pretrained is not None:
-        load_backbone_weights(backbone, pretrained)
+        load_backbone_weights(backbone, resolve_weights(pretrained))
     return backbone
 
 
