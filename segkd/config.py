@@ -84,6 +84,12 @@ class DistillConfig(_Strict):
 class LossConfig(_Strict):
     main_weight: float = Field(1.0, description="weight of the supervised loss on the main output")
     aux_weight: float = Field(0.4, description="weight of the supervised loss on the aux output (PSPNet)")
+    distill_share: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="share α of the loss given to the distillation terms: the task terms are scaled "
+        "by 1 − α and the methods' terms by α, so distilling keeps the gradient scale of training "
+        "alone (with a teacher that agrees with the labels, 'CE + KD' doubles it). None: plain sum",
+    )
 
 
 class OptimConfig(_Strict):

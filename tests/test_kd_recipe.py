@@ -116,3 +116,23 @@ def test_distilling_a_trained_student_from_its_own_copy_does_not_make_it_worse(t
     after_kd = evaluate_with_config(distilled, val_set, cfg, device)["mIoU"]
     print("self-copy KD", before, after_alone, after_kd)
     assert after_kd >= min(before, after_alone) - 0.02, (before, after_alone, after_kd)
+
+
+def test_distill_share_scales_task_terms_by_one_minus_alpha_and_methods_by_alpha(tmp_path):
+    cfg, student, methods, train_set = _setup(tmp_path)
+    torch.manual_seed(5)
+    teacher = builders.build_student(cfg).eval().requires_grad_(False)  # another network: KD > 0
+    student.eval()
+    batch = {"image": torch.stack([train_set[i]["image"] for i in range(2)]),
+             "mask": torch.stack([train_set[i]["mask"] for i in range(2)])}
+    builders.prepare_methods(methods, student, teacher, batch["image"])
+
+    def losses(share):
+        run = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"distill_share": share})})
+        return training_losses(run, student, teacher, methods, FeatureTaps(student, {}), FeatureTaps(teacher, {}),
+                               batch, torch.device("cpu"))
+
+    plain, mixed = losses(None), losses(0.25)
+    assert plain["logits_kd/kd"].item() > 1e-6
+    assert mixed["task"].item() == pytest.approx(0.75 * plain["task"].item(), rel=1e-5)
+    assert mixed["logits_kd/kd"].item() == pytest.approx(0.25 * plain["logits_kd/kd"].item(), rel=1e-5)

@@ -321,9 +321,12 @@ def training_losses(cfg: Config, model: nn.Module, teacher: nn.Module | None, me
             losses["task"] = cfg.loss.main_weight * task_loss(student_out["out"], masks, cfg.task, ignore)
         if "aux" in student_out and cfg.loss.aux_weight:
             losses["task_aux"] = cfg.loss.aux_weight * task_loss(student_out["aux"], masks, cfg.task, ignore)
+        share = cfg.loss.distill_share if len(methods) else None
+        if share is not None:
+            losses = {k: (1 - share) * v for k, v in losses.items()}
         for method in methods:
             for term, value in method(student_out, teacher_out, batch).items():
-                losses[f"{method.name}/{term}"] = value.float()
+                losses[f"{method.name}/{term}"] = value.float() * (1.0 if share is None else share)
     return losses
 
 
