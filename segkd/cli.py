@@ -33,6 +33,10 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
 
 
+class UsageError(Exception):
+    """Options that do not go together; reported like argparse's own errors (exit code 2)."""
+
+
 def _write_json(path: str | None, obj: Any) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +56,13 @@ def _check_data_args(p: argparse.ArgumentParser) -> None:
 def run_check_data(args: argparse.Namespace) -> int:
     from segkd.config import load_config
     from segkd.data import check_data
+    from segkd.data.checks import DataSummary
 
     cfg = load_config(args.config, args.overrides)
-    problems = check_data(cfg.data, cfg.task)
+    summary = DataSummary()
+    problems = check_data(cfg.data, cfg.task, summary=summary)
+    for line in summary.lines(cfg.task):
+        print(line)
     if problems:
         print(f"{len(problems)} problem(s) found:")
         for line in problems:
@@ -99,6 +107,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--num-classes", type=int,
                      help="semantic label maps with this many classes (default: binary maps)")
     src.add_argument("--ignore-index", type=int, default=255)
+    src.add_argument("--list", dest="names_file", metavar="FILE",
+                     help="score only the names in this file (one per line, e.g. the data set's test.txt)")
     mod = p.add_argument_group("score a trained model")
     mod.add_argument("--checkpoint", help="a checkpoint written by segkd train")
     mod.add_argument("--config", help="config for data and protocol (default: the one stored in the checkpoint)")
@@ -115,17 +125,33 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from segkd.metrics import format_table
 
-    if args.pred or args.gt:
+    folder_opts = [f"--{n.replace('_', '-')}" for n in ("pred", "gt", "num_classes", "names_file")
+                   if getattr(args, n) is not None]
+    model_opts = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "config", "save_dir") if getattr(args, n)]
+    model_opts += ["--set"] if args.overrides else []
+    if folder_opts and model_opts:
+        raise UsageError(f"{' '.join(folder_opts)} (score saved maps) and {' '.join(model_opts)} "
+                         "(score a model) cannot be combined; run them as two commands")
+    if folder_opts:
         if not (args.pred and args.gt):
-            raise SystemExit("segkd eval: --pred and --gt go together")
+            raise UsageError("--pred and --gt go together")
         from segkd.metrics import evaluate_folders
 
-        result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index)
+        names = None
+        if args.names_file:
+            from segkd.data.readers import read_list_lines
+
+            names = [line.split()[0] for _, line in read_list_lines(Path(args.names_file))]
+        result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index,
+                                  names=names)
         print(format_table(result["metrics"]))
+        if result["resized"]:
+            print(f"note: {result['resized']} of {result['num_images']} prediction(s) differ in size from "
+                  "their mask and were resized (bilinear) before scoring")
         _write_json(args.output, result)
         return 0
     if not args.checkpoint:
-        raise SystemExit("segkd eval: give --pred and --gt, or --checkpoint")
+        raise UsageError("give --pred and --gt, or --checkpoint")
     from segkd.engine.run import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.config, args.overrides,

@@ -3,7 +3,7 @@
 Layout::
 
     ROOT/Image/NAME.jpg   (or .png, .jpeg, .bmp; the folder may be called image/)
-    ROOT/Mask/NAME.png    (grey masks; >= 128 is foreground; the folder may be called mask/)
+    ROOT/Mask/NAME.png    (grey masks, 0/255 (>= 128 is foreground) or 0/1; the folder may be mask/)
     ROOT/{split}.txt      (one NAME per line, without extension)
 """
 from __future__ import annotations

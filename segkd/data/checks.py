@@ -2,38 +2,73 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 
-from segkd.data.build import list_samples
+from segkd.data.build import list_samples, split_file_name
 from segkd.data.config import DataConfig, Split, Task
 from segkd.data.readers import (
     DataError,
     SamplePaths,
     check_label_values,
+    binarize_mask,
     check_same_size,
-    read_binary_mask,
+    mask_convention,
+    read_grey,
     read_image,
     read_label,
 )
 
-__all__ = ["DataError", "check_data"]
+__all__ = ["DataError", "DataSummary", "check_data"]
 
 
-def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int) -> list[str]:
-    """Every problem of one sample: unreadable files, size mismatch, invalid label values."""
+@dataclass
+class DataSummary:
+    """What ``check_data`` saw: images per split and, for binary masks, the label convention."""
+
+    images: dict[str, int] = field(default_factory=dict)  # split list name → listed samples
+    conventions: dict[str, Counter[str]] = field(default_factory=dict)  # split → {"0/255": n, ...}
+
+    def lines(self, task: Task) -> list[str]:
+        out = []
+        for split, count in self.images.items():
+            line = f"{split}: {count} image(s)"
+            conv = self.conventions.get(split)
+            if task == "binary" and conv:
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(conv.items()))
+                line += f"; masks {kinds}"
+            out.append(line)
+        if task == "binary":
+            out.append("binary masks: a mask whose largest value is 1 is read as 0/1, any other "
+                       "is foreground where >= 128")
+        else:
+            out.append("semantic labels: pixel values are class ids (palette or grey PNG)")
+        return out
+
+
+def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int
+             ) -> tuple[list[str], str | None]:
+    """Every problem of one sample (unreadable files, size mismatch, invalid label values), and
+    the convention of a binary mask."""
     problems: list[str] = []
+    convention = None
     try:
         image = read_image(sample.image)
     except DataError as exc:
         problems.append(str(exc))
         image = None
     try:
-        mask = read_binary_mask(sample.mask) if task == "binary" else read_label(sample.mask)
+        if task == "binary":
+            grey = read_grey(sample.mask)
+            convention, mask = mask_convention(grey), binarize_mask(grey)
+        else:
+            mask = read_label(sample.mask)
     except DataError as exc:
         problems.append(str(exc))
-        return problems
+        return problems, None
     checks = [] if image is None else [partial(check_same_size, image, mask, sample)]
     if task == "semantic":
         checks.append(partial(check_label_values, mask, num_classes, ignore_index, sample.mask))
@@ -42,11 +77,12 @@ def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: in
             check()
         except DataError as exc:
             problems.append(str(exc))
-    return problems
+    return problems, convention
 
 
 def check_data(
-    cfg: DataConfig, task: Task, splits: Sequence[Split] | None = None
+    cfg: DataConfig, task: Task, splits: Sequence[Split] | None = None,
+    summary: DataSummary | None = None,
 ) -> list[str]:
     """All problems of the configured data, each a line naming the file and the problem.
 
@@ -56,6 +92,8 @@ def check_data(
 
     Args:
         splits: ``"train"`` and/or ``"val"``; default both.
+        summary: when given, filled with the image count of each split and the binary mask
+            conventions met (see :class:`DataSummary`).
 
     Returns:
         The problems (empty when the data is fine), in list order, without repeats.
@@ -76,8 +114,15 @@ def check_data(
             problems.extend(str(exc).splitlines())
             continue
         problems.extend(listing.problems)
+        split_name = split_file_name(cfg, task, split)
+        conventions: Counter[str] = Counter()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for sample_problems in pool.map(inspect, listing.samples):
+            for sample_problems, convention in pool.map(inspect, listing.samples):
                 problems.extend(sample_problems)
+                if convention:
+                    conventions[convention] += 1
+        if summary is not None:
+            summary.images[split_name] = len(listing.samples)
+            summary.conventions[split_name] = conventions
     # Train and val may list the same files; report each problem once.
     return list(dict.fromkeys(problems))
