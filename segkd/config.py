@@ -42,7 +42,19 @@ class ModelConfig(BaseModel):
     def _check_builder_options(self) -> ModelConfig:
         from segkd.models import MODELS
 
-        builder = MODELS.get(self.name)  # KeyError lists the registered names
+        try:
+            builder = MODELS.get(self.name)
+        except KeyError as err:  # pydantic reports ValueErrors only; the message lists the names
+            raise ValueError(err.args[0]) from None
+        backbone = self.kwargs.get("backbone")
+        if isinstance(backbone, str):
+            import timm
+
+            if not timm.is_model(backbone):
+                import difflib
+
+                close = difflib.get_close_matches(backbone, timm.list_models(), n=5)
+                raise ValueError(f"unknown backbone '{backbone}' (a timm model name); close names: {close}")
         params = inspect.signature(builder).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(self.kwargs) - set(params))
@@ -75,7 +87,10 @@ class DistillConfig(_Strict):
         for i, spec in enumerate(self.methods):
             if "name" not in spec:
                 raise ValueError(f"methods[{i}] needs a 'name'")
-            method = build_method(spec)  # unknown options raise, naming them
+            try:
+                method = build_method(spec)  # unknown options raise, naming them
+            except KeyError as err:  # an unknown name: the message lists the registered ones
+                raise ValueError(f"methods[{i}]: {err.args[0]}") from None
             if method.needs_teacher and self.teacher is None:
                 raise ValueError(f"method '{spec['name']}' needs a teacher: set distill.teacher")
         return self
@@ -156,7 +171,11 @@ class Config(_Strict):
         return name, name not in {"MAE"}
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json", exclude_none=False)
+        if self.task == "binary":  # one foreground channel: class counts and names do not apply
+            for key in ("num_classes", "class_names"):
+                out["data"].pop(key, None)
+        return out
 
 
 # ---------------------------------------------------------------- loading
@@ -204,46 +223,75 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(read_yaml(base_path, _seen + (path,)), raw)
 
 
+# YAML 1.1 (PyYAML) reads these words as booleans; a user who typed one usually meant text.
+_YAML_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings (values parsed as YAML) to a raw config dict."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+            raise ConfigError(f"--set {item}: not of the form key.sub=value")
         key, value = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+                raise ConfigError(f"--set {item}: '{part}' is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"--set {item}: '{value}' is not a valid YAML value ({reason}); "
+                              "quote text with special characters, e.g. key='a: b'") from None
     return raw
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _override_for(loc: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` argument whose key is ``loc`` or a section holding it."""
+    for item in reversed(overrides):
+        key = item.split("=", 1)[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return item
+    return None
+
+
+def _format_errors(err: ValidationError, source: str, overrides: list[str] = ()) -> str:
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {loc}: {msg}")
+        item = _override_for(loc, list(overrides))
+        if item is not None:
+            value = item.split("=", 1)[1].strip()
+            if value.lower() in _YAML_BOOL_WORDS:
+                key = item.split("=", 1)[0]
+                msg += (f" (YAML reads {value} as the boolean {yaml.safe_load(value)}; for the text, "
+                        f"quote it: --set \"{key}='{value}'\")")
+            lines.append(f"  --set {item}: {msg}")
+        else:
+            lines.append(f"  {loc}: {msg}")
+    if len(lines) == 2 and lines[1].lstrip().startswith("--set "):
+        return lines[1].strip()  # the --set argument is to blame, not the file
     return "\n".join(lines)
 
 
-def validate(raw: dict[str, Any], source: str = "config") -> Config:
+def validate(raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, overrides or [])) from None
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load, merge ``base`` links, apply overrides and validate."""
     path = find_config(name_or_path)
     raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate(raw, str(path))
+    return validate(raw, str(path), overrides)
 
 
 def save_config(cfg: Config, path: Path) -> None:
