@@ -204,6 +204,13 @@ def run_methods(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ compare
 def _compare_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
+    _retrain_arg(p)
+
+
+def _retrain_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retrain", action="store_true",
+                   help="train again the runs whose stored config differs from the comparison's "
+                        "(the old run folders are kept, renamed)")
 
 
 @command("compare", "train (or reuse) several methods with the same budget and seeds; write tables and plots", """
@@ -213,7 +220,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from segkd.engine.compare import compare, load_compare_config
 
-    result = compare(load_compare_config(args.config, args.overrides))
+    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")
@@ -227,6 +234,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="demo_runs", help="where runs, tables and plots go (default: demo_runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the comparison config, e.g. --set seeds=[1,2]")
+    _retrain_arg(p)
 
 
 @command("demo", "teacher, student alone and distilled student on synthetic (or your) data: table and plots", """
@@ -240,7 +248,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     cc = demo_config(args.data, Path(args.output), args.overrides)
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} → {cc.output_dir}")
-    result = compare(cc)
+    result = compare(cc, retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")
