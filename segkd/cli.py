@@ -92,9 +92,16 @@ def run_train(args: argparse.Namespace) -> int:
     report = fit(cfg, resume=args.resume)
     from segkd.metrics import format_table
 
+    from segkd.data.build import split_file_name
+
+    split = split_file_name(cfg.data, cfg.task, "val")
+    distilled = bool(report.get("teacher"))  # without a teacher the trained model is no "student"
     for role in ("teacher", "student"):
         if report.get(role):
-            print(f"\n{role} (validation)\n" + format_table(report[role]))
+            label = role if distilled else "model"
+            print(f"\n{label}, final iteration, on split '{split}'\n" + format_table(report[role]))
+    if report.get("selection"):
+        print(f"result: {report['selection']}")
     print(f"outputs in {cfg.run_dir}")
     return 0
 
@@ -175,8 +182,14 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from segkd.engine.run import predict_images
 
-    written = predict_images(args.checkpoint, args.input, args.output, args.overrides)
+    skipped: list[str] = []
+    written = predict_images(args.checkpoint, args.input, args.output, args.overrides, skipped=skipped)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
+        for line in skipped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -313,16 +326,28 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from segkd.engine.run import load_trained
     from segkd.models import build_model
 
+    from segkd.models import MODELS
+
     models = {}
     for spec in args.models:
+        name, _, opts = spec.partition(":")
         if Path(spec).is_file():
             models[Path(spec).parent.name + "/" + Path(spec).name] = load_trained(spec, None, ["train.device=cpu"])[1]
-        else:
-            name, _, opts = spec.partition(":")
-            kwargs = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
+        elif name in MODELS:
             import yaml
 
-            models[spec] = build_model(name, **{k: yaml.safe_load(v) for k, v in kwargs.items()}).eval()
+            pairs = [kv.split("=", 1) for kv in opts.split(",") if kv]
+            if any(len(kv) != 2 for kv in pairs):
+                raise UsageError(f"{spec}: options are written name:key=value,key=value")
+            from segkd.config import blame_config
+
+            with blame_config(spec):
+                models[spec] = build_model(name, **{k: yaml.safe_load(v) for k, v in pairs}).eval()
+        elif Path(spec).suffix or "/" in spec:
+            raise FileNotFoundError(f"{spec}: no such checkpoint file")
+        else:
+            raise UsageError(f"'{spec}' is neither a checkpoint file nor a registered model "
+                             f"({', '.join(MODELS.names())})")
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
         ["cpu"] if args.device == "auto" else [args.device])
     for device in devices:
@@ -339,30 +364,101 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation for image segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    debug_help = "show the full traceback of an error (also: environment variable SEGKD_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (summary, examples, add_args, _run) in COMMANDS.items():
         epilog = f"examples:\n{textwrap.indent(examples, '  ')}"
         p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
+def _mount(path: Path) -> str:
+    """``DEVICE (mounted at DIR)`` for the file system holding ``path``, as well as it can be told."""
+    import os
+
+    p = path.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        dev = p.stat().st_dev
+        while p != p.parent and p.parent.stat().st_dev == dev:
+            p = p.parent
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == str(p):
+                return f"{fields[0]} (mounted at {p})"
+    except OSError:
+        pass
+    return f"the device holding {p}" if os.path.isabs(str(p)) else "the device"
+
+
+def _explain_os_error(err: OSError) -> str | None:
+    """One line for the output errors a user can fix (full disk, read-only or forbidden folder)."""
+    import errno
+
+    path = Path(err.filename) if err.filename else None
+    where = f"while writing {path}" if path else "while writing an output file"
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        device = _mount(path) if path else "the device"
+        return f"no space left on {device} {where}; free some space or choose another output_dir"
+    if err.errno == errno.EROFS:
+        return f"{path or 'the output folder'}: read-only file system; choose another output_dir (--set output_dir=...)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{path or 'an output file'}: permission denied; choose a folder you can write to (--set output_dir=...)"
+    return None
+
+
+def explain(err: BaseException) -> tuple[str, int] | None:
+    """``(message, exit code)`` for an error a user caused, or None for a bug (shown in full)."""
+    from segkd.config import ConfigError
+    from segkd.data import DataError
+    from segkd.engine.checkpoint import CheckpointError
+    from segkd.engine.trainer import NonFiniteLossError
+
+    if isinstance(err, UsageError):
+        return str(err), 2
+    if isinstance(err, KeyboardInterrupt):
+        return str(err) or "interrupted", 130
+    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
+        message = _explain_os_error(err)
+        return (message, 1) if message else None
+    if isinstance(err, (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError,
+                        FileExistsError)):
+        if isinstance(err, OSError) and err.filename:  # raised by the OS: the message lacks the name
+            return f"{err.filename}: {(err.strerror or 'no such file or directory').lower()}", 1
+        return str(err), 1
+    return None
+
+
+def _debug_wanted(args: argparse.Namespace) -> bool:
+    import os
+
+    return bool(getattr(args, "debug", False)) or os.environ.get("SEGKD_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error the user can fix ends in a short message and a non-zero exit code
+    (a traceback only with ``--debug`` or ``SEGKD_DEBUG=1``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    from segkd.config import ConfigError
-    from segkd.data import DataError
-    from segkd.engine.checkpoint import CheckpointError
-
     try:
         return COMMANDS[args.command][3](args)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError) as err:
-        print(f"segkd {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as err:
+        if _debug_wanted(args):
+            raise
+        explained = explain(err)
+        if explained is None:
+            raise
+        message, code = explained
+        print(f"segkd {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ Command-line overrides use ``key.sub=value`` with YAML-typed values (``train.epo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,19 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key or file."""
+
+
+@contextlib.contextmanager
+def blame_config(section: str) -> Iterator[None]:
+    """Turn a plain ``ValueError``/``KeyError`` raised while building ``section`` into a
+    ``ConfigError`` naming it: a model or method that cannot be built from the config is a
+    config problem (a pretrained file that does not fit, taps that do not exist)."""
+    try:
+        yield
+    except (ValueError, KeyError) as err:
+        if type(err) not in (ValueError, KeyError):  # subclasses already say what they are
+            raise
+        raise ConfigError(f"{section}: {err.args[0] if err.args else err}") from err
 
 
 class _Strict(BaseModel):

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from segkd.config import Config, save_config
+from segkd.config import Config, blame_config, save_config
 from segkd.data import DataError, build_dataset, check_data
 from segkd.data.build import resolve_root
 from segkd.data.transforms import resize_batch
@@ -158,14 +158,17 @@ def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.Exi
         max_iters = min(max_iters, cfg.train.max_iters)
 
     # ---- models and methods
-    student = builders.build_student(cfg).to(device)
+    with blame_config("model"):
+        student = builders.build_student(cfg).to(device)
     methods = builders.build_methods(cfg).to(device)
     teacher = None
     if builders.needs_teacher(methods):
         assert cfg.distill.teacher is not None  # the config validator guarantees it
-        teacher = builders.build_teacher(cfg.distill.teacher, cfg, device)
+        with blame_config("distill.teacher"):
+            teacher = builders.build_teacher(cfg.distill.teacher, cfg, device)
     example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
-    student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
+    with blame_config("distill.methods"):
+        student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
     methods.to(device)
     if env.enabled and cfg.train.sync_bn:
         if device.type == "cuda":
