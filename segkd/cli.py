@@ -214,6 +214,29 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ config
+def _config_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["show"], help="show: every config key with its type, default and help")
+    p.add_argument("name", nargs="?", help="a config file or shipped config: show its resolved values instead")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+@command("config", "list every config key with its type, default (or a config's value) and help", """
+    segkd config show
+    segkd config show tiny_binary --set train.epochs=3
+""")(_config_show_args)
+def run_config_show(args: argparse.Namespace) -> int:
+    from segkd.config import describe_keys, load_config
+
+    values = load_config(args.name, args.overrides).to_dict() if args.name else None
+    rows = describe_keys(values=values)
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'value' if values else 'default'}  — help")
+    for key, kind, value, help_text in rows:
+        print(f"{key:<{widths[0]}}  {kind:<{widths[1]}}  {value}" + (f"  — {help_text}" if help_text else ""))
+    return 0
+
+
 # ------------------------------------------------------------------ compare
 def _compare_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)

@@ -90,7 +90,8 @@ class TeacherConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    teacher: TeacherConfig | None = None
+    teacher: TeacherConfig | None = Field(
+        None, description="{model: {...}, checkpoint: PATH, key_map: {}}: the frozen teacher, for methods that need one")
     methods: list[dict[str, Any]] = Field(
         default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]"
     )
@@ -117,10 +118,10 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
+    lr: float = Field(0.01, description="base learning rate of SGD (scaled by the LR multipliers and the schedule)")
+    momentum: float = Field(0.9, description="SGD momentum")
+    weight_decay: float = Field(1e-4, description="L2 weight decay")
+    nesterov: bool = Field(False, description="Nesterov momentum")
     backbone_lr_mult: float = Field(1.0, description="LR factor of backbone parameters")
     head_lr_mult: float = Field(10.0, description="LR factor of head (and method) parameters")
 
@@ -131,7 +132,7 @@ class ScheduleConfig(_Strict):
         description="poly: lr·(1−it/max)^power per iteration (semseg); "
         "triangle: linear warm-up to the middle epoch then linear decay, per epoch (F3Net)",
     )
-    power: float = 0.9
+    power: float = Field(0.9, description="exponent of the poly schedule")
     warmup: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="fraction of the iterations over which the LR ramps up linearly from ~0 (0 = off)",
@@ -139,32 +140,33 @@ class ScheduleConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(50, ge=1, description="passes over the training split (the schedule spans them)")
     max_iters: int | None = Field(None, ge=1, description="stop after this many iterations (quick runs)")
-    seed: int = 1
-    deterministic: bool = False
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    seed: int = Field(1, description="seed of weights, data order and augmentation")
+    deterministic: bool = Field(False, description="deterministic kernels (slower; bit-exact reruns)")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on CUDA")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    sync_bn: bool = False
+    sync_bn: bool = Field(False, description="DDP on CUDA: synchronise BatchNorm statistics across GPUs")
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="log the losses every N iterations (history.jsonl, TensorBoard)")
     checkpoint_every_iters: int | None = Field(
         None, ge=1, description="also checkpoint every N iterations, not only each epoch"
     )
-    progress: bool = True
+    progress: bool = Field(True, description="show a progress bar")
 
 
 class EvalConfig(_Strict):
-    scales: list[float] = Field(default_factory=lambda: [1.0])
-    flip: bool = False
+    scales: list[float] = Field(default_factory=lambda: [1.0], description="semantic: multi-scale test factors")
+    flip: bool = Field(False, description="semantic: average with the mirrored prediction")
     sliding: bool = Field(True, description="semantic: sliding-window inference with the crop size")
-    stride_rate: float = 2 / 3
-    metric: str | None = Field(None, description="metric that picks the best checkpoint (default mIoU / MAE)")
+    stride_rate: float = Field(2 / 3, description="semantic: sliding-window stride as a fraction of the crop")
+    metric: str | None = Field(None, description="metric that picks best.pt on the validation split (default "
+                               "mIoU / MAE); a run whose validation data is the test split picks none")
 
 
 class Config(_Strict):
-    task: Literal["semantic", "binary"]
-    name: str = "run"
+    task: Literal["semantic", "binary"] = Field(description="semantic (class per pixel) or binary (object mask)")
+    name: str = Field("run", description="run name (default output folder runs/<name>)")
     output_dir: Path | None = Field(None, description="default: runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
@@ -313,3 +315,46 @@ def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config so the run can be repeated exactly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "segkd.config.", "segkd.data.config.", "NoneType"):
+        text = text.replace(noise, "None" if noise == "NoneType" else "")
+    return text
+
+
+def describe_keys(model: type[BaseModel] = None, prefix: str = "",  # type: ignore[assignment]
+                  values: dict[str, Any] | None = None) -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, help)`` for every config key, sections expanded (``train.epochs``).
+
+    With ``values`` (a resolved config as a dict), the default column shows that config's value.
+    """
+    model = model or Config
+    rows = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = info.annotation
+        sub = values.get(name) if isinstance(values, dict) else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not ModelConfig:
+            rows += describe_keys(annotation, key + ".", sub if isinstance(sub, dict) else None)
+            continue
+        if values is not None and name not in values:
+            shown = "(not used by this task)"
+        elif values is not None:
+            shown = yaml.safe_dump(sub, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        elif info.is_required():
+            shown = "(required)"
+        elif info.default_factory is not None:
+            shown = "(computed)" if annotation is not None and "BaseModel" in str(annotation) else repr(info.default_factory())
+        else:
+            shown = repr(info.default)
+        help_text = info.description or ""
+        if annotation is ModelConfig:
+            help_text = "name: a registered model; every other key is an option of its builder"
+        rows.append((key, _type_name(annotation), shown, help_text))
+    return rows

@@ -134,3 +134,26 @@ def test_predict_skips_unreadable_files_and_fails_at_the_end(config, tmp_path, c
     captured = capsys.readouterr()
     assert "wrote 1 prediction(s)" in captured.out
     assert "skipped 2 file(s)" in captured.err and "notes.txt: not an image file" in captured.err
+
+
+def test_config_show_lists_every_key_with_type_default_and_help(capsys):
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("train.max_iters "))
+    assert row.split()[1:5] == ["int", "|", "None", "None"] and "stop after this many iterations" in row
+    assert all(f"{section}." in out for section in ("data", "optim", "schedule", "train", "eval", "loss"))
+    assert main(["config", "show", "tiny_binary", "--set", "train.epochs=3"]) == 0
+    shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert shown["train.epochs"].split()[2] == "3"
+    assert "(not used by this task)" in shown["data.num_classes"]  # a binary run has no class list
+
+
+def test_binary_run_config_has_no_semantic_class_list(tmp_path):
+    import yaml
+
+    cfg = tiny_binary_config(tmp_path)
+    data = cfg.to_dict()["data"]
+    assert "num_classes" not in data and "class_names" not in data
+    from segkd.config import validate
+
+    assert validate(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))).to_dict() == cfg.to_dict()  # reloads
