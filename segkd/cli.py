@@ -306,7 +306,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     segkd export runs/kd_pspnet50_to_18_voc/best.pt --format both --size 473 473
 """)(_export_args)
 def run_export(args: argparse.Namespace) -> int:
-    from segkd.engine.export import export_onnx, export_torchscript
+    from segkd.engine.export import export_onnx, export_torchscript, onnx_metadata
     from segkd.engine.run import load_trained
 
     cfg, model, _ = load_trained(args.checkpoint)
@@ -315,7 +315,7 @@ def run_export(args: argparse.Namespace) -> int:
     stem = Path(args.checkpoint).with_suffix("")
     if args.format in ("onnx", "both"):
         path = Path(args.output) if args.output and args.format == "onnx" else stem.with_suffix(".onnx")
-        info = export_onnx(model, path, input_size=size, dynamic=not args.static)
+        info = export_onnx(model, path, input_size=size, dynamic=not args.static, metadata=onnx_metadata(cfg))
         print(f"wrote {path} (ONNX opset {info['opset']}; "
               f"onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
     if args.format in ("torchscript", "both"):

@@ -157,3 +157,19 @@ def test_binary_run_config_has_no_semantic_class_list(tmp_path):
     from segkd.config import validate
 
     assert validate(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))).to_dict() == cfg.to_dict()  # reloads
+
+
+def test_onnx_file_records_normalisation_and_output_meaning(tmp_path):
+    import onnxruntime
+
+    from segkd.engine.builders import build_student
+    from segkd.engine.export import export_onnx, onnx_metadata
+
+    cfg = tiny_binary_config(tmp_path)
+    export_onnx(build_student(cfg), tmp_path / "m.onnx", input_size=(32, 32), metadata=onnx_metadata(cfg))
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["segkd.task"] == "binary"
+    assert meta["input.mean_rgb_0_255"] == "124.55,118.9,102.94"  # F3Net's statistics, the binary default
+    assert "sigmoid(out)" in meta["output"]
+    assert session.get_outputs()[0].shape == ["batch", 1, "height", "width"]
