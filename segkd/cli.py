@@ -177,7 +177,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("predict", "write prediction maps for images (grey PNG for binary; palette PNG + overlay/ for semantic)", """
-    segkd predict --checkpoint runs/tiny_binary/best.pt --input photos/ --output preds/
+    segkd predict --checkpoint runs/tiny_binary/last.pt --input photos/ --output preds/
 """)(_predict_args)
 def run_predict(args: argparse.Namespace) -> int:
     from segkd.engine.run import predict_images
@@ -302,7 +302,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("export", "export the trained inference model to ONNX (checked with onnxruntime) or TorchScript", """
-    segkd export runs/tiny_binary/best.pt
+    segkd export runs/tiny_binary/last.pt
     segkd export runs/kd_pspnet50_to_18_voc/best.pt --format both --size 473 473
 """)(_export_args)
 def run_export(args: argparse.Namespace) -> int:
