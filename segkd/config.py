@@ -206,8 +206,12 @@ def find_config(name_or_path: str | Path) -> Path:
     for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
         if candidate.is_file():
             return candidate
-    shipped = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"config '{name_or_path}' not found (not a file, nor a shipped config: {shipped})")
+    import difflib
+
+    stems = [p.stem for p in sorted(CONFIG_DIR.glob("*.yaml"))]
+    close = difflib.get_close_matches(path.stem, stems, n=5, cutoff=0.5)
+    hint = f"close names: {', '.join(close)}" if close else f"{len(stems)} are in {CONFIG_DIR}"
+    raise ConfigError(f"config '{name_or_path}' not found: not a file, nor a shipped config ({hint})")
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -92,3 +92,12 @@ def test_names_restrict_the_scored_masks(tmp_path):
     assert result["num_images"] == 2 and result["metrics"]["MAE"] == 0.0
     with pytest.raises(FileNotFoundError, match="1 listed name.*: nosuch"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", names=["test1", "nosuch"])
+
+
+def test_missing_data_root_and_config_name_are_named(tmp_path):
+    from segkd.config import ConfigError, find_config
+
+    cfg = DataConfig(layout="binary", root=tmp_path / "nowhere")
+    assert check_data(cfg, "binary") == [f"{tmp_path / 'nowhere'}: data folder not found (data.root)"]
+    with pytest.raises(ConfigError, match="close names: tiny_binary"):
+        find_config("tiny_binry")

@@ -56,6 +56,8 @@ def list_binary_samples(root: Path | str, split: str) -> Listing:
         DataError: the list file is missing or empty, or an image/mask folder is missing.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (data.root)")
     names = [line for _, line in read_list_lines(root / f"{split}.txt")]
     image_dir = _find_folder(root, ("Image", "image"))
     mask_dir = _find_folder(root, ("Mask", "mask"))

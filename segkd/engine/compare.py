@@ -90,7 +90,8 @@ def validate_compare(raw: dict[str, Any], source: str) -> CompareConfig:
         return CompareConfig.model_validate(raw)
     except ValidationError as err:
         lines = [f"{source}: invalid comparison config"]
-        lines += [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        lines += [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                  for e in err.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 
