@@ -140,12 +140,14 @@ def run() -> None:
     case("unknown backbone", ["check-data", s(good), "--set", "model.backbone=resnet19"])
     case("misspelled method name", ["check-data", s(good), "--set", "distill.methods=[{name: sadd}]"])
     case("unknown method option", ["check-data", s(good), "--set", "distill.methods=[{name: sad, wieght: 1}]"])
-    case("method that needs a teacher, without one", ["check-data", s(good), "--set", "distill.methods=[{name: logits_kd}]"])
+    case("method that needs a teacher, without one",
+         ["check-data", s(good), "--set", "distill.methods=[{name: logits_kd}]"])
     case("model.pretrained file missing", ["train", s(good), "--set", f"model.pretrained={ROOT / 'none.pth'}"])
     torch.save({"conv1.weight": torch.zeros(3, 3, 1, 1)}, ROOT / "w.pth")
     case("model.pretrained file that does not fit", ["train", s(good), "--set", f"model.pretrained={ROOT / 'w.pth'}"])
     teacher = {"model": {"name": "fusion", "backbone": "resnet18", "width": 8}, "checkpoint": s(ROOT / "no_teacher.pt")}
-    case("teacher checkpoint missing", ["train", s(config("kd", data, distill={"teacher": teacher, "methods": [{"name": "logits_kd"}]}))])
+    case("teacher checkpoint missing",
+         ["train", s(config("kd", data, distill={"teacher": teacher, "methods": [{"name": "logits_kd"}]}))])
     case("layout that does not suit the task", ["check-data", s(good), "--set", "data.layout=voc"])
     # ---- data
     case("data root missing", ["check-data", s(good), "--set", f"data.root={ROOT / 'nowhere'}"])
@@ -167,7 +169,8 @@ def run() -> None:
     (trunc / "Image" / "a.png").write_bytes(raw[: len(raw) // 2])
     case("truncated image", ["check-data", s(config("trunc", trunc))])
     case("binary masks stored as 0/1", ["check-data", s(config("zeroone", binary_set(ROOT / "zeroone", fg=1)))])
-    case("semantic label values outside the classes", ["check-data", s(config("sem_bad", semantic_set(ROOT / "sem_bad", 7), "semantic"))])
+    case("semantic label values outside the classes",
+         ["check-data", s(config("sem_bad", semantic_set(ROOT / "sem_bad", 7), "semantic"))])
     rgb = semantic_set(ROOT / "sem_rgb")
     Image.new("RGB", (32, 32)).save(rgb / "lbl" / "x.png")
     case("colour (RGB) label image", ["check-data", s(config("sem_rgb", rgb, "semantic"))])
@@ -175,7 +178,8 @@ def run() -> None:
     # ---- training
     case("a good run (reference)", ["train", s(good)])
     case("training again into a finished run without --resume", ["train", s(good)])
-    case("--resume with other epochs and LR", ["train", s(good), "--resume", "--set", "train.epochs=3", "--set", "optim.lr=0.5"])
+    case("--resume with other epochs and LR",
+         ["train", s(good), "--resume", "--set", "train.epochs=3", "--set", "optim.lr=0.5"])
     case("--resume with only logging changed", ["train", s(good), "--resume", "--set", "train.log_every=5"])
     real = trainer_module.training_losses
 
@@ -187,7 +191,8 @@ def run() -> None:
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    case("Ctrl-C during training", ["train", s(config("ctrlc", data))], lambda: patched(trainer_module, "training_losses", ctrl_c))
+    case("Ctrl-C during training",
+         ["train", s(config("ctrlc", data))], lambda: patched(trainer_module, "training_losses", ctrl_c))
 
     def full(obj, path):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -198,7 +203,8 @@ def run() -> None:
     def read_only(cfg, path):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    case("read-only output folder", ["train", s(config("ro", data))], lambda: patched(trainer_module, "save_config", read_only))
+    case("read-only output folder",
+         ["train", s(config("ro", data))], lambda: patched(trainer_module, "save_config", read_only))
     # ---- evaluation of folders
     pred, gt = ROOT / "pred", ROOT / "gt"
     for name in ("a", "b"):
@@ -219,7 +225,8 @@ def run() -> None:
     spred, sgt = ROOT / "spred", ROOT / "sgt"
     grey(sgt / "s.png", np.zeros((8, 8)))
     grey(spred / "s.png", np.full((8, 8), 9))
-    case("semantic predictions with values outside the classes", ["eval", "--pred", s(spred), "--gt", s(sgt), "--num-classes", "3"])
+    case("semantic predictions with values outside the classes",
+         ["eval", "--pred", s(spred), "--gt", s(sgt), "--num-classes", "3"])
     Image.new("RGB", (8, 8)).save(spred / "s.png")
     case("colour image as a semantic prediction", ["eval", "--pred", s(spred), "--gt", s(sgt), "--num-classes", "3"])
     case("eval --pred together with --checkpoint", ["eval", "--pred", s(pred), "--gt", s(gt), "--checkpoint", "x.pt"])
@@ -228,16 +235,19 @@ def run() -> None:
     case("eval --checkpoint of a missing file", ["eval", "--checkpoint", s(ROOT / "nosuch.pt")])
     (ROOT / "junk.pt").write_text("not a checkpoint")
     case("checkpoint that is not a PyTorch file", ["eval", "--checkpoint", s(ROOT / "junk.pt")])
-    case("checkpoint of another model (--config)", ["eval", "--checkpoint", s(last), "--config", s(config("sem", semantic_set(ROOT / "sem"), "semantic"))])
+    case("checkpoint of another model (--config)",
+         ["eval", "--checkpoint", s(last), "--config", s(config("sem", semantic_set(ROOT / "sem"), "semantic"))])
     torch.save(torch.load(last, weights_only=False)["model"], ROOT / "plain.pt")
     case("plain state dict without --config", ["eval", "--checkpoint", s(ROOT / "plain.pt")])
     # ---- predict, benchmark, export
-    case("predict --input missing", ["predict", "--checkpoint", s(last), "--input", s(ROOT / "nophotos"), "--output", s(ROOT / "p")])
+    case("predict --input missing",
+         ["predict", "--checkpoint", s(last), "--input", s(ROOT / "nophotos"), "--output", s(ROOT / "p")])
     photos = ROOT / "photos"
     grey(photos / "ok.png", np.full((20, 24, 3), 120))
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     (photos / "notes.txt").write_text("hello")
-    case("predict: an unreadable image and a non-image file", ["predict", "--checkpoint", s(last), "--input", s(photos), "--output", s(ROOT / "p")])
+    case("predict: an unreadable image and a non-image file",
+         ["predict", "--checkpoint", s(last), "--input", s(photos), "--output", s(ROOT / "p")])
     case("benchmark of a missing checkpoint", ["benchmark", "nosuchfile.pt", "--device", "cpu"])
     case("benchmark of an unknown model name", ["benchmark", "pspnet7", "--device", "cpu"])
     case("export of a missing checkpoint", ["export", s(ROOT / "nosuch.pt")])

@@ -114,3 +114,18 @@ def _as_module(state):
     for i, (name, tensor) in enumerate(state.items()):
         module.register_buffer(f"t{i}", tensor)
     return module
+
+
+def test_a_run_stored_by_an_older_version_still_resumes(tmp_path):
+    from segkd.engine.checkpoint import atomic_save
+    from segkd.engine.resume import check_resume
+
+    cfg = tiny_binary_config(tmp_path, train={"epochs": 1})
+    fit(cfg)
+    last = cfg.run_dir / "last.pt"
+    ckpt = read_checkpoint(last)
+    # older versions stored the unused semantic class list of a binary run, and lacked newer keys
+    ckpt["config"]["data"].update(num_classes=4, class_names=["background", "circle", "rectangle", "triangle"])
+    del ckpt["config"]["train"]["checkpoint_every_iters"], ckpt["config"]["eval"]["stride_rate"]
+    atomic_save(ckpt, last)
+    assert check_resume(cfg, last)["iteration"] == 2

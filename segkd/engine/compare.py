@@ -41,7 +41,7 @@ from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.data.synthetic import voc_palette
 from segkd.engine import plots
 from segkd.engine.benchmark import gflops, measure_latency
-from segkd.engine.resume import config_differences
+from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
 from segkd.engine.trainer import evaluate_with_config, fit
 from segkd.models.base import count_parameters
@@ -137,7 +137,7 @@ def stale_runs(cc: CompareConfig) -> dict[tuple[str, int], list[str]]:
         for seed in entry.seeds or cc.seeds:
             cfg = run_config(cc, entry, seed)
             stored = stored_config(cfg.run_dir)
-            diffs = config_differences(stored, cfg.to_dict()) if stored is not None else []
+            diffs = config_differences(normalised(stored), cfg.to_dict()) if stored is not None else []
             if entry.teacher_from in stale_entries and stored is not None:
                 diffs.append(f"teacher entry '{entry.teacher_from}' is retrained")
             if diffs:

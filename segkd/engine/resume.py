@@ -62,6 +62,16 @@ def config_differences(old: dict[str, Any], new: dict[str, Any],
     return lines
 
 
+def normalised(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as this version of segkd resolves it (defaults of keys added since filled
+    in, keys a task does not use dropped), so that only real differences show; as is when it no
+    longer validates."""
+    try:
+        return Config.model_validate(stored).to_dict()
+    except Exception:  # noqa: BLE001 - an old or broken config is compared key by key instead
+        return stored
+
+
 def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
     """The checkpoint to resume from, after checking that ``cfg`` matches the one it was trained with.
 
@@ -72,7 +82,7 @@ def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ResumeError(f"{last_path}: holds no config, so a resume cannot be checked; start a new output_dir")
-    diffs = config_differences(stored, cfg.to_dict())
+    diffs = config_differences(normalised(stored), cfg.to_dict())
     if diffs:
         shown = "; ".join(diffs[:10]) + (f"; ... ({len(diffs) - 10} more)" if len(diffs) > 10 else "")
         raise ResumeError(
