@@ -318,7 +318,12 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config so the run can be repeated exactly."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    except OSError as err:
+        if err.filename is None:  # a failed write() (full disk) does not name the file
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 # ---------------------------------------------------------------- documentation

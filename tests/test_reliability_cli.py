@@ -173,3 +173,17 @@ def test_onnx_file_records_normalisation_and_output_meaning(tmp_path):
     assert meta["input.mean_rgb_0_255"] == "124.55,118.9,102.94"  # F3Net's statistics, the binary default
     assert "sigmoid(out)" in meta["output"]
     assert session.get_outputs()[0].shape == ["batch", 1, "height", "width"]
+
+
+def test_a_failed_config_write_names_the_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from segkd.config import save_config as save
+
+    def full(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as err:
+        save(tiny_binary_config(tmp_path), tmp_path / "out" / "config.yaml")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "out" / "config.yaml")
