@@ -14,61 +14,30 @@ from segkd.data.readers import (
     DataError,
     SamplePaths,
     check_label_values,
-    binarize_mask,
     check_same_size,
     mask_convention,
+    read_binary_mask,
     read_grey,
     read_image,
     read_label,
 )
 
-__all__ = ["DataError", "DataSummary", "check_data"]
+__all__ = ["DataError", "check_data"]
 
 
-@dataclass
-class DataSummary:
-    """What ``check_data`` saw: images per split and, for binary masks, the label convention."""
-
-    images: dict[str, int] = field(default_factory=dict)  # split list name → listed samples
-    conventions: dict[str, Counter[str]] = field(default_factory=dict)  # split → {"0/255": n, ...}
-
-    def lines(self, task: Task) -> list[str]:
-        out = []
-        for split, count in self.images.items():
-            line = f"{split}: {count} image(s)"
-            conv = self.conventions.get(split)
-            if task == "binary" and conv:
-                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(conv.items()))
-                line += f"; masks {kinds}"
-            out.append(line)
-        if task == "binary":
-            out.append("binary masks: a mask whose largest value is 1 is read as 0/1, any other "
-                       "is foreground where >= 128")
-        else:
-            out.append("semantic labels: pixel values are class ids (palette or grey PNG)")
-        return out
-
-
-def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int
-             ) -> tuple[list[str], str | None]:
-    """Every problem of one sample (unreadable files, size mismatch, invalid label values), and
-    the convention of a binary mask."""
+def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int) -> list[str]:
+    """Every problem of one sample: unreadable files, size mismatch, invalid label values."""
     problems: list[str] = []
-    convention = None
     try:
         image = read_image(sample.image)
     except DataError as exc:
         problems.append(str(exc))
         image = None
     try:
-        if task == "binary":
-            grey = read_grey(sample.mask)
-            convention, mask = mask_convention(grey), binarize_mask(grey)
-        else:
-            mask = read_label(sample.mask)
+        mask = read_binary_mask(sample.mask) if task == "binary" else read_label(sample.mask)
     except DataError as exc:
         problems.append(str(exc))
-        return problems, None
+        return problems
     checks = [] if image is None else [partial(check_same_size, image, mask, sample)]
     if task == "semantic":
         checks.append(partial(check_label_values, mask, num_classes, ignore_index, sample.mask))
@@ -77,7 +46,7 @@ def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: in
             check()
         except DataError as exc:
             problems.append(str(exc))
-    return problems, convention
+    return problems
 
 
 def check_data(
@@ -114,15 +83,48 @@ def check_data(
             problems.extend(str(exc).splitlines())
             continue
         problems.extend(listing.problems)
-        split_name = split_file_name(cfg, task, split)
-        conventions: Counter[str] = Counter()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for sample_problems, convention in pool.map(inspect, listing.samples):
+            for sample_problems in pool.map(inspect, listing.samples):
                 problems.extend(sample_problems)
-                if convention:
-                    conventions[convention] += 1
-        if summary is not None:
-            summary.images[split_name] = len(listing.samples)
-            summary.conventions[split_name] = conventions
+            if summary is not None:
+                _summarise(summary, pool, listing.samples, split_file_name(cfg, task, split), task)
     # Train and val may list the same files; report each problem once.
     return list(dict.fromkeys(problems))
+
+
+@dataclass
+class DataSummary:
+    """What ``check_data`` saw: images per split and, for binary masks, the label convention."""
+
+    images: dict[str, int] = field(default_factory=dict)  # split list name → listed samples
+    conventions: dict[str, Counter[str]] = field(default_factory=dict)  # split → {"0/255": n, ...}
+
+    def lines(self, task: Task) -> list[str]:
+        out = []
+        for split, count in self.images.items():
+            line = f"{split}: {count} image(s)"
+            conv = self.conventions.get(split)
+            if task == "binary" and conv:
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(conv.items()))
+                line += f"; masks {kinds}"
+            out.append(line)
+        if task == "binary":
+            out.append("binary masks: a mask whose largest value is 1 is read as 0/1, any other "
+                       "is foreground where >= 128")
+        else:
+            out.append("semantic labels: pixel values are class ids (palette or grey PNG)")
+        return out
+
+
+def _convention(sample: SamplePaths) -> str | None:
+    try:
+        return mask_convention(read_grey(sample.mask))
+    except DataError:  # already reported by _inspect
+        return None
+
+
+def _summarise(summary: DataSummary, pool: ThreadPoolExecutor, samples: list[SamplePaths],
+               split_name: str, task: Task) -> None:
+    summary.images[split_name] = len(samples)
+    if task == "binary":
+        summary.conventions[split_name] = Counter(c for c in pool.map(_convention, samples) if c)
