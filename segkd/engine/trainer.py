@@ -137,7 +137,8 @@ def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.Exi
         save_config(cfg, run_dir / "config.yaml")
         if selects_on_test(cfg):
             print(f"{cfg.name}: the validation data is the test split, so no model is picked on it: "
-                  "best.pt is not written and the last model (last.pt) is the result")
+                  "best.pt is not written and the last model (last.pt) is the result "
+                  "(set data.val_split to a validation list to pick one)")
 
     # ---- data: every problem is reported before any training starts
     if env.is_main:
