@@ -33,6 +33,10 @@ def _config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
 
 
+class UsageError(Exception):
+    """Options that do not go together; reported like argparse's own errors (exit code 2)."""
+
+
 def _write_json(path: str | None, obj: Any) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +56,13 @@ def _check_data_args(p: argparse.ArgumentParser) -> None:
 def run_check_data(args: argparse.Namespace) -> int:
     from segkd.config import load_config
     from segkd.data import check_data
+    from segkd.data.checks import DataSummary
 
     cfg = load_config(args.config, args.overrides)
-    problems = check_data(cfg.data, cfg.task)
+    summary = DataSummary()
+    problems = check_data(cfg.data, cfg.task, summary=summary)
+    for line in summary.lines(cfg.task):
+        print(line)
     if problems:
         print(f"{len(problems)} problem(s) found:")
         for line in problems:
@@ -84,9 +92,16 @@ def run_train(args: argparse.Namespace) -> int:
     report = fit(cfg, resume=args.resume)
     from segkd.metrics import format_table
 
+    from segkd.data.build import split_file_name
+
+    split = split_file_name(cfg.data, cfg.task, "val")
+    distilled = bool(report.get("teacher"))  # without a teacher the trained model is no "student"
     for role in ("teacher", "student"):
         if report.get(role):
-            print(f"\n{role} (validation)\n" + format_table(report[role]))
+            label = role if distilled else "model"
+            print(f"\n{label}, final iteration, on split '{split}'\n" + format_table(report[role]))
+    if report.get("selection"):
+        print(f"result: {report['selection']}")
     print(f"outputs in {cfg.run_dir}")
     return 0
 
@@ -99,6 +114,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--num-classes", type=int,
                      help="semantic label maps with this many classes (default: binary maps)")
     src.add_argument("--ignore-index", type=int, default=255)
+    src.add_argument("--list", dest="names_file", metavar="FILE",
+                     help="score only the names in this file (one per line, e.g. the data set's test.txt)")
     mod = p.add_argument_group("score a trained model")
     mod.add_argument("--checkpoint", help="a checkpoint written by segkd train")
     mod.add_argument("--config", help="config for data and protocol (default: the one stored in the checkpoint)")
@@ -115,17 +132,33 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from segkd.metrics import format_table
 
-    if args.pred or args.gt:
+    folder_opts = [f"--{n.replace('_', '-')}" for n in ("pred", "gt", "num_classes", "names_file")
+                   if getattr(args, n) is not None]
+    model_opts = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "config", "save_dir") if getattr(args, n)]
+    model_opts += ["--set"] if args.overrides else []
+    if folder_opts and model_opts:
+        raise UsageError(f"{' '.join(folder_opts)} (score saved maps) and {' '.join(model_opts)} "
+                         "(score a model) cannot be combined; run them as two commands")
+    if folder_opts:
         if not (args.pred and args.gt):
-            raise SystemExit("segkd eval: --pred and --gt go together")
+            raise UsageError("--pred and --gt go together")
         from segkd.metrics import evaluate_folders
 
-        result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index)
+        names = None
+        if args.names_file:
+            from segkd.data.readers import read_list_lines
+
+            names = [line.split()[0] for _, line in read_list_lines(Path(args.names_file))]
+        result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index,
+                                  names=names)
         print(format_table(result["metrics"]))
+        if result["resized"]:
+            print(f"note: {result['resized']} of {result['num_images']} prediction(s) differ in size from "
+                  "their mask and were resized (bilinear) before scoring")
         _write_json(args.output, result)
         return 0
     if not args.checkpoint:
-        raise SystemExit("segkd eval: give --pred and --gt, or --checkpoint")
+        raise UsageError("give --pred and --gt, or --checkpoint")
     from segkd.engine.run import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.config, args.overrides,
@@ -144,13 +177,19 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("predict", "write prediction maps for images (grey PNG for binary; palette PNG + overlay/ for semantic)", """
-    segkd predict --checkpoint runs/tiny_binary/best.pt --input photos/ --output preds/
+    segkd predict --checkpoint runs/tiny_binary/last.pt --input photos/ --output preds/
 """)(_predict_args)
 def run_predict(args: argparse.Namespace) -> int:
     from segkd.engine.run import predict_images
 
-    written = predict_images(args.checkpoint, args.input, args.output, args.overrides)
+    skipped: list[str] = []
+    written = predict_images(args.checkpoint, args.input, args.output, args.overrides, skipped=skipped)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
+        for line in skipped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -175,9 +214,39 @@ def run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ config
+def _config_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["show"], help="show: every config key with its type, default and help")
+    p.add_argument("name", nargs="?", help="a config file or shipped config: show its resolved values instead")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+@command("config", "list every config key with its type, default (or a config's value) and help", """
+    segkd config show
+    segkd config show tiny_binary --set train.epochs=3
+""")(_config_show_args)
+def run_config_show(args: argparse.Namespace) -> int:
+    from segkd.config import describe_keys, load_config
+
+    values = load_config(args.name, args.overrides).to_dict() if args.name else None
+    rows = describe_keys(values=values)
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'value' if values else 'default'}  — help")
+    for key, kind, value, help_text in rows:
+        print(f"{key:<{widths[0]}}  {kind:<{widths[1]}}  {value}" + (f"  — {help_text}" if help_text else ""))
+    return 0
+
+
 # ------------------------------------------------------------------ compare
 def _compare_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
+    _retrain_arg(p)
+
+
+def _retrain_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retrain", action="store_true",
+                   help="train again the runs whose stored config differs from the comparison's "
+                        "(the old run folders are kept, renamed)")
 
 
 @command("compare", "train (or reuse) several methods with the same budget and seeds; write tables and plots", """
@@ -187,7 +256,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from segkd.engine.compare import compare, load_compare_config
 
-    result = compare(load_compare_config(args.config, args.overrides))
+    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")
@@ -201,6 +270,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="demo_runs", help="where runs, tables and plots go (default: demo_runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the comparison config, e.g. --set seeds=[1,2]")
+    _retrain_arg(p)
 
 
 @command("demo", "teacher, student alone and distilled student on synthetic (or your) data: table and plots", """
@@ -214,7 +284,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     cc = demo_config(args.data, Path(args.output), args.overrides)
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} → {cc.output_dir}")
-    result = compare(cc)
+    result = compare(cc, retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")
@@ -232,11 +302,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("export", "export the trained inference model to ONNX (checked with onnxruntime) or TorchScript", """
-    segkd export runs/tiny_binary/best.pt
+    segkd export runs/tiny_binary/last.pt
     segkd export runs/kd_pspnet50_to_18_voc/best.pt --format both --size 473 473
 """)(_export_args)
 def run_export(args: argparse.Namespace) -> int:
-    from segkd.engine.export import export_onnx, export_torchscript
+    from segkd.engine.export import export_onnx, export_torchscript, onnx_metadata
     from segkd.engine.run import load_trained
 
     cfg, model, _ = load_trained(args.checkpoint)
@@ -245,7 +315,7 @@ def run_export(args: argparse.Namespace) -> int:
     stem = Path(args.checkpoint).with_suffix("")
     if args.format in ("onnx", "both"):
         path = Path(args.output) if args.output and args.format == "onnx" else stem.with_suffix(".onnx")
-        info = export_onnx(model, path, input_size=size, dynamic=not args.static)
+        info = export_onnx(model, path, input_size=size, dynamic=not args.static, metadata=onnx_metadata(cfg))
         print(f"wrote {path} (ONNX opset {info['opset']}; "
               f"onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
     if args.format in ("torchscript", "both"):
@@ -279,16 +349,28 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from segkd.engine.run import load_trained
     from segkd.models import build_model
 
+    from segkd.models import MODELS
+
     models = {}
     for spec in args.models:
+        name, _, opts = spec.partition(":")
         if Path(spec).is_file():
             models[Path(spec).parent.name + "/" + Path(spec).name] = load_trained(spec, None, ["train.device=cpu"])[1]
-        else:
-            name, _, opts = spec.partition(":")
-            kwargs = dict(kv.split("=", 1) for kv in opts.split(",") if kv)
+        elif name in MODELS:
             import yaml
 
-            models[spec] = build_model(name, **{k: yaml.safe_load(v) for k, v in kwargs.items()}).eval()
+            pairs = [kv.split("=", 1) for kv in opts.split(",") if kv]
+            if any(len(kv) != 2 for kv in pairs):
+                raise UsageError(f"{spec}: options are written name:key=value,key=value")
+            from segkd.config import blame_config
+
+            with blame_config(spec):
+                models[spec] = build_model(name, **{k: yaml.safe_load(v) for k, v in pairs}).eval()
+        elif Path(spec).suffix or "/" in spec:
+            raise FileNotFoundError(f"{spec}: no such checkpoint file")
+        else:
+            raise UsageError(f"'{spec}' is neither a checkpoint file nor a registered model "
+                             f"({', '.join(MODELS.names())})")
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
         ["cpu"] if args.device == "auto" else [args.device])
     for device in devices:
@@ -305,30 +387,101 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation for image segmentation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    debug_help = "show the full traceback of an error (also: environment variable SEGKD_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (summary, examples, add_args, _run) in COMMANDS.items():
         epilog = f"examples:\n{textwrap.indent(examples, '  ')}"
         p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
+def _mount(path: Path) -> str:
+    """``DEVICE (mounted at DIR)`` for the file system holding ``path``, as well as it can be told."""
+    import os
+
+    p = path.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        dev = p.stat().st_dev
+        while p != p.parent and p.parent.stat().st_dev == dev:
+            p = p.parent
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == str(p):
+                return f"{fields[0]} (mounted at {p})"
+    except OSError:
+        pass
+    return f"the device holding {p}" if os.path.isabs(str(p)) else "the device"
+
+
+def _explain_os_error(err: OSError) -> str | None:
+    """One line for the output errors a user can fix (full disk, read-only or forbidden folder)."""
+    import errno
+
+    path = Path(err.filename) if err.filename else None
+    where = f"while writing {path}" if path else "while writing an output file"
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        device = _mount(path) if path else "the device"
+        return f"no space left on {device} {where}; free some space or choose another output_dir"
+    if err.errno == errno.EROFS:
+        return f"{path or 'the output folder'}: read-only file system; choose another output_dir (--set output_dir=...)"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"{path or 'an output file'}: permission denied; choose a folder you can write to (--set output_dir=...)"
+    return None
+
+
+def explain(err: BaseException) -> tuple[str, int] | None:
+    """``(message, exit code)`` for an error a user caused, or None for a bug (shown in full)."""
+    from segkd.config import ConfigError
+    from segkd.data import DataError
+    from segkd.engine.checkpoint import CheckpointError
+    from segkd.engine.trainer import NonFiniteLossError
+
+    if isinstance(err, UsageError):
+        return str(err), 2
+    if isinstance(err, KeyboardInterrupt):
+        return str(err) or "interrupted", 130
+    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
+        message = _explain_os_error(err)
+        return (message, 1) if message else None
+    if isinstance(err, (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError,
+                        FileExistsError)):
+        if isinstance(err, OSError) and err.filename:  # raised by the OS: the message lacks the name
+            return f"{err.filename}: {(err.strerror or 'no such file or directory').lower()}", 1
+        return str(err), 1
+    return None
+
+
+def _debug_wanted(args: argparse.Namespace) -> bool:
+    import os
+
+    return bool(getattr(args, "debug", False)) or os.environ.get("SEGKD_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error the user can fix ends in a short message and a non-zero exit code
+    (a traceback only with ``--debug`` or ``SEGKD_DEBUG=1``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    from segkd.config import ConfigError
-    from segkd.data import DataError
-    from segkd.engine.checkpoint import CheckpointError
-
     try:
         return COMMANDS[args.command][3](args)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError) as err:
-        print(f"segkd {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as err:
+        if _debug_wanted(args):
+            raise
+        explained = explain(err)
+        if explained is None:
+            raise
+        message, code = explained
+        print(f"segkd {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

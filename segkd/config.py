@@ -7,8 +7,10 @@ Command-line overrides use ``key.sub=value`` with YAML-typed values (``train.epo
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,19 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key or file."""
+
+
+@contextlib.contextmanager
+def blame_config(section: str) -> Iterator[None]:
+    """Turn a plain ``ValueError``/``KeyError`` raised while building ``section`` into a
+    ``ConfigError`` naming it: a model or method that cannot be built from the config is a
+    config problem (a pretrained file that does not fit, taps that do not exist)."""
+    try:
+        yield
+    except (ValueError, KeyError) as err:
+        if type(err) not in (ValueError, KeyError):  # subclasses already say what they are
+            raise
+        raise ConfigError(f"{section}: {err.args[0] if err.args else err}") from err
 
 
 class _Strict(BaseModel):
@@ -42,7 +57,19 @@ class ModelConfig(BaseModel):
     def _check_builder_options(self) -> ModelConfig:
         from segkd.models import MODELS
 
-        builder = MODELS.get(self.name)  # KeyError lists the registered names
+        try:
+            builder = MODELS.get(self.name)
+        except KeyError as err:  # pydantic reports ValueErrors only; the message lists the names
+            raise ValueError(err.args[0]) from None
+        backbone = self.kwargs.get("backbone")
+        if isinstance(backbone, str):
+            import timm
+
+            if not timm.is_model(backbone):
+                import difflib
+
+                close = difflib.get_close_matches(backbone, timm.list_models(), n=5)
+                raise ValueError(f"unknown backbone '{backbone}' (a timm model name); close names: {close}")
         params = inspect.signature(builder).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(self.kwargs) - set(params))
@@ -63,7 +90,8 @@ class TeacherConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    teacher: TeacherConfig | None = None
+    teacher: TeacherConfig | None = Field(
+        None, description="{model: {...}, checkpoint: PATH, key_map: {}}: the frozen teacher, for methods that need one")
     methods: list[dict[str, Any]] = Field(
         default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]"
     )
@@ -75,7 +103,10 @@ class DistillConfig(_Strict):
         for i, spec in enumerate(self.methods):
             if "name" not in spec:
                 raise ValueError(f"methods[{i}] needs a 'name'")
-            method = build_method(spec)  # unknown options raise, naming them
+            try:
+                method = build_method(spec)  # unknown options raise, naming them
+            except KeyError as err:  # an unknown name: the message lists the registered ones
+                raise ValueError(f"methods[{i}]: {err.args[0]}") from None
             if method.needs_teacher and self.teacher is None:
                 raise ValueError(f"method '{spec['name']}' needs a teacher: set distill.teacher")
         return self
@@ -93,10 +124,10 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
+    lr: float = Field(0.01, description="base learning rate of SGD (scaled by the LR multipliers and the schedule)")
+    momentum: float = Field(0.9, description="SGD momentum")
+    weight_decay: float = Field(1e-4, description="L2 weight decay")
+    nesterov: bool = Field(False, description="Nesterov momentum")
     backbone_lr_mult: float = Field(1.0, description="LR factor of backbone parameters")
     head_lr_mult: float = Field(10.0, description="LR factor of head (and method) parameters")
 
@@ -107,7 +138,7 @@ class ScheduleConfig(_Strict):
         description="poly: lr·(1−it/max)^power per iteration (semseg); "
         "triangle: linear warm-up to the middle epoch then linear decay, per epoch (F3Net)",
     )
-    power: float = 0.9
+    power: float = Field(0.9, description="exponent of the poly schedule")
     warmup: float = Field(
         0.0, ge=0.0, lt=1.0,
         description="fraction of the iterations over which the LR ramps up linearly from ~0 (0 = off)",
@@ -115,32 +146,33 @@ class ScheduleConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(50, ge=1, description="passes over the training split (the schedule spans them)")
     max_iters: int | None = Field(None, ge=1, description="stop after this many iterations (quick runs)")
-    seed: int = 1
-    deterministic: bool = False
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    seed: int = Field(1, description="seed of weights, data order and augmentation")
+    deterministic: bool = Field(False, description="deterministic kernels (slower; bit-exact reruns)")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on CUDA")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    sync_bn: bool = False
+    sync_bn: bool = Field(False, description="DDP on CUDA: synchronise BatchNorm statistics across GPUs")
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="log the losses every N iterations (history.jsonl, TensorBoard)")
     checkpoint_every_iters: int | None = Field(
         None, ge=1, description="also checkpoint every N iterations, not only each epoch"
     )
-    progress: bool = True
+    progress: bool = Field(True, description="show a progress bar")
 
 
 class EvalConfig(_Strict):
-    scales: list[float] = Field(default_factory=lambda: [1.0])
-    flip: bool = False
+    scales: list[float] = Field(default_factory=lambda: [1.0], description="semantic: multi-scale test factors")
+    flip: bool = Field(False, description="semantic: average with the mirrored prediction")
     sliding: bool = Field(True, description="semantic: sliding-window inference with the crop size")
-    stride_rate: float = 2 / 3
-    metric: str | None = Field(None, description="metric that picks the best checkpoint (default mIoU / MAE)")
+    stride_rate: float = Field(2 / 3, description="semantic: sliding-window stride as a fraction of the crop")
+    metric: str | None = Field(None, description="metric that picks best.pt on the validation split (default "
+                               "mIoU / MAE); a run whose validation data is the test split picks none")
 
 
 class Config(_Strict):
-    task: Literal["semantic", "binary"]
-    name: str = "run"
+    task: Literal["semantic", "binary"] = Field(description="semantic (class per pixel) or binary (object mask)")
+    name: str = Field("run", description="run name (default output folder runs/<name>)")
     output_dir: Path | None = Field(None, description="default: runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
@@ -162,7 +194,11 @@ class Config(_Strict):
         return name, name not in {"MAE"}
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=False)
+        out = self.model_dump(mode="json", exclude_none=False)
+        if self.task == "binary":  # one foreground channel: class counts and names do not apply
+            for key in ("num_classes", "class_names"):
+                out["data"].pop(key, None)
+        return out
 
 
 # ---------------------------------------------------------------- loading
@@ -176,8 +212,12 @@ def find_config(name_or_path: str | Path) -> Path:
     for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
         if candidate.is_file():
             return candidate
-    shipped = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"config '{name_or_path}' not found (not a file, nor a shipped config: {shipped})")
+    import difflib
+
+    stems = [p.stem for p in sorted(CONFIG_DIR.glob("*.yaml"))]
+    close = difflib.get_close_matches(path.stem, stems, n=5, cutoff=0.5)
+    hint = f"close names: {', '.join(close)}" if close else f"{len(stems)} are in {CONFIG_DIR}"
+    raise ConfigError(f"config '{name_or_path}' not found: not a file, nor a shipped config ({hint})")
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -210,49 +250,126 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(read_yaml(base_path, _seen + (path,)), raw)
 
 
+# YAML 1.1 (PyYAML) reads these words as booleans; a user who typed one usually meant text.
+_YAML_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings (values parsed as YAML) to a raw config dict."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+            raise ConfigError(f"--set {item}: not of the form key.sub=value")
         key, value = item.split("=", 1)
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+                raise ConfigError(f"--set {item}: '{part}' is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"--set {item}: '{value}' is not a valid YAML value ({reason}); "
+                              "quote text with special characters, e.g. key='a: b'") from None
     return raw
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _override_for(loc: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` argument whose key is ``loc`` or a section holding it."""
+    for item in reversed(overrides):
+        key = item.split("=", 1)[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return item
+    return None
+
+
+def _format_errors(err: ValidationError, source: str, overrides: list[str] = ()) -> str:
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {loc}: {msg}")
+        item = _override_for(loc, list(overrides))
+        if item is not None:
+            value = item.split("=", 1)[1].strip()
+            if value.lower() in _YAML_BOOL_WORDS:
+                key = item.split("=", 1)[0]
+                msg += (f" (YAML reads {value} as the boolean {yaml.safe_load(value)}; for the text, "
+                        f"quote it: --set \"{key}='{value}'\")")
+            lines.append(f"  --set {item}: {msg}")
+        else:
+            lines.append(f"  {loc}: {msg}")
+    if len(lines) == 2 and lines[1].lstrip().startswith("--set "):
+        return lines[1].strip()  # the --set argument is to blame, not the file
     return "\n".join(lines)
 
 
-def validate(raw: dict[str, Any], source: str = "config") -> Config:
+def validate(raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, overrides or [])) from None
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load, merge ``base`` links, apply overrides and validate."""
     path = find_config(name_or_path)
     raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate(raw, str(path))
+    return validate(raw, str(path), overrides)
 
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config so the run can be repeated exactly."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    try:
+        path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    except OSError as err:
+        if err.filename is None:  # a failed write() (full disk) does not name the file
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "segkd.config.", "segkd.data.config.", "NoneType"):
+        text = text.replace(noise, "None" if noise == "NoneType" else "")
+    return text
+
+
+def describe_keys(model: type[BaseModel] = None, prefix: str = "",  # type: ignore[assignment]
+                  values: dict[str, Any] | None = None) -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, help)`` for every config key, sections expanded (``train.epochs``).
+
+    With ``values`` (a resolved config as a dict), the default column shows that config's value.
+    """
+    model = model or Config
+    rows = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = info.annotation
+        sub = values.get(name) if isinstance(values, dict) else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not ModelConfig:
+            rows += describe_keys(annotation, key + ".", sub if isinstance(sub, dict) else None)
+            continue
+        if values is not None and name not in values:
+            shown = "(not used by this task)"
+        elif values is not None:
+            shown = yaml.safe_dump(sub, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        elif info.is_required():
+            shown = "(required)"
+        elif info.default_factory is not None:
+            shown = "(computed)" if annotation is not None and "BaseModel" in str(annotation) else repr(info.default_factory())
+        else:
+            shown = repr(info.default)
+        help_text = info.description or ""
+        if annotation is ModelConfig:
+            help_text = "name: a registered model; every other key is an option of its builder"
+        rows.append((key, _type_name(annotation), shown, help_text))
+    return rows

@@ -18,8 +18,11 @@ def test_binary_run_writes_outputs_and_scores(tmp_path):
     cfg = tiny_binary_config(tmp_path)
     report = fit(cfg)
     run = cfg.run_dir
-    for name in ("config.yaml", "last.pt", "best.pt", "metrics.json", "history.jsonl"):
+    for name in ("config.yaml", "last.pt", "metrics.json", "history.jsonl"):
         assert (run / name).is_file(), name
+    # no validation split: the test split must not pick a model, so there is no best.pt
+    assert not (run / "best.pt").exists()
+    assert report["best"] is None and report["selection"].startswith("last model")
     assert report["iterations"] == 4  # 8 samples / batch 4 × 2 epochs
     assert 0.0 <= report["student"]["MAE"] <= 1.0
     assert json.loads((run / "metrics.json").read_text())["student"]["MAE"] == report["student"]["MAE"]

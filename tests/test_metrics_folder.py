@@ -95,7 +95,7 @@ def _save_palette(labels: np.ndarray, path: Path) -> None:
 
 def test_semantic_folders(tmp_path: Path) -> None:
     _save_palette(np.kron(GT_GRID, np.ones((2, 2), dtype=np.uint8)), tmp_path / "gt" / "s1.png")
-    _save_grey(PRED_GRID, tmp_path / "pred" / "s1.png")
+    _save_grey(np.kron(PRED_GRID, np.ones((2, 2), dtype=np.uint8)), tmp_path / "pred" / "s1.png")
 
     result = evaluate_folders(
         tmp_path / "pred", tmp_path / "gt", num_classes=3, class_names=["bg", "cat", "dog"]

@@ -3,7 +3,7 @@
 Layout::
 
     ROOT/Image/NAME.jpg   (or .png, .jpeg, .bmp; the folder may be called image/)
-    ROOT/Mask/NAME.png    (grey masks; >= 128 is foreground; the folder may be called mask/)
+    ROOT/Mask/NAME.png    (grey masks, 0/255 (>= 128 is foreground) or 0/1; the folder may be mask/)
     ROOT/{split}.txt      (one NAME per line, without extension)
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ def list_binary_samples(root: Path | str, split: str) -> Listing:
         DataError: the list file is missing or empty, or an image/mask folder is missing.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found (data.root)")
     names = [line for _, line in read_list_lines(root / f"{split}.txt")]
     image_dir = _find_folder(root, ("Image", "image"))
     mask_dir = _find_folder(root, ("Mask", "mask"))

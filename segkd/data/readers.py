@@ -80,11 +80,33 @@ def read_image(path: Path) -> np.ndarray:
         return np.array(image.convert("RGB"))
 
 
+# The one rule for reading binary masks, used by training, evaluation and folder scoring alike.
+# Many COD/SOD releases store masks as 0/1 rather than 0/255; read at the usual ">= 128" they
+# would be all background, so a mask whose largest value is 1 is taken as a 0/1 mask.
+BINARY_THRESHOLD = 128
+
+
+def mask_convention(grey: np.ndarray) -> str:
+    """``"0/1"`` when the largest grey level is 1, else ``"0/255"`` (thresholded at 128)."""
+    return "0/1" if int(grey.max(initial=0)) == 1 else "0/255"
+
+
+def binarize_mask(grey: np.ndarray) -> np.ndarray:
+    """H×W grey levels → uint8 {0, 1}: a 0/1 mask as is, any other at ``>= 128``."""
+    if mask_convention(grey) == "0/1":
+        return (grey == 1).astype(np.uint8)
+    return (grey >= BINARY_THRESHOLD).astype(np.uint8)
+
+
+def read_grey(path: Path, what: str = "mask") -> np.ndarray:
+    """A single-channel H×W uint8 array of the grey levels of ``path``."""
+    with _load(path, what) as image:
+        return np.array(image.convert("L"))
+
+
 def read_binary_mask(path: Path) -> np.ndarray:
-    """A binary mask as an H×W uint8 array in {0, 1}: grey level >= 128 is foreground."""
-    with _load(path, "mask") as image:
-        grey = np.array(image.convert("L"))
-    return (grey >= 128).astype(np.uint8)
+    """A binary mask as an H×W uint8 array in {0, 1}, by :func:`binarize_mask`'s rule."""
+    return binarize_mask(read_grey(path))
 
 
 def read_label(path: Path) -> np.ndarray:

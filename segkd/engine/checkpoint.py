@@ -17,7 +17,14 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used for the model at hand."""
 
 
-atomic_save = atomic_torch_save  # the name the engine uses for checkpoints
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write a checkpoint atomically; a failed write (full disk) names the file it was writing."""
+    try:
+        atomic_torch_save(obj, path)
+    except OSError as err:
+        if err.filename is None:  # errors of write() itself carry no file name
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,8 @@ A comparison config names a run config to start from, the seeds, and one entry p
       - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
 
 Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
-interrupted ones resumed, so running the command again continues where it stopped.
+interrupted ones resumed, so running the command again continues where it stopped. A run whose
+stored config differs from the one the comparison now resolves is never reused (``--retrain``).
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ import csv
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,6 +41,7 @@ from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.data.synthetic import voc_palette
 from segkd.engine import plots
 from segkd.engine.benchmark import gflops, measure_latency
+from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
 from segkd.engine.trainer import evaluate_with_config, fit
 from segkd.models.base import count_parameters
@@ -86,7 +90,8 @@ def validate_compare(raw: dict[str, Any], source: str) -> CompareConfig:
         return CompareConfig.model_validate(raw)
     except ValidationError as err:
         lines = [f"{source}: invalid comparison config"]
-        lines += [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        lines += [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                  for e in err.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -112,16 +117,67 @@ def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
     return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
 
 
-def train_all(cc: CompareConfig, log=print) -> dict[str, dict[int, dict[str, Any]]]:
-    """Train every (entry, seed) not finished yet. Returns ``{entry: {seed: metrics.json}}``."""
+def stored_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a run directory was trained with (``config.yaml``), if any."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    stored = yaml.safe_load(path.read_text())
+    return stored if isinstance(stored, dict) else None
+
+
+def stale_runs(cc: CompareConfig) -> dict[tuple[str, int], list[str]]:
+    """``{(entry, seed): differing keys}`` of run directories trained with another config.
+
+    A student whose teacher entry is stale is stale too: its teacher would be retrained.
+    """
+    stale: dict[tuple[str, int], list[str]] = {}
+    stale_entries: set[str] = set()
+    for entry in cc.entries:
+        for seed in entry.seeds or cc.seeds:
+            cfg = run_config(cc, entry, seed)
+            stored = stored_config(cfg.run_dir)
+            diffs = config_differences(normalised(stored), cfg.to_dict()) if stored is not None else []
+            if entry.teacher_from in stale_entries and stored is not None:
+                diffs.append(f"teacher entry '{entry.teacher_from}' is retrained")
+            if diffs:
+                stale[(entry.name, seed)] = diffs
+                stale_entries.add(entry.name)
+    return stale
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a stale run directory out of the way (kept, not deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    run_dir.rename(target)
+    return target
+
+
+def train_all(cc: CompareConfig, log=print, retrain: bool = False) -> dict[str, dict[int, dict[str, Any]]]:
+    """Train every (entry, seed) not finished yet. Returns ``{entry: {seed: metrics.json}}``.
+
+    A run directory trained with another resolved config is never reused: the comparison stops
+    and lists the differing keys, or with ``retrain`` the old run is moved aside and trained again.
+    """
+    stale = stale_runs(cc)
+    if stale and not retrain:
+        listed = "\n".join(f"  {name} seed {seed}: {'; '.join(diffs[:5])}" for (name, seed), diffs in stale.items())
+        raise ConfigError(
+            f"{len(stale)} finished or started run(s) under {cc.output_dir} were trained with another "
+            f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
+            f"or choose another output_dir:\n{listed}"
+        )
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for entry in cc.entries:
         results[entry.name] = {}
         for seed in entry.seeds or cc.seeds:
             cfg = run_config(cc, entry, seed)
+            if (entry.name, seed) in stale:
+                log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
             done = cfg.run_dir / "metrics.json"
             if done.is_file():
-                log(f"[{entry.name} seed {seed}] finished earlier, reused")
+                log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
             else:
                 resume = (cfg.run_dir / "last.pt").is_file()
                 log(f"[{entry.name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
@@ -285,12 +341,15 @@ def _read_mask(path: Path, task: str) -> np.ndarray:
     return read_binary_mask(path) if task == "binary" else read_label(path)
 
 
-def compare(cc: CompareConfig, log=print) -> dict[str, Any]:
-    """Train what is missing, then write ``results.{md,csv,json}`` and the plots."""
+def compare(cc: CompareConfig, log=print, retrain: bool = False) -> dict[str, Any]:
+    """Train what is missing, then write ``results.{md,csv,json}`` and the plots.
+
+    ``retrain``: train again (moving the old run aside) every run whose stored config differs.
+    """
     first = run_config(cc, cc.entries[0], (cc.entries[0].seeds or cc.seeds)[0])
     task = first.task
     resolve_root(first.data, task)
-    results = train_all(cc, log)
+    results = train_all(cc, log, retrain)
     main = (SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)[0]
     rows = summarise(cc, results, task)
     configs: dict[str, Config] = {}

@@ -192,6 +192,7 @@ def export_onnx(
     dynamic: bool = True,
     check: bool = True,
     tolerance: float = 1e-4,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the inference graph of ``model`` to ``path`` as ONNX.
 
@@ -204,6 +205,8 @@ def export_onnx(
         check: run onnxruntime (CPU) on random inputs (1×3×H×W and, when dynamic,
             2×3×(H+32)×(W+64)) and compare with PyTorch; raise ``RuntimeError`` when the largest difference exceeds
             ``tolerance``. The target file is only written when the check passes.
+        metadata: key/value strings stored in the model's ``metadata_props`` (see
+            :func:`onnx_metadata`: input normalisation, what the output means, class names).
 
     Returns:
         ``path``, ``opset``, ``dynamic``, ``input_size``, ``checked_shapes``,
@@ -222,6 +225,9 @@ def export_onnx(
             _run_onnx_exporter(exported, tmp, size, opset, dynamic)
         except Exception as err:
             raise RuntimeError(f"ONNX export of {type(model).__name__} to {path} failed: {err}") from err
+        _fix_output_channels(tmp, reference, size)
+        if metadata:
+            _add_metadata(tmp, metadata)
         if check:
             diff = _compare_onnx(tmp, reference, shapes)
             if diff > tolerance:
@@ -255,6 +261,53 @@ def _run_onnx_exporter(
             opset_version=opset,
             dynamic_axes={"image": axes, "out": axes} if dynamic else None,
         )
+
+
+def _fix_output_channels(path: Path, reference: nn.Module, size: tuple[int, int]) -> None:
+    """Write the class count into the output's axis 1, which tracing leaves as a generated symbol
+    (``Resizeout_dim_1``): the output reads ``[batch, C, height, width]``."""
+    import onnx
+
+    with torch.inference_mode():
+        channels = int(reference(_example(1, size, _SEED)).shape[1])
+    proto = onnx.load(str(path))
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and not dims[1].HasField("dim_value"):
+        dims[1].dim_value = channels
+        onnx.save(proto, str(path))
+
+
+def _add_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    """Store ``metadata`` as the model's ``metadata_props`` (read by onnxruntime's
+    ``get_modelmeta().custom_metadata_map``)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    proto.doc_string = metadata.get("output", proto.doc_string)
+    onnx.save(proto, str(path))
+
+
+def onnx_metadata(cfg: Any) -> dict[str, str]:
+    """What a consumer of the exported file needs to know, from a run's config: the task, the
+    input normalisation and what ``out`` holds (and the class names of a semantic model)."""
+    mean, std = cfg.data.normalization(cfg.task)
+    meta = {
+        "segkd.task": cfg.task,
+        "input": "image: float32 B×3×H×W, RGB; (pixel value 0-255 − mean) / std per channel",
+        "input.mean_rgb_0_255": ",".join(f"{v:g}" for v in mean),
+        "input.std_rgb_0_255": ",".join(f"{v:g}" for v in std),
+    }
+    if cfg.task == "binary":
+        meta["input.size"] = f"{cfg.data.test_size}x{cfg.data.test_size} (resize, the test protocol)"
+        meta["output"] = "out: float32 B×1×H×W logits; foreground probability = sigmoid(out)"
+    else:
+        meta["output"] = (f"out: float32 B×{cfg.data.num_classes}×H×W logits; class id = argmax over axis 1 "
+                          f"(softmax for probabilities)")
+        meta["class_names"] = ",".join(cfg.data.class_names or [])
+    return meta
 
 
 def export_torchscript(

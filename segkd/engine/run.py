@@ -1,6 +1,7 @@
 """Use a trained checkpoint: evaluate it on a data set, or predict maps for new images."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -8,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkd.config import Config, apply_overrides, load_config, validate
+from segkd.config import Config, apply_overrides, blame_config, load_config, validate
 from segkd.data import build_dataset
-from segkd.data.readers import read_image
+from segkd.data.readers import DataError, read_image
 from segkd.data.synthetic import voc_palette
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
@@ -34,7 +35,8 @@ def load_trained(checkpoint: str | Path, config: str | Path | None = None,
     else:
         raise CheckpointError(f"{checkpoint}: a plain state dict holds no config; pass --config")
     device = pick_device(cfg.train.device)
-    model = build_student(cfg)
+    with blame_config("model"):
+        model = build_student(cfg)
     load_model_state(model, ckpt["model"], checkpoint)
     return cfg, model.to(device).eval(), device
 
@@ -48,11 +50,19 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None
     return {k: v for k, v in metrics.items() if k != "curves"}
 
 
-def list_images(source: str | Path) -> list[Path]:
-    """An image file, a folder of images (sorted), or a text file with one image path per line."""
+def list_images(source: str | Path, skipped: list[str] | None = None) -> list[Path]:
+    """An image file, a folder of images (sorted), or a text file with one image path per line.
+
+    Files of a folder that are not images are left out; each is added to ``skipped`` as a
+    ``"path: reason"`` line when a list is given.
+    """
     source = Path(source)
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in source.iterdir() if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        if skipped is not None:
+            skipped += [f"{p}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                        for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     elif source.suffix.lower() == ".txt":
         lines = [line.split()[0] for line in source.read_text().splitlines() if line.strip()]
         images = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
@@ -67,20 +77,29 @@ def list_images(source: str | Path) -> list[Path]:
 
 @torch.inference_mode()
 def predict_images(checkpoint: str | Path, source: str | Path, output: str | Path,
-                   overrides: list[str] | None = None) -> list[Path]:
+                   overrides: list[str] | None = None, skipped: list[str] | None = None) -> list[Path]:
     """Write a prediction for each image: grey PNG (binary) or palette PNG (semantic).
 
     Semantic runs also write a colour overlay JPEG per image to ``output/overlay/``, apart from
     the label maps so that the folder can be scored as is with ``segkd eval --pred``.
+
+    An unreadable image is skipped with a warning and the rest go on; ``skipped`` (when given)
+    receives one ``"path: reason"`` line per skipped file, non-image files of a folder included.
     """
+    skipped = [] if skipped is None else skipped
     cfg, model, device = load_trained(checkpoint, None, overrides)
     transform = build_eval_transform(cfg.task, cfg.data)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     written = []
-    for path in list_images(source):
-        rgb = read_image(path)
+    for path in list_images(source, skipped):
+        try:
+            rgb = read_image(path)
+        except DataError as err:
+            warnings.warn(f"skipped {err}", stacklevel=2)
+            skipped.append(str(err))
+            continue
         h, w = rgb.shape[:2]
         image, _ = transform(*to_tv_tensors(rgb, np.zeros((h, w), np.uint8)))
         image = image.unsqueeze(0).to(device)

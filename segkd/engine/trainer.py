@@ -5,6 +5,7 @@ log, validate, checkpoint). Methods are called through their common interface on
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -20,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from segkd.config import Config, save_config
+from segkd.config import Config, blame_config, save_config
 from segkd.data import DataError, build_dataset, check_data
 from segkd.data.build import resolve_root
 from segkd.data.transforms import resize_batch
@@ -41,6 +42,14 @@ from segkd.engine.distributed import (
 )
 from segkd.engine.evaluate import autocast_context, evaluate
 from segkd.engine.inference import predict_binary, predict_semantic
+from segkd.engine.resume import (
+    check_resume,
+    describe_last_checkpoint,
+    is_finite_checkpoint,
+    prepare_run_dir,
+    selects_on_test,
+    weight_problems,
+)
 from segkd.engine.plots import colorize_labels
 from segkd.engine.schedule import lr_factor
 from segkd.models.losses import task_loss
@@ -48,6 +57,22 @@ from segkd.models.losses import task_loss
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped before saving anything from that step."""
+
+
+class DivergedWeightsError(NonFiniteLossError):
+    """The weights are no longer finite (or have exploded); the checkpoint was not written."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where it stopped and how to continue."""
+
+
+class _Progress:
+    """Where a run stands, for messages written after it stopped."""
+
+    iteration = 0
+    last_checkpoint: dict[str, Any] | None = None  # {"iteration": n, "finite": bool}
+    last_path: Path | None = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -69,9 +94,26 @@ def evaluate_with_config(model: nn.Module, dataset: Dataset, cfg: Config, device
 def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.model`` (with ``cfg.distill`` methods, if any). Returns the final metrics.
 
-    Writes to ``cfg.run_dir``: ``config.yaml``, ``last.pt`` (every epoch, atomically), ``best.pt``,
+    Writes to ``cfg.run_dir``: ``config.yaml``, ``last.pt`` (every epoch, atomically), ``best.pt``
+    (picked on the validation split; not written when that split is the test split),
     ``metrics.json``, ``history.jsonl`` and TensorBoard logs under ``tb/``.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, naming the iteration; feature hooks are removed whatever
+            ends the run.
     """
+    progress = _Progress()
+    with contextlib.ExitStack() as cleanup:
+        try:
+            return _fit(cfg, resume, progress, cleanup)
+        except KeyboardInterrupt:
+            where = describe_last_checkpoint(progress.last_checkpoint, progress.last_path or cfg.run_dir / "last.pt")
+            raise TrainingInterrupted(
+                f"interrupted at iteration {progress.iteration}; {where}; continue with --resume"
+            ) from None
+
+
+def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.ExitStack) -> dict[str, Any]:
     # ---- set-up
     device = pick_device(cfg.train.device)
     env = init_distributed(device)
@@ -81,6 +123,8 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     run_dir = cfg.run_dir
     last_path = run_dir / "last.pt"
+    progress.last_path = last_path
+    checked = None
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if last_path.exists() and not resume:
@@ -88,7 +132,13 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
                 f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
                 "or choose another output_dir"
             )
+        checked = check_resume(cfg, last_path) if resume and last_path.exists() else None  # before config.yaml
+        prepare_run_dir(run_dir, checked["iteration"] if checked else None)
         save_config(cfg, run_dir / "config.yaml")
+        if selects_on_test(cfg):
+            print(f"{cfg.name}: the validation data is the test split, so no model is picked on it: "
+                  "best.pt is not written and the last model (last.pt) is the result "
+                  "(set data.val_split to a validation list to pick one)")
 
     # ---- data: every problem is reported before any training starts
     if env.is_main:
@@ -109,14 +159,17 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         max_iters = min(max_iters, cfg.train.max_iters)
 
     # ---- models and methods
-    student = builders.build_student(cfg).to(device)
+    with blame_config("model"):
+        student = builders.build_student(cfg).to(device)
     methods = builders.build_methods(cfg).to(device)
     teacher = None
     if builders.needs_teacher(methods):
         assert cfg.distill.teacher is not None  # the config validator guarantees it
-        teacher = builders.build_teacher(cfg.distill.teacher, cfg, device)
+        with blame_config("distill.teacher"):
+            teacher = builders.build_teacher(cfg.distill.teacher, cfg, device)
     example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
-    student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
+    with blame_config("distill.methods"):
+        student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
     methods.to(device)
     if env.enabled and cfg.train.sync_bn:
         if device.type == "cuda":
@@ -129,12 +182,14 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     # ---- resume
     iteration, best, history_path = 0, None, run_dir / "history.jsonl"
     if resume and last_path.exists():
-        ckpt = read_checkpoint(last_path)
+        ckpt = checked or read_checkpoint(last_path)
         load_model_state(student, ckpt["model"], last_path)
         methods.load_state_dict(ckpt["methods"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         iteration, best = ckpt["iteration"], ckpt["best"]
+        progress.iteration = iteration
+        progress.last_checkpoint = {"iteration": iteration, "finite": is_finite_checkpoint(ckpt)}
         set_rng_state(ckpt["rng"])
         if env.is_main:
             print(f"resumed from {last_path} at iteration {iteration}/{max_iters}")
@@ -147,24 +202,35 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"))
-    s_hooks = FeatureTaps(student, student_taps)
-    t_hooks = FeatureTaps(teacher, teacher_taps) if teacher is not None else None
+    s_hooks = cleanup.enter_context(FeatureTaps(student, student_taps))  # removed however the run ends
+    t_hooks = cleanup.enter_context(FeatureTaps(teacher, teacher_taps)) if teacher is not None else None
     metric_name, higher_better = cfg.best_metric
+    picks_best = not selects_on_test(cfg)
 
     def save(path: Path, extra: dict[str, Any] | None = None) -> None:
+        bad = weight_problems(student, methods)
+        if bad:
+            raise DivergedWeightsError(
+                f"weights diverged at iteration {iteration}: {', '.join(bad[:3])}"
+                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}; {path} was not overwritten, "
+                f"{describe_last_checkpoint(progress.last_checkpoint, last_path)}. Try a lower optim.lr."
+            )
         atomic_save({
             "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": student.state_dict(),
             "methods": methods.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(), "iteration": iteration, "best": best, "rng": rng_state(),
             **(extra or {}),
         }, path)
+        if path == last_path:
+            progress.last_checkpoint = {"iteration": iteration, "finite": True}
 
     def validate() -> dict[str, Any]:
         nonlocal best
         broadcast_buffers(student, env)
         metrics = evaluate_with_config(student, val_set, cfg, device, env)
         value = metrics[metric_name]
-        improved = best is None or (value > best["value"] if higher_better else value < best["value"])
+        improved = picks_best and (
+            best is None or (value > best["value"] if higher_better else value < best["value"]))
         if improved:
             best = {"metric": metric_name, "value": value, "iteration": iteration}
         if env.is_main:
@@ -219,7 +285,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
                 terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
                 raise NonFiniteLossError(
                     f"loss is {total.item()} at iteration {iteration} (epoch {epoch}): {terms}. "
-                    f"Stopped; the last good checkpoint is kept at {last_path}. "
+                    f"Stopped; {describe_last_checkpoint(progress.last_checkpoint, last_path)}. "
                     "Try a lower optim.lr, or train.amp=none."
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -231,6 +297,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             scaler.step(optimizer)
             scaler.update()
             iteration += 1
+            progress.iteration = iteration
 
             if env.is_main and (iteration % cfg.train.log_every == 0 or iteration == max_iters):
                 elapsed, tick = time.perf_counter() - tick, time.perf_counter()
@@ -258,12 +325,16 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         if finished:
             break
     bar.close()
+    if not metrics:  # resumed a run that had already finished: score it rather than report nothing
+        metrics = evaluate_with_config(student, val_set, cfg, device, env)
     s_hooks.remove()
     if t_hooks is not None:
         t_hooks.remove()
 
     # ---- final report: the student's metrics, and the teacher's on the same data when there is one
-    report: dict[str, Any] = {"student": _scalars(metrics), "best": best, "iterations": iteration}
+    report: dict[str, Any] = {"student": _scalars(metrics), "best": best, "iterations": iteration,
+                              "selection": "best.pt on the validation split" if picks_best
+                              else "last model (the validation data is the test split)"}
     if teacher is not None:
         report["teacher"] = _scalars(evaluate_with_config(teacher, val_set, cfg, device, env))
     if env.enabled:  # DDP must leave every replica with the same weights: check it, don't assume it

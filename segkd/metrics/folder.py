@@ -11,11 +11,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segkd.data.readers import DataError, binarize_mask
 from segkd.metrics.semantic import SegmentationMetric
 from segkd.metrics.sod import SODMetrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MAX_LISTED = 20
+
+
+class FolderError(DataError, ValueError):
+    """Prediction or mask files that cannot be scored together; the message names the file."""
 
 
 def evaluate_folders(
@@ -25,25 +30,32 @@ def evaluate_folders(
     num_classes: int | None = None,
     ignore_index: int = 255,
     class_names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score every ground-truth mask in ``gt_dir`` against the prediction of the same name.
 
     Files are paired by name with the extension aside (``x.png`` matches ``x.jpg``).
 
-    - ``num_classes=None`` (binary task): predictions and masks are read as grey maps and
-      scored with :class:`SODMetrics`; a prediction of another size is resized bilinearly.
+    - ``num_classes=None`` (binary task): predictions are read as grey maps, masks by the
+      package's one mask rule (:func:`segkd.data.readers.binarize_mask`: 0/1 or >= 128), and
+      scored with :class:`SODMetrics`; a prediction of another size is resized bilinearly (the
+      SOD convention) and counted in ``"resized"``.
     - ``num_classes=C`` (semantic task): both are label-id maps (palette PNG indices or grey
-      values); a prediction of another size is resized with nearest neighbour, and the pair is
-      scored with :class:`SegmentationMetric`.
+      values) scored with :class:`SegmentationMetric`; a prediction of another size is an error.
+
+    Args:
+        names: score only these names (e.g. the lines of a split's list file), for a mask folder
+            that also holds the masks of other splits.
 
     Returns:
-        ``{"task": "binary" | "semantic", "num_images": n, "metrics": {...}}``.
+        ``{"task": "binary" | "semantic", "num_images": n, "resized": k, "metrics": {...}}``.
 
     Raises:
         FileNotFoundError: a folder is missing, ``gt_dir`` holds no images, or some masks have
             no prediction (all such names are listed).
-        ValueError: a name appears twice with different extensions, a label map cannot be read
-            as ids, or labels are out of range (the file is named).
+        FolderError (a ValueError): a name appears twice with different extensions, a label map
+            cannot be read as ids, has the wrong size, or labels are out of range (the file is
+            named).
 
     A prediction with no mask is skipped with a warning naming it.
     """
@@ -51,6 +63,14 @@ def evaluate_folders(
     gt_files = _images_by_stem(Path(gt_dir), "ground-truth")
     if not gt_files:
         raise FileNotFoundError(f"no mask images ({', '.join(IMAGE_SUFFIXES)}) found in {gt_dir}")
+    if names is not None:
+        absent = [name for name in dict.fromkeys(names) if name not in gt_files]
+        if absent:
+            raise FileNotFoundError(
+                f"{len(absent)} listed name(s) have no mask in {gt_dir}: {_name_list(absent)}"
+            )
+        gt_files = {name: gt_files[name] for name in dict.fromkeys(names)}
+        pred_files = {name: path for name, path in pred_files.items() if name in gt_files}
 
     missing = sorted(set(gt_files) - set(pred_files))
     if missing:
@@ -66,24 +86,36 @@ def evaluate_folders(
             stacklevel=2,
         )
 
-    names = sorted(gt_files)
+    ordered = sorted(gt_files)
     if num_classes is None:
-        return _evaluate_binary(names, pred_files, gt_files)
-    return _evaluate_semantic(names, pred_files, gt_files, num_classes, ignore_index, class_names)
+        return _evaluate_binary(ordered, pred_files, gt_files)
+    return _evaluate_semantic(ordered, pred_files, gt_files, num_classes, ignore_index, class_names)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except OSError as error:
+        raise FolderError(f"{path}: cannot read image ({error})") from error
+    return image
 
 
 def _evaluate_binary(
     names: list[str], pred_files: dict[str, Path], gt_files: dict[str, Path]
 ) -> dict[str, Any]:
     metrics = SODMetrics()
+    resized = 0
     for name in names:
-        pred = np.asarray(Image.open(pred_files[name]).convert("L"))
-        gt = np.asarray(Image.open(gt_files[name]).convert("L"))
+        pred = np.asarray(_open(pred_files[name]).convert("L"))
+        gt = binarize_mask(np.asarray(_open(gt_files[name]).convert("L"))).astype(bool)
+        resized += pred.shape != gt.shape
         try:
             metrics.step(pred, gt)
         except (ValueError, TypeError) as error:
-            raise ValueError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
-    return {"task": "binary", "num_images": len(names), "metrics": metrics.get_results()}
+            raise FolderError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
+    return {"task": "binary", "num_images": len(names), "resized": resized,
+            "metrics": metrics.get_results()}
 
 
 def _evaluate_semantic(
@@ -96,23 +128,28 @@ def _evaluate_semantic(
 ) -> dict[str, Any]:
     metric = SegmentationMetric(num_classes, ignore_index=ignore_index, class_names=class_names)
     for name in names:
-        gt_image = Image.open(gt_files[name])
+        gt_image = _open(gt_files[name])
         gt = _label_ids(gt_image, gt_files[name])
-        pred_image = Image.open(pred_files[name])
+        pred_image = _open(pred_files[name])
         if pred_image.size != gt_image.size:
-            pred_image = pred_image.resize(gt_image.size, Image.Resampling.NEAREST)
+            # resizing a label map would invent labels along every edge: refuse it
+            raise FolderError(
+                f"{pred_files[name]}: prediction is {pred_image.height}×{pred_image.width} but its "
+                f"mask {gt_files[name]} is {gt_image.height}×{gt_image.width} (H×W); semantic label "
+                "maps must be saved at the mask's size"
+            )
         pred = _label_ids(pred_image, pred_files[name])
         try:
             metric.update(torch.from_numpy(pred)[None], torch.from_numpy(gt)[None])
         except ValueError as error:
-            raise ValueError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
-    return {"task": "semantic", "num_images": len(names), "metrics": metric.compute()}
+            raise FolderError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
+    return {"task": "semantic", "num_images": len(names), "resized": 0, "metrics": metric.compute()}
 
 
 def _label_ids(image: Image.Image, path: Path) -> np.ndarray:
     """H×W int64 class ids of a palette or single-channel label map."""
     if image.mode not in ("P", "L", "I", "I;16"):
-        raise ValueError(
+        raise FolderError(
             f"{path}: label map has mode {image.mode!r}; expected a palette (P) or single-channel"
             " (L, I) image whose pixel values are class ids"
         )
@@ -127,7 +164,7 @@ def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         if path.stem in by_stem:
-            raise ValueError(
+            raise FolderError(
                 f"{role} name '{path.stem}' is ambiguous: {by_stem[path.stem].name} and {path.name}"
             )
         by_stem[path.stem] = path

@@ -1,0 +1,277 @@
+"""Feed segkd bad inputs and faults, and print what the user sees: the rows of docs/errors.md.
+
+    PYTHONPATH=. python docs/errors_probe.py > /tmp/rows.md
+
+Every case runs ``segkd.cli.main`` in this process on tiny generated data (about a minute on a
+CPU). A case that ends in a Python traceback is printed as TRACEBACK: that is a bug to fix.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import shutil
+import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from segkd.cli import main
+from segkd.engine import checkpoint as checkpoint_module
+from segkd.engine import trainer as trainer_module
+
+ROOT = Path(tempfile.mkdtemp(prefix="segkd-probe-"))
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def grey(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def binary_set(root: Path, names=("a", "b", "c", "d"), fg: int = 255) -> Path:
+    for name in names:
+        grey(root / "Image" / f"{name}.png", np.full((32, 32, 3), 100 + 10 * names.index(name)))
+        mask = np.zeros((32, 32))
+        mask[8:24, 8:20] = fg
+        grey(root / "Mask" / f"{name}.png", mask)
+    for split in ("train", "test"):
+        (root / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def semantic_set(root: Path, label_value: int = 1) -> Path:
+    for name in ("x", "y", "z", "w"):
+        grey(root / "img" / f"{name}.png", np.full((32, 32, 3), 90))
+        label = np.zeros((32, 32))
+        label[4:20, 4:20] = label_value
+        grey(root / "lbl" / f"{name}.png", label)
+    for split in ("train", "val"):
+        (root / f"{split}.txt").write_text("".join(f"img/{n}.png lbl/{n}.png\n" for n in "xyzw"))
+    return root
+
+
+def config(name: str, data_root: Path | None = None, task: str = "binary", **extra) -> Path:
+    raw = {
+        "task": task, "name": name, "output_dir": str(ROOT / "runs" / name),
+        "data": ({"layout": "binary", "root": str(data_root)} if task == "binary" else
+                 {"layout": "semseg_list", "root": str(data_root), "num_classes": 3, "crop_size": 32,
+                  "base_size": 32}) | {"train_size": 32, "test_size": 32, "multiscale_sizes": [],
+                                       "batch_size": 2, "num_workers": 0},
+        "model": {"name": "fusion", "backbone": "resnet18", "width": 8} if task == "binary" else
+                 {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
+        "train": {"epochs": 1, "progress": False, "log_every": 1},
+    }
+    if task == "semantic":
+        for key in ("train_size", "test_size", "multiscale_sizes"):
+            raw["data"].pop(key)
+        raw["eval"] = {"sliding": False}
+    for key, value in extra.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            raw.setdefault(section, {})[leaf] = value
+        else:
+            raw[section] = value
+    path = ROOT / "configs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def case(what: str, argv: list[str], patch: Callable[[], contextlib.AbstractContextManager] | None = None) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            with patch() if patch else contextlib.nullcontext():
+                code = str(main(argv))
+        except SystemExit as exit_:
+            code = str(exit_.code)
+        except BaseException:  # noqa: BLE001 - the point is to see what escapes
+            code = "TRACEBACK"
+            err.write(traceback.format_exc().strip().splitlines()[-1])
+    printed = [line for line in out.getvalue().splitlines() if line.strip()]
+    shown = [line for line in err.getvalue().splitlines() if line.strip()]
+    shown += [f"warning: {w.message}" for w in seen if issubclass(w.category, UserWarning)]
+    shown += [line for line in printed if line.startswith("note:")]
+    if not shown:
+        start = next((i for i, line in enumerate(printed) if "problem(s) found" in line), None)
+        shown = printed[start:start + 5] if start is not None else printed[:2] + printed[-1:]
+    text = " ⏎ ".join(line.strip() for line in shown[:5]).replace(str(ROOT), "…").replace("|", "\\|")
+    command = "segkd " + " ".join(a.replace(str(ROOT), "…") for a in argv)
+    ROWS.append((what, command, code, text[:500]))
+
+
+@contextlib.contextmanager
+def patched(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def run() -> None:
+    data = binary_set(ROOT / "sod")
+    good = config("good", data)
+    s = str
+    # ---- configs and --set
+    case("config name that does not exist", ["train", "nosuch_config"])
+    bad_yaml = ROOT / "configs" / "bad.yaml"
+    bad_yaml.write_text("task: binary\nmodel: {name: fusion\n")
+    case("config file that is not valid YAML", ["check-data", s(bad_yaml)])
+    case("unknown key in a config file", ["check-data", s(config("typo", data, train__epohcs=2))])
+    case("wrong type in a config file", ["check-data", s(config("wrongtype", data, train__epochs="many"))])
+    case("--set without '='", ["check-data", s(good), "--set", "train.epochs"])
+    case("--set value that is not YAML", ["check-data", s(good), "--set", "train.epochs=[1,"])
+    case("--set of an unknown key", ["check-data", s(good), "--set", "train.epochz=2"])
+    case("--set text that YAML reads as a boolean", ["check-data", s(good), "--set", "data.train_split=no"])
+    case("misspelled model name", ["check-data", s(good), "--set", "model.name=fuson"])
+    case("unknown model option", ["check-data", s(good), "--set", "model.widht=8"])
+    case("unknown backbone", ["check-data", s(good), "--set", "model.backbone=resnet19"])
+    case("misspelled method name", ["check-data", s(good), "--set", "distill.methods=[{name: sadd}]"])
+    case("unknown method option", ["check-data", s(good), "--set", "distill.methods=[{name: sad, wieght: 1}]"])
+    case("method that needs a teacher, without one",
+         ["check-data", s(good), "--set", "distill.methods=[{name: logits_kd}]"])
+    case("model.pretrained file missing", ["train", s(good), "--set", f"model.pretrained={ROOT / 'none.pth'}"])
+    torch.save({"conv1.weight": torch.zeros(3, 3, 1, 1)}, ROOT / "w.pth")
+    case("model.pretrained file that does not fit", ["train", s(good), "--set", f"model.pretrained={ROOT / 'w.pth'}"])
+    teacher = {"model": {"name": "fusion", "backbone": "resnet18", "width": 8}, "checkpoint": s(ROOT / "no_teacher.pt")}
+    case("teacher checkpoint missing",
+         ["train", s(config("kd", data, distill={"teacher": teacher, "methods": [{"name": "logits_kd"}]}))])
+    case("layout that does not suit the task", ["check-data", s(good), "--set", "data.layout=voc"])
+    # ---- data
+    case("data root missing", ["check-data", s(good), "--set", f"data.root={ROOT / 'nowhere'}"])
+    nolist = binary_set(ROOT / "nolist")
+    (nolist / "test.txt").unlink()
+    case("list file missing", ["check-data", s(config("nolist", nolist))])
+    empty = binary_set(ROOT / "emptylist")
+    (empty / "train.txt").write_text("\n")
+    case("list file empty", ["check-data", s(config("emptylist", empty))])
+    broken = binary_set(ROOT / "broken")
+    (broken / "Image" / "a.png").unlink()
+    (broken / "Mask" / "b.png").unlink()
+    grey(broken / "Mask" / "c.png", np.zeros((20, 20)))
+    (broken / "Image" / "d.png").write_bytes(b"\x89PNG not really")
+    case("missing image, missing mask, mask of another size, corrupt image (one data set)",
+         ["check-data", s(config("broken", broken))])
+    trunc = binary_set(ROOT / "trunc")
+    raw = (trunc / "Image" / "a.png").read_bytes()
+    (trunc / "Image" / "a.png").write_bytes(raw[: len(raw) // 2])
+    case("truncated image", ["check-data", s(config("trunc", trunc))])
+    case("binary masks stored as 0/1", ["check-data", s(config("zeroone", binary_set(ROOT / "zeroone", fg=1)))])
+    case("semantic label values outside the classes",
+         ["check-data", s(config("sem_bad", semantic_set(ROOT / "sem_bad", 7), "semantic"))])
+    rgb = semantic_set(ROOT / "sem_rgb")
+    Image.new("RGB", (32, 32)).save(rgb / "lbl" / "x.png")
+    case("colour (RGB) label image", ["check-data", s(config("sem_rgb", rgb, "semantic"))])
+    case("batch larger than the training set", ["train", s(good), "--set", "data.batch_size=64"])
+    # ---- training
+    case("a good run (reference)", ["train", s(good)])
+    case("training again into a finished run without --resume", ["train", s(good)])
+    case("--resume with other epochs and LR",
+         ["train", s(good), "--resume", "--set", "train.epochs=3", "--set", "optim.lr=0.5"])
+    case("--resume with only logging changed", ["train", s(good), "--resume", "--set", "train.log_every=5"])
+    real = trainer_module.training_losses
+
+    def nan(*a, **k):
+        return {key: v * float("nan") for key, v in real(*a, **k).items()}
+
+    case("loss becomes NaN", ["train", s(config("nan", data))], lambda: patched(trainer_module, "training_losses", nan))
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    case("Ctrl-C during training",
+         ["train", s(config("ctrlc", data))], lambda: patched(trainer_module, "training_losses", ctrl_c))
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    case("disk full while writing a checkpoint", ["train", s(config("full", data))],
+         lambda: patched(checkpoint_module, "atomic_torch_save", full))
+
+    def read_only(cfg, path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    case("read-only output folder",
+         ["train", s(config("ro", data))], lambda: patched(trainer_module, "save_config", read_only))
+    # ---- evaluation of folders
+    pred, gt = ROOT / "pred", ROOT / "gt"
+    for name in ("a", "b"):
+        grey(gt / f"{name}.png", np.pad(np.full((8, 8), 255), 4))
+    grey(pred / "a.png", np.pad(np.full((8, 8), 200), 4))
+    case("eval --pred without --gt", ["eval", "--pred", s(pred)])
+    case("eval --pred folder missing", ["eval", "--pred", s(ROOT / "nopred"), "--gt", s(gt)])
+    case("masks without a prediction", ["eval", "--pred", s(pred), "--gt", s(gt)])
+    grey(pred / "b.png", np.zeros((4, 4)))
+    grey(pred / "extra.png", np.zeros((16, 16)))
+    case("binary prediction of another size; a prediction without mask", ["eval", "--pred", s(pred), "--gt", s(gt)])
+    (ROOT / "names.txt").write_text("a\n")
+    case("--list: score only listed names", ["eval", "--pred", s(pred), "--gt", s(gt), "--list", s(ROOT / "names.txt")])
+    grey(pred / "a.jpg", np.zeros((16, 16)))
+    case("two predictions with one name", ["eval", "--pred", s(pred), "--gt", s(gt)])
+    (pred / "a.jpg").unlink()
+    case("semantic prediction of another size", ["eval", "--pred", s(pred), "--gt", s(gt), "--num-classes", "256"])
+    spred, sgt = ROOT / "spred", ROOT / "sgt"
+    grey(sgt / "s.png", np.zeros((8, 8)))
+    grey(spred / "s.png", np.full((8, 8), 9))
+    case("semantic predictions with values outside the classes",
+         ["eval", "--pred", s(spred), "--gt", s(sgt), "--num-classes", "3"])
+    Image.new("RGB", (8, 8)).save(spred / "s.png")
+    case("colour image as a semantic prediction", ["eval", "--pred", s(spred), "--gt", s(sgt), "--num-classes", "3"])
+    case("eval --pred together with --checkpoint", ["eval", "--pred", s(pred), "--gt", s(gt), "--checkpoint", "x.pt"])
+    # ---- checkpoints
+    last = ROOT / "runs" / "good" / "last.pt"
+    case("eval --checkpoint of a missing file", ["eval", "--checkpoint", s(ROOT / "nosuch.pt")])
+    (ROOT / "junk.pt").write_text("not a checkpoint")
+    case("checkpoint that is not a PyTorch file", ["eval", "--checkpoint", s(ROOT / "junk.pt")])
+    case("checkpoint of another model (--config)",
+         ["eval", "--checkpoint", s(last), "--config", s(config("sem", semantic_set(ROOT / "sem"), "semantic"))])
+    torch.save(torch.load(last, weights_only=False)["model"], ROOT / "plain.pt")
+    case("plain state dict without --config", ["eval", "--checkpoint", s(ROOT / "plain.pt")])
+    # ---- predict, benchmark, export
+    case("predict --input missing",
+         ["predict", "--checkpoint", s(last), "--input", s(ROOT / "nophotos"), "--output", s(ROOT / "p")])
+    photos = ROOT / "photos"
+    grey(photos / "ok.png", np.full((20, 24, 3), 120))
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "notes.txt").write_text("hello")
+    case("predict: an unreadable image and a non-image file",
+         ["predict", "--checkpoint", s(last), "--input", s(photos), "--output", s(ROOT / "p")])
+    case("benchmark of a missing checkpoint", ["benchmark", "nosuchfile.pt", "--device", "cpu"])
+    case("benchmark of an unknown model name", ["benchmark", "pspnet7", "--device", "cpu"])
+    case("export of a missing checkpoint", ["export", s(ROOT / "nosuch.pt")])
+    # ---- compare
+    cmp_cfg = ROOT / "configs" / "cmp.yaml"
+    cmp_cfg.write_text(yaml.safe_dump({"name": "c", "run_config": s(good), "output_dir": s(ROOT / "cmp"),
+                                       "seeds": [1], "baseline": "nobase", "entries": [{"name": "base"}]}))
+    case("comparison whose baseline is not an entry", ["compare", s(cmp_cfg)])
+    run_dir = ROOT / "cmp" / "base" / "seed1"
+    run_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "runs" / "good" / "config.yaml", run_dir / "config.yaml")
+    (run_dir / "metrics.json").write_text("{}")
+    cmp_cfg.write_text(yaml.safe_dump({"name": "c", "run_config": s(good), "output_dir": s(ROOT / "cmp"),
+                                       "seeds": [1], "baseline": "base", "set": ["train.epochs=2"],
+                                       "entries": [{"name": "base"}]}))
+    case("compare after the comparison's config changed", ["compare", s(cmp_cfg)])
+
+    print("| # | bad input | command | exit | what the user sees |")
+    print("|---|---|---|---|---|")
+    for i, (what, command, code, text) in enumerate(ROWS, 1):
+        print(f"| {i} | {what} | `{command}` | {code} | {text} |")
+    shutil.rmtree(ROOT, ignore_errors=True)
+    sys.exit(any(code == "TRACEBACK" for _, _, code, _ in ROWS))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,165 @@
+"""Keeping a run folder honest: resume only the same config, no stale files, no diverged weights.
+
+Small helpers the trainer and ``segkd compare`` call; none of them trains anything.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segkd.config import Config, ConfigError
+from segkd.data.build import split_file_name
+from segkd.engine.checkpoint import read_checkpoint
+
+# Config keys that cannot change a run's result: where it is written, how it is logged, how many
+# loader processes feed it and which device runs it. Every other key must match to resume.
+RESULT_NEUTRAL = frozenset({
+    "name", "output_dir", "train.log_every", "train.progress", "train.device", "data.num_workers",
+    "train.checkpoint_every_iters",
+})
+# Weights beyond this are taken as diverged even when finite: a normalised network trained in
+# fp32 never comes near, while a run about to produce NaN (2.7e20 seen) has passed it.
+DIVERGED_MAGNITUDE = 1e10
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # segkd.io.atomic_output's temporary files
+
+
+class ResumeError(ConfigError):
+    """``--resume`` with a config that differs from the stored one in a result-changing key."""
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any],
+                       ignore: frozenset[str] = RESULT_NEUTRAL) -> list[str]:
+    """``"key: old → new"`` for every result-changing key that differs (sorted)."""
+    a, b = flatten(old), flatten(new)
+    missing = object()
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key in ignore:
+            continue
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            show = lambda v: "(absent)" if v is missing else json.dumps(v)  # noqa: E731
+            lines.append(f"{key}: {show(va)} → {show(vb)}")
+    return lines
+
+
+def normalised(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as this version of segkd resolves it (defaults of keys added since filled
+    in, keys a task does not use dropped), so that only real differences show; as is when it no
+    longer validates."""
+    try:
+        return Config.model_validate(stored).to_dict()
+    except Exception:  # noqa: BLE001 - an old or broken config is compared key by key instead
+        return stored
+
+
+def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
+    """The checkpoint to resume from, after checking that ``cfg`` matches the one it was trained with.
+
+    Raises:
+        ResumeError: a result-changing key differs; the message lists each one.
+    """
+    ckpt = read_checkpoint(last_path)
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):
+        raise ResumeError(f"{last_path}: holds no config, so a resume cannot be checked; start a new output_dir")
+    diffs = config_differences(normalised(stored), cfg.to_dict())
+    if diffs:
+        shown = "; ".join(diffs[:10]) + (f"; ... ({len(diffs) - 10} more)" if len(diffs) > 10 else "")
+        raise ResumeError(
+            f"{last_path}: cannot resume with a changed config ({shown}). Resume with the stored "
+            f"config ({last_path.parent / 'config.yaml'}), or train into another output_dir. Only "
+            f"{', '.join(sorted(RESULT_NEUTRAL))} may change on resume."
+        )
+    return ckpt
+
+
+def prepare_run_dir(run_dir: Path, resumed_iteration: int | None) -> list[Path]:
+    """Remove what a killed run left behind; returns the removed paths.
+
+    Temporary checkpoint files of processes no longer alive go. On resume, ``history.jsonl`` is
+    cut back to the resumed iteration so no iteration is logged twice; on a fresh start the
+    history, ``best.pt`` and ``metrics.json`` of a run that never checkpointed are removed.
+    """
+    removed = []
+    for path in run_dir.glob(".*.tmp"):
+        match = _TMP_NAME.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    history = run_dir / "history.jsonl"
+    if resumed_iteration is None:
+        for name in ("history.jsonl", "best.pt", "metrics.json"):
+            if (run_dir / name).exists():
+                (run_dir / name).unlink()
+                removed.append(run_dir / name)
+    elif history.is_file():
+        kept = [line for line in history.read_text().splitlines()
+                if line.strip() and json.loads(line).get("iteration", 0) <= resumed_iteration]
+        history.write_text("".join(line + "\n" for line in kept))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def weight_problems(*modules: nn.Module) -> list[str]:
+    """Names of floating-point tensors that are not finite or beyond ``DIVERGED_MAGNITUDE``."""
+    bad = []
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            if not tensor.is_floating_point() or tensor.numel() == 0:
+                continue
+            largest = tensor.detach().abs().max().item()
+            if not math.isfinite(largest) or largest > DIVERGED_MAGNITUDE:
+                bad.append(f"{name} (max |w| {largest:.3g})")
+    return bad
+
+
+def selects_on_test(cfg: Config) -> bool:
+    """Whether the validation data is the test split (a binary set without a validation split).
+
+    A model must not be picked on the data it is reported on, so such runs keep the last model.
+    """
+    return split_file_name(cfg.data, cfg.task, "val").lower() == "test"
+
+
+def describe_last_checkpoint(last: dict[str, Any] | None, path: Path) -> str:
+    """A sentence on the last checkpoint for a stop message: its iteration and whether it is finite."""
+    if last is None:
+        return f"no checkpoint was written yet ({path} does not hold this run)"
+    state = "finite weights" if last["finite"] else "NON-FINITE weights: do not resume from it"
+    return f"the last checkpoint {path} is from iteration {last['iteration']} ({state})"
+
+
+def is_finite_checkpoint(ckpt: dict[str, Any]) -> bool:
+    return all(math.isfinite(t.detach().abs().max().item()) and t.detach().abs().max().item() <= DIVERGED_MAGNITUDE
+               for t in ckpt["model"].values() if torch.is_tensor(t) and t.is_floating_point() and t.numel())
