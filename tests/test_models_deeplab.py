@@ -121,6 +121,9 @@ def test_imported_module_is_wrapped_and_upsampled() -> None:
     torch.manual_seed(0)
     model = build_model("import", target=f"{__name__}:TupleNet", kwargs={"num_classes": 4}).train()
     assert isinstance(model, ImportedModel)
+    assert sorted(model.state_dict()) == sorted(f"net.{k}" for k in model.net.state_dict())
+    groups = model.param_groups()  # no backbone attribute: the whole network trains at the base LR
+    assert len(groups["backbone"]) == 6 and groups["head"] == []
     outputs, shapes = _tap_all(model, torch.randn(2, 3, 16, 16))
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {"out": (2, 4, 16, 16), "aux": (2, 4, 16, 16)}
     assert shapes == {"net": (4, 8, 8), "body": (4, 8, 8), "cls": (4, 8, 8), "aux_cls": (4, 8, 8)}

@@ -55,10 +55,14 @@ class ImportedModel(SegmentationModel):
     def __init__(self, net: nn.Module, align_corners: bool = False) -> None:
         super().__init__()
         self.net = net
-        self.backbone = getattr(net, "backbone", net)
         self.align_corners = align_corners
         self.feature_points = {"net": "net"}
         self.feature_points.update({name: f"net.{name}" for name, _ in net.named_children()})
+
+    @property  # type: ignore[override]
+    def backbone(self) -> nn.Module:
+        # A property, not a sub-module: registering ``net`` twice would duplicate its state keys.
+        return getattr(self.net, "backbone", self.net)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
