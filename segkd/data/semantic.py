@@ -13,10 +13,11 @@ Labels are PNGs of class indices (palette or grey); 255 marks pixels to ignore.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -114,6 +115,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         num_classes: number of classes C; label values must lie in [0, C) or equal ignore_index.
         ignore_index: label value of pixels to ignore.
         transform: joint transform applied to ``(Image 3×H×W, Mask 1×H×W)``.
+        label_map: ``(label, path) -> train ids`` applied to each label file as read (the
+            Cityscapes / ADE20K / CamVid layouts); it raises ``DataError`` on foreign values.
 
     Raises:
         DataError: at construction if a listed file is missing; at load time if a file is
@@ -129,6 +132,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         num_classes: int,
         ignore_index: int = 255,
         transform: JointTransform | None = None,
+        label_map: Callable[[np.ndarray, Path], np.ndarray] | None = None,
     ) -> None:
         if (pairs is None) == (list_file is None):
             raise ValueError("give exactly one of pairs and list_file")
@@ -142,6 +146,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.transform = transform
+        self.label_map = label_map
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -149,6 +154,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image_array, label_array = read_image(sample.image), read_label(sample.mask)
+        if self.label_map is not None:
+            label_array = self.label_map(label_array, sample.mask)
         check_same_size(image_array, label_array, sample)
         check_label_values(label_array, self.num_classes, self.ignore_index, sample.mask)
         image, mask = to_tv_tensors(image_array, label_array)
