@@ -41,3 +41,34 @@ def test_cirkd_protocol(name: str) -> None:
         assert teacher.model.kwargs["backbone"] == "resnet101"
         assert teacher.checkpoint == Path("runs/cirkd_deeplabv3_r101_cityscapes/best.pt")
         assert {"name": "logits_kd", "T": 1.0, "weight": 1.0} in cfg.distill.methods
+
+
+def test_the_af_dcd_config_trains_on_a_tiny_cityscapes_folder(tmp_path: Path) -> None:
+    """The shipped command, shrunk by --set only, distilling from a (plain state-dict) DeepLabV3-R18 teacher."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from segkd.cli import main
+    from segkd.models import build_model
+
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 2), ("val", 1)]:
+        for i in range(n):
+            stem = f"city_{i:06d}_000019"
+            for folder, name, array in [
+                ("leftImg8bit", f"{stem}_leftImg8bit.png", rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)),
+                ("gtFine", f"{stem}_gtFine_labelIds.png", rng.choice([7, 8, 26, 0], (64, 128)).astype(np.uint8)),
+            ]:
+                (tmp_path / folder / split / "city").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(tmp_path / folder / split / "city" / name)
+    small = [f"data.root={tmp_path}", "data.crop_size=128", "data.base_size=128", "data.batch_size=2",
+             "data.num_workers=0", "model.pretrained=null", "train.max_iters=1", "train.progress=false"]
+    torch.save(build_model("deeplabv3", backbone="resnet18", num_classes=19).state_dict(), tmp_path / "teacher.pth")
+    student_dir = tmp_path / "student"
+    assert main(["train", str(CONFIG_DIR / "cirkd_afdcd_deeplabv3_r101_to_r18_cityscapes.yaml"),
+                 *(f"--set={s}" for s in [*small, f"output_dir={student_dir}",
+                                          "distill.teacher.model.backbone=resnet18",
+                                          f"distill.teacher.checkpoint={tmp_path / 'teacher.pth'}"])]) == 0
+    history = (student_dir / "history.jsonl").read_text()
+    assert '"afdcd/fd"' in history and '"afdcd/ctr"' in history and '"logits_kd/kd"' in history
