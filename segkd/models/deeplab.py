@@ -129,7 +129,9 @@ def _build(
     encoder = create_backbone(
         backbone, output_stride=output_stride, pretrained=pretrained, uniform_dilation=True
     )
-    return DeepLabV3(encoder, num_classes, atrous_rates=atrous_rates, decoder=decoder, **kwargs)  # type: ignore[arg-type]
+    return DeepLabV3(
+        encoder, num_classes, atrous_rates=atrous_rates, decoder=decoder, **kwargs  # type: ignore[arg-type]
+    )
 
 
 @register_model("deeplabv3")
