@@ -150,3 +150,27 @@ def test_imported_dict_output_and_bad_targets() -> None:
         resolve_target("torch.nn:Nope")
     with pytest.raises(ValueError, match="returned a int, not an nn.Module"):
         build_model("import", target="builtins:int")
+
+
+def test_torchvision_imagenet_classification_file_loads_into_the_backbone(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    classifier = torchvision.models.mobilenet_v3_large(weights=None)
+    torch.save(classifier.state_dict(), tmp_path / "mobilenet_v3_large-8738ca79.pth")
+    model = build_model("lraspp_mobilenet_v3_large", num_classes=2,
+                        pretrained_backbone=tmp_path / "mobilenet_v3_large-8738ca79.pth")
+    assert torch.equal(model.backbone["16"][0].weight, classifier.features[16][0].weight)
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "foreign.pth")
+    with pytest.raises(ValueError, match="foreign.pth does not fit the backbone"):
+        build_model("lraspp_mobilenet_v3_large", num_classes=2, pretrained_backbone=tmp_path / "foreign.pth")
+
+
+def test_imported_network_loads_its_own_state_dict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = TupleNet(num_classes=2)
+    torch.save(source.state_dict(), tmp_path / "tuple_net.pth")
+    model = build_model("import", target=f"{__name__}:TupleNet", kwargs={"num_classes": 2},
+                        pretrained=tmp_path / "tuple_net.pth")
+    assert torch.equal(model.net.cls.weight, source.cls.weight)
+    with pytest.raises(ValueError, match=r"tuple_net.pth does not fit .*:TupleNet.*shape mismatch"):
+        build_model("import", target=f"{__name__}:TupleNet", kwargs={"num_classes": 5},
+                    pretrained=tmp_path / "tuple_net.pth")
