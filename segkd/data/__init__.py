@@ -1,8 +1,9 @@
-"""Data: the binary SOD layout, semseg lists and VOC, joint transforms, a synthetic generator
+"""Data: the binary SOD layout, semseg lists, VOC, Cityscapes, ADE20K and CamVid, joint transforms, a synthetic generator
 and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either."""
 from segkd.data.binary import BinarySegDataset, list_binary_samples
 from segkd.data.build import build_dataset, build_loader, list_samples, resolve_root
 from segkd.data.checks import check_data
+from segkd.data.classes import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_CLASSES, layout_palette
 from segkd.data.config import (
     SYNTHETIC_CLASSES,
     VOC_CLASSES,
@@ -11,6 +12,7 @@ from segkd.data.config import (
     SyntheticConfig,
     Task,
 )
+from segkd.data.layouts import LAYOUTS
 from segkd.data.readers import DataError, SamplePaths
 from segkd.data.semantic import SemanticSegDataset, read_pair_list, voc_pairs
 from segkd.data.synthetic import make_synthetic, voc_palette
@@ -21,6 +23,10 @@ from segkd.data.transforms import (
 )
 
 __all__ = [
+    "ADE20K_CLASSES",
+    "CAMVID_CLASSES",
+    "CITYSCAPES_CLASSES",
+    "LAYOUTS",
     "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
     "BinarySegDataset",
@@ -37,6 +43,7 @@ __all__ = [
     "build_loader",
     "build_train_transform",
     "check_data",
+    "layout_palette",
     "list_binary_samples",
     "list_samples",
     "make_synthetic",

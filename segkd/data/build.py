@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segkd.data.binary import BinarySegDataset, list_binary_samples
 from segkd.data.config import DataConfig, Split, Task
+from segkd.data.layouts import LAYOUTS
 from segkd.data.readers import DataError, Listing
 from segkd.data.semantic import (
     PathPair,
@@ -24,7 +25,7 @@ from segkd.data.transforms import MultiScaleCollate, build_eval_transform, build
 # Which layouts can feed which task.
 TASK_LAYOUTS: dict[str, tuple[str, ...]] = {
     "binary": ("binary", "synthetic"),
-    "semantic": ("semseg_list", "voc", "synthetic"),
+    "semantic": ("semseg_list", "voc", "synthetic", *LAYOUTS),
 }
 
 
@@ -78,6 +79,8 @@ def _semantic_pairs(cfg: DataConfig, root: Path, name: str) -> list[PathPair]:
         raise DataError("data.val_split: 'holdout' needs data.holdout > 0 (the fraction to hold out)")
     if cfg.layout == "voc":
         return voc_pairs(root, name, aug=cfg.voc_aug)
+    if cfg.layout in LAYOUTS:
+        return LAYOUTS[cfg.layout].pairs(root, name)
     return read_pair_list(root, name)
 
 
@@ -125,6 +128,7 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str
         ignore_index=cfg.ignore_index,
         transform=transform,
         long_side=cfg.long_side,
+        label_map=LAYOUTS[cfg.layout].label_map if cfg.layout in LAYOUTS else None,
     )
 
 

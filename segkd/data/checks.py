@@ -10,6 +10,7 @@ from functools import partial
 
 from segkd.data.build import list_samples, split_file_name
 from segkd.data.config import DataConfig, Split, Task
+from segkd.data.layouts import LAYOUTS, LabelMap
 from segkd.data.readers import (
     DataError,
     SamplePaths,
@@ -25,7 +26,8 @@ from segkd.data.readers import (
 __all__ = ["DataError", "check_data"]
 
 
-def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int) -> list[str]:
+def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int,
+             label_map: LabelMap | None = None) -> list[str]:
     """Every problem of one sample: unreadable files, size mismatch, invalid label values."""
     problems: list[str] = []
     try:
@@ -35,6 +37,8 @@ def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: in
         image = None
     try:
         mask = read_binary_mask(sample.mask) if task == "binary" else read_label(sample.mask)
+        if label_map is not None and task == "semantic":
+            mask = label_map(mask, sample.mask)
     except DataError as exc:
         problems.append(str(exc))
         return problems
@@ -72,8 +76,10 @@ def check_data(
         ...     print(line)
     """
     problems: list[str] = []
+    layout = LAYOUTS.get(cfg.layout)
     inspect = partial(
-        _inspect, task=task, num_classes=cfg.num_classes, ignore_index=cfg.ignore_index
+        _inspect, task=task, num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
+        label_map=layout.label_map if layout is not None else None,
     )
     workers = min(16, (os.cpu_count() or 1) * 2)
     for split in splits or ("train", "val"):

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from segkd.data.classes import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_CLASSES
+
 Task = Literal["semantic", "binary"]
 Split = Literal["train", "val"]
 
@@ -28,6 +30,11 @@ F3NET_MEAN = (124.55, 118.90, 102.94)
 F3NET_STD = (56.77, 55.97, 57.50)
 
 Triple = tuple[float, float, float]
+
+# Layouts of public data sets whose class list is fixed (see segkd.data.layouts).
+LAYOUT_CLASSES: dict[str, tuple[str, ...]] = {
+    "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES, "camvid": CAMVID_CLASSES,
+}
 
 
 class SyntheticConfig(BaseModel):
@@ -62,11 +69,12 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    layout: Literal["binary", "semseg_list", "voc", "synthetic"] = Field(
+    layout: Literal["binary", "semseg_list", "voc", "synthetic", "cityscapes", "ade20k", "camvid"] = Field(
         "synthetic",
         description="binary: ROOT/Image, ROOT/Mask and ROOT/{split}.txt of names; semseg_list: "
         "list files of 'image_relpath label_relpath' lines; voc: the VOC 2012 folder layout; "
-        "synthetic: a generated set of textured shapes.",
+        "synthetic: a generated set of textured shapes; cityscapes / ade20k / camvid: those data "
+        "sets' own folders, labels mapped to train ids (see segkd.data.layouts).",
     )
     root: Path | None = Field(
         None,
@@ -100,12 +108,13 @@ class DataConfig(BaseModel):
         ge=1,
         description="Semantic classes including background. Binary tasks always predict one "
         "foreground channel and ignore this. For layout synthetic it follows "
-        "synthetic.num_classes.",
+        "synthetic.num_classes; cityscapes, ade20k and camvid set it (19, 150, 11).",
     )
     class_names: list[str] | None = Field(
         None,
         description="One name per class. None: the VOC names when num_classes is 21, the shape "
-        "names for the synthetic set, else class0, class1, ...",
+        "names for the synthetic set, the data set's names for cityscapes / ade20k / camvid, "
+        "else class0, class1, ...",
     )
     ignore_index: int = Field(255, ge=0, description="Label value excluded from loss and metrics.")
 
@@ -198,6 +207,15 @@ class DataConfig(BaseModel):
                     f"num_classes ({self.num_classes}) differs from synthetic.num_classes "
                     f"({self.synthetic.num_classes}); the synthetic set decides the class count"
                 )
+        if self.layout in LAYOUT_CLASSES:
+            count = len(LAYOUT_CLASSES[self.layout])
+            if "num_classes" not in self.model_fields_set:
+                self.num_classes = count
+            elif self.num_classes != count:
+                raise ValueError(
+                    f"num_classes ({self.num_classes}) differs from the {count} classes of layout "
+                    f"'{self.layout}'; leave num_classes out"
+                )
         if self.class_names is None:
             self.class_names = _default_class_names(self.layout, self.num_classes)
         elif len(self.class_names) != self.num_classes:
@@ -226,6 +244,8 @@ class DataConfig(BaseModel):
 def _default_class_names(layout: str, num_classes: int) -> list[str]:
     if layout == "synthetic":
         return list(SYNTHETIC_CLASSES[:num_classes])
+    if layout in LAYOUT_CLASSES:
+        return list(LAYOUT_CLASSES[layout])
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return [f"class{index}" for index in range(num_classes)]

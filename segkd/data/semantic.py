@@ -13,7 +13,7 @@ Labels are PNGs of class indices (palette or grey); 255 marks pixels to ignore.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         transform: joint transform applied to ``(Image 3×H×W, Mask 1×H×W)``.
         long_side: when given, each image (bilinear) and label (nearest) is resized on reading so
             that its long side has this many pixels, before ``transform``.
+        label_map: ``(label, path) -> train ids`` applied to each label file as read (the
+            Cityscapes / ADE20K / CamVid layouts); it raises ``DataError`` on foreign values.
 
     Raises:
         DataError: at construction if a listed file is missing; at load time if a file is
@@ -147,6 +149,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         ignore_index: int = 255,
         transform: JointTransform | None = None,
         long_side: int | None = None,
+        label_map: Callable[[np.ndarray, Path], np.ndarray] | None = None,
     ) -> None:
         if (pairs is None) == (list_file is None):
             raise ValueError("give exactly one of pairs and list_file")
@@ -161,6 +164,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         self.ignore_index = ignore_index
         self.transform = transform
         self.long_side = long_side
+        self.label_map = label_map
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -168,6 +172,8 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image_array, label_array = read_image(sample.image), read_label(sample.mask)
+        if self.label_map is not None:
+            label_array = self.label_map(label_array, sample.mask)
         check_same_size(image_array, label_array, sample)
         check_label_values(label_array, self.num_classes, self.ignore_index, sample.mask)
         if self.long_side is not None:

@@ -15,7 +15,7 @@ import timm
 from torch import nn
 
 from segkd.models.packaged import resolve_weights
-from segkd.models.weights import load_backbone_weights
+from segkd.models.weights import HUB_WEIGHTS, load_backbone_weights, require_hub_weights
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,9 @@ def create_backbone(
         output_stride: 32 (plain), 16 or 8. Below 32 the last stages keep their resolution and
             use dilated convolutions instead (for ResNets at 8: stages 3 and 4, dilation 2 and 4).
         pretrained: a local weight file (torchvision, timm, or a checkpoint wrapping one); see
-            :func:`segkd.models.weights.load_backbone_weights`. Nothing is ever downloaded.
+            :func:`segkd.models.weights.load_backbone_weights`. ``"imagenet"``: timm's hub
+            weights, downloaded by timm; without internet it fails at once, naming the file to
+            pass instead (:func:`segkd.models.weights.require_hub_weights`).
         out_indices: which stages to return (timm's numbering; 1..4 are the strides 4..32
             stages of a ResNet).
         uniform_dilation: how ResNet-style backbones (``layer1..layer4``) are dilated. timm and
@@ -59,16 +61,19 @@ def create_backbone(
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ValueError(f"unknown backbone '{name}'; close timm names: {close}")
+    from_hub = pretrained == HUB_WEIGHTS
+    if from_hub:
+        require_hub_weights(name)
     backbone = timm.create_model(
         name,
         features_only=True,
         output_stride=output_stride,
-        pretrained=False,
+        pretrained=from_hub,
         out_indices=tuple(out_indices),
     )
     if uniform_dilation and output_stride < 32:
         _dilate_resnet_stages_uniformly(backbone, name, output_stride)
-    if pretrained is not None:
+    if pretrained is not None and not from_hub:
         load_backbone_weights(backbone, resolve_weights(pretrained))
     return backbone
 

@@ -11,16 +11,26 @@ Accepted files:
   ``_blocks.0._depthwise_conv``, …), whose tensors map one-to-one, in order and shape, onto timm's
   ``efficientnet_lite0``.
 
+- timm's ``.safetensors`` files (what the Hugging Face hub serves);
+- EfficientNet-Lite1 / Lite2 files of the same naming (``efficientnet-lite1-77cc7160.pth``,
+  ``efficientnet-lite2-9656183e.pth``) map the same way onto ``efficientnet_lite1`` / ``_lite2``.
+
+``pretrained: imagenet`` instead asks timm for its hub weights (:func:`require_hub_weights`): on
+a machine without internet this fails at once, naming the file to fetch and pass instead.
+
 Keys of the classifier that ``features_only`` dropped (``fc.*``, ``classifier.*``, ``conv_head.*``)
 are ignored; anything else that does not fit is a ``ValueError`` naming the file and the keys.
 """
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -30,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 
+HUB_WEIGHTS = "imagenet"  # the ``pretrained`` value that asks timm's hub instead of a file
 _WRAPPER_KEYS = ("state_dict", "model")
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHOWN_KEYS = 4
 
 
@@ -81,8 +93,13 @@ def read_state_dict(path: str | Path) -> StateDict:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
-        content: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # timm's dependency
+
+            content: Any = load_file(path, device="cpu")
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         raise ValueError(
             f"weights file {path} cannot be read as a PyTorch file: {error}"
         ) from error
@@ -137,6 +154,46 @@ def remap_by_order(
             )
         remapped[dst] = source[src]
     return remapped
+
+
+def require_hub_weights(name: str, *, timeout: float = 3.0) -> None:
+    """Make sure timm can get the ImageNet weights of ``name`` now, or fail at once saying how.
+
+    The weights are there when they sit in the Hugging Face cache; otherwise the hub must be
+    reachable: ``HF_HUB_OFFLINE`` set, or no connection to the host within ``timeout`` seconds,
+    is an error (rather than a download that hangs) naming the file to fetch on a machine with
+    internet and pass as a local ``pretrained`` file.
+
+    Raises:
+        ValueError: timm has no weights for ``name``, or they cannot be fetched from here.
+    """
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    url = getattr(cfg, "url", None)
+    if cfg is None or not (hub_id or url):
+        raise ValueError(f"model.pretrained: timm has no ImageNet weights for backbone '{name}'; "
+                         "give a local weight file instead")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in _HUB_FILES):
+            return
+    files = [f"https://huggingface.co/{hub_id}/resolve/main/model.safetensors"] if hub_id else []
+    files += [url] if url else []
+    advice = (
+        f"on a machine with internet, download {' or '.join(files)} and set model.pretrained "
+        "to that local file (or run once with internet so the hub cache holds it)"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ValueError(f"model.pretrained: imagenet needs the internet but HF_HUB_OFFLINE is set; {advice}")
+    host = "huggingface.co" if hub_id else (urlparse(url).hostname or "")
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(
+            f"model.pretrained: imagenet needs the internet, and {host} cannot be reached "
+            f"({error}); {advice}"
+        ) from error
 
 
 def _holds_tensors(mapping: Mapping[Any, Any]) -> bool:
