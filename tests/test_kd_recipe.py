@@ -136,3 +136,15 @@ def test_distill_share_scales_task_terms_by_one_minus_alpha_and_methods_by_alpha
     assert plain["logits_kd/kd"].item() > 1e-6
     assert mixed["task"].item() == pytest.approx(0.75 * plain["task"].item(), rel=1e-5)
     assert mixed["logits_kd/kd"].item() == pytest.approx(0.25 * plain["logits_kd/kd"].item(), rel=1e-5)
+
+
+def test_shipped_kd_configs_follow_the_recipe_and_the_source_recipe_is_kept():
+    from segkd.config import load_config
+
+    recipe, alone = load_config("kd_pspnet50_to_18_voc"), load_config("pspnet18_voc")
+    assert recipe.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}]
+    assert recipe.loss.distill_share == 0.5 and recipe.schedule.warmup == alone.schedule.warmup > 0
+    assert (recipe.optim, recipe.train.epochs, recipe.data) == (alone.optim, alone.train.epochs, alone.data)
+    source = load_config("kd_pspnet50_to_18_voc_source_exact")
+    assert source.loss.distill_share is None and source.loss.main_weight == 0.25
+    assert source.schedule.warmup == 0.0 and source.distill.methods[0]["source_exact"] is True
