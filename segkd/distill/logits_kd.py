@@ -26,22 +26,34 @@ class LogitsKD(DistillMethod):
     """Pixel-wise KD (Hinton et al. 2015; the pixel-wise term of Liu et al., CVPR 2019).
 
     ``loss = T² · mean over labelled pixels of KL(softmax(t/T) ‖ softmax(s/T))``; pixels labelled
-    ``ignore_index`` are skipped (the mask is resized with nearest neighbour when the logits
-    are smaller than it).
+    with the data's ignore index (``data.ignore_index``, set by the trainer) are skipped, the
+    mask being resized with nearest neighbour to the logits' size.
+
+    Defaults follow the segmentation references (SKD's pixel-wise term, CIRKD's and its
+    successors' KD baseline): T = 1 on the classifier's logits before upsampling (feature point
+    ``logits``, 1/8 of the input at output stride 8). ``at="out"`` distils the logits upsampled to
+    the input size instead (the PSPNet knowledge-distillation repository); other T are options.
+
+    ``standardize=True`` is the logit standardization of Sun et al. ("Logit Standardization in
+    Knowledge Distillation", CVPR 2024): each pixel's logit vector, student's and teacher's
+    separately, is z-scored over classes, ``(z − mean_c z) / (std_c z + 1e-7)`` with the unbiased
+    std as the authors' code, before the softmax at T (then the paper's base temperature).
+    Binary (one-channel) logits have no class vector to standardise: an error says so.
 
     ``source_exact=True`` reproduces the PSPNet knowledge-distillation repository instead:
     ``F.kl_div(log_softmax(s/T), softmax(t/T), reduction="mean") · T² · 19``, i.e. the KL summed
     over classes is divided by N·C·H·W (not N·H·W), multiplied by the constant 19, and ignore /
-    padding pixels are NOT masked out. Its recipe also uses T = 1.9 and re-weights the task loss
-    to 0.25·CE with a KD weight of 0.75 (set those in the config).
+    padding pixels are NOT masked out, on the logits at input size (``at`` defaults to ``"out"``
+    then). Its recipe also uses T = 1.9 and re-weights
+    the task loss to 0.25·CE with a KD weight of 0.75 (set those in the config).
 
     Args:
         T: softmax temperature.
         weight: factor of the returned term.
-        at: ``"out"`` (logits at input size, as the source repo) or ``"logits"`` (the
-            classifier's output before upsampling: the same information, 64× fewer pixels).
+        at: ``"logits"`` (the classifier's output before upsampling) or ``"out"`` (input size);
+            unset: ``"logits"``, or ``"out"`` with ``source_exact`` (where the source distils).
         source_exact: reproduce the source repo's formula and its unmasked pixels.
-        ignore_index: label of pixels that carry no supervision.
+        standardize: z-score each pixel's logits over classes first (Sun et al., CVPR 2024).
 
     Binary models (one output channel) use the per-pixel Bernoulli distribution sigmoid(z/T)
     instead of a softmax, the two-class case of the same loss (``kl_binary``), over all pixels.
@@ -52,27 +64,33 @@ class LogitsKD(DistillMethod):
 
     paper = (
         "Hinton et al., Distilling the Knowledge in a Neural Network, 2015; Liu et al., "
-        "Structured Knowledge Distillation for Semantic Segmentation, CVPR 2019 (pixel-wise)"
+        "Structured Knowledge Distillation for Semantic Segmentation, CVPR 2019 (pixel-wise); "
+        "option standardize: Sun et al., Logit Standardization in Knowledge Distillation, CVPR 2024"
     )
     task = "any"
+    terms = {"kd": "T²·KL(teacher ‖ student) of each labelled pixel's class distribution"}
 
     def __init__(
         self,
-        T: float = 4.0,
+        T: float = 1.0,
         weight: float = 1.0,
-        at: str = "out",
+        at: str | None = None,
         source_exact: bool = False,
-        ignore_index: int = 255,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        at = at or ("out" if source_exact else "logits")  # the source repo distils at "out"
         check_choice("at", at, ("out", "logits"))
         if T <= 0:
             raise ValueError(f"option 'T' must be > 0, got {T}")
+        if standardize and source_exact:
+            raise ValueError("options 'standardize' and 'source_exact' exclude each other: "
+                             "the source repo's formula has no standardisation")
         self.T = T
         self.weight = weight
         self.at = at
         self.source_exact = source_exact
-        self.ignore_index = ignore_index
+        self.standardize = standardize
         taps = {} if at == "out" else {"logits": "logits"}
         self.student_taps = dict(taps)
         self.teacher_taps = dict(taps)
@@ -87,6 +105,12 @@ class LogitsKD(DistillMethod):
         student_logits = student[self.at]
         teacher_logits = teacher[self.at].detach()
         with full_precision(student_logits):
+            if self.standardize:
+                if student_logits.shape[1] == 1:
+                    raise ValueError("logits_kd: standardize=True needs class logits (C > 1); "
+                                     "a one-channel binary output has no class vector to z-score")
+                student_logits = standardize_logits(student_logits.float())
+                teacher_logits = standardize_logits(teacher_logits.float())
             if student_logits.shape[1] == 1:
                 loss = kl_binary(student_logits, teacher_logits, self.T)
             elif self.source_exact:
@@ -111,3 +135,9 @@ class LogitsKD(DistillMethod):
         # what F.kl_div(reduction="mean") gives: the sum over classes is averaged over classes too
         kl_mean_over_all_elements = kl_sum / student_logits.numel()
         return kl_mean_over_all_elements * t * t * SOURCE_REPO_CITYSCAPES_FACTOR
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score B×C×h×w logits over the class dim (unbiased std, as Sun et al.'s code)."""
+    mean = logits.mean(dim=1, keepdim=True)
+    return (logits - mean) / (logits.std(dim=1, keepdim=True) + eps)
