@@ -284,3 +284,56 @@ def test_feature_taps_context_removes_hooks_on_error_and_probe_uses_it():
     with pytest.raises(RuntimeError, match="forward failed"):
         probe(failing, {"f": "a"}, torch.zeros(1, 3, 2, 2), train_mode=True)
     assert hook_count(failing) == 0
+
+
+# ----------------------------------------------------------------------------- SKD holistic term
+def test_skd_defaults_are_the_authors_code():
+    method = build_method({"name": "skd"})
+    assert (method.pool_scale, method.pool_size, method.weight) == (0.5, None, 1.0)
+    assert (method.adv_weight, method.gp_weight) == (0.1, 10.0)
+    assert method.teacher_taps["skd_scores"] == "logits"
+    assert "skd_scores" not in build_method({"name": "skd", "adv_weight": 0.0}).student_taps
+
+
+def test_skd_discriminator_is_the_references_at_its_score_map_size():
+    from torch.nn.utils import parametrize
+
+    from segkd.distill.discriminator import ScoreMapDiscriminator, SelfAttention
+
+    critic = ScoreMapDiscriminator(19, (65, 65))  # a 512 crop at output stride 8, 19 classes
+    convs = [m for m in critic.modules() if isinstance(m, nn.Conv2d) and parametrize.is_parametrized(m)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512]  # four spectral-norm layers
+    assert [a.value.in_channels for a in critic.modules() if isinstance(a, SelfAttention)] == [256, 512]
+    assert critic(torch.randn(2, 19, 65, 65)).shape == (2, 1, 1, 1)
+    assert ScoreMapDiscriminator(3, (4, 4))(torch.randn(2, 3, 4, 4)).shape == (2, 1, 1, 1)  # tiny maps too
+
+
+def test_skd_one_backward_gives_the_references_student_and_critic_gradients():
+    # a linear critic D(x) = w·x + b per position makes every quantity hand-computable:
+    # ∇ₓ Σ D = w at each of the h·w positions, so the penalty is (‖w‖·√(h·w) − 1)² for any mix
+    method = build_method({"name": "skd", "adv_weight": 0.1, "gp_weight": 10.0, "d_lr_scale": 0.25})
+    method.discriminator = nn.Conv2d(2, 1, 1)
+    with torch.no_grad():
+        method.discriminator.weight.copy_(torch.tensor([0.6, -0.8]).view(1, 2, 1, 1))  # ‖w‖ = 1
+        method.discriminator.bias.fill_(0.3)
+    s = torch.tensor([[[[1.0, 2.0]], [[0.5, -1.0]]]], requires_grad=True)  # 1×2 classes×1×2
+    t = torch.tensor([[[[0.0, 1.0]], [[2.0, 0.5]]]])
+    terms = method.holistic(s, t)
+    d_s = [0.6 * 1.0 - 0.8 * 0.5 + 0.3, 0.6 * 2.0 + 0.8 * 1.0 + 0.3]  # D at each student pixel
+    d_t = [0.6 * 0.0 - 0.8 * 2.0 + 0.3, 0.6 * 1.0 - 0.8 * 0.5 + 0.3]
+    penalty = (1.0 * math.sqrt(2) - 1) ** 2
+    assert terms["skd_adv"].item() == pytest.approx(-0.1 * sum(d_s) / 2, rel=1e-6)
+    assert terms["skd_adv_d"].item() == pytest.approx(
+        0.1 * (sum(d_s) / 2 - sum(d_t) / 2 + 10.0 * penalty), rel=1e-5)
+
+    (terms["skd_adv"] + terms["skd_adv_d"]).backward()
+    # the student gets only its own term's gradient: −λ_d · w / (h·w) at each pixel
+    expected_s = torch.tensor([0.6, -0.8]).view(1, 2, 1, 1).expand(1, 2, 1, 2) * (-0.1 / 2)
+    assert torch.allclose(s.grad, expected_s, atol=1e-7)
+    # the critic gets only its own loss's gradient, times d_lr_scale:
+    # ∂/∂w = λ_d (mean s − mean t + λ_gp · 2(‖w‖√2 − 1) √2 w/‖w‖), ∂/∂b = 0
+    mean_s, mean_t = s.detach().mean(dim=(0, 2, 3)), t.mean(dim=(0, 2, 3))
+    w = torch.tensor([0.6, -0.8])
+    grad_w = 0.1 * (mean_s - mean_t + 10.0 * 2 * (math.sqrt(2) - 1) * math.sqrt(2) * w)
+    assert torch.allclose(method.discriminator.weight.grad.view(2), 0.25 * grad_w, atol=1e-6)
+    assert method.discriminator.bias.grad.abs().item() < 1e-7

@@ -434,7 +434,7 @@ def test_gradient_reaches_student_and_mapping_never_teacher(name: str) -> None:
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
     learnable = list(method.parameters())
-    assert (len(learnable) > 0) == (name in ("feature_kd", "cwd", "ifvd", "cirkd"))
+    assert (len(learnable) > 0) == (name in ("feature_kd", "cwd", "ifvd", "cirkd", "skd"))
     for parameter in learnable:
         assert parameter.grad is not None, f"{name}: a learnable part got no gradient"
 
