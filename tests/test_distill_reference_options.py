@@ -228,6 +228,11 @@ def _gather_worker(rank: int, port: int, out_dir: str) -> None:
         own = torch.tensor(unit([1.0, rank + 1.0])).view(1, 2, 1, 1)  # one pixel of class `rank`
         queues.enqueue(own, torch.tensor([[[rank]]]), ignore_index=255)
         torch.save(queues.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        # the same through the method's training forward: rank r's image is T_PIXELS[r:r + 1]
+        method = cirkd(pixel_memory_size=4, region_memory_size=4, pixel_contrast_size=4, region_contrast_size=4)
+        pixels = T_PIXELS[rank:rank + 1] * 3
+        method({CIRKD_TAP: as_map(pixels)}, {CIRKD_TAP: as_map(pixels)}, {"mask": torch.tensor([[[rank, 255, 255]]])})
+        torch.save(method.memory.state_dict(), os.path.join(out_dir, f"method{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -245,6 +250,11 @@ def test_cirkd_memory_gathers_every_ranks_batch(tmp_path):
             assert torch.allclose(state["regions"][cls, 0], expected, atol=1e-6)
             assert torch.allclose(state["pixels"][cls, 0], expected, atol=1e-6)
     assert torch.equal(states[0]["pixels"], states[1]["pixels"])
+    for rank in range(2):
+        memory = torch.load(tmp_path / f"method{rank}.pt")
+        assert memory["region_next"].tolist() == [1, 1, 0]  # both ranks' classes, nothing of class 2
+        for cls in range(2):
+            assert torch.allclose(memory["regions"][cls, 0], torch.tensor(unit(T_PIXELS[cls])), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- feature hooks

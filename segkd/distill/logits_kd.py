@@ -44,8 +44,8 @@ class LogitsKD(DistillMethod):
     ``F.kl_div(log_softmax(s/T), softmax(t/T), reduction="mean") · T² · 19``, i.e. the KL summed
     over classes is divided by N·C·H·W (not N·H·W), multiplied by the constant 19, and ignore /
     padding pixels are NOT masked out, on the logits at input size (``at`` defaults to ``"out"``
-    then). Its recipe also uses T = 1.9 and re-weights
-    the task loss to 0.25·CE with a KD weight of 0.75 (set those in the config).
+    then). Its recipe also uses T = 1.9 and re-weights the task loss to 0.25·CE with a KD weight
+    of 0.75 (set those in the config).
 
     Args:
         T: softmax temperature.

@@ -22,9 +22,10 @@ class StructuredKD(DistillMethod):
 
     Pair-wise (``skd_pairwise``): the feature map ``at`` is max-pooled into a grid of nodes
     (kernel ``pool_scale`` × its size, ceil mode: the authors' ``--pool-scale 0.5`` gives a 2×2
-    grid; ``pool_size`` = k, when set, pools k×k instead, as the CIRKD benchmark's 2), each node's channel
-    vector is L2-normalised and ``a_ij`` is the cosine similarity of nodes i, j; the loss is the
-    mean over images and node pairs of ``(a_ij^s − a_ij^t)²``, weight 1 (``--lambda-pa``). The
+    grid; ``pool_size`` = k, when set, pools k×k instead, as the CIRKD benchmark's 2), each
+    node's channel vector is L2-normalised and ``a_ij`` is the cosine similarity of nodes i, j;
+    the loss is the mean over images and node pairs of ``(a_ij^s − a_ij^t)²``, weight 1
+    (``--lambda-pa``). The
     student map is resized to the teacher's H×W when they differ. (The authors' code stops the
     gradient through the vector norms; here it flows through the normalisation.)
 
@@ -47,7 +48,6 @@ class StructuredKD(DistillMethod):
     """
 
     paper = "Liu et al., Structured Knowledge Distillation for Semantic Segmentation, CVPR 2019"
-    task = "semantic"
     terms = {
         "skd_pairwise": "squared difference of pooled-node cosine affinities",
         "skd_adv": "Wasserstein adversarial term of the student's score maps (holistic)",
