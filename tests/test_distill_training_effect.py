@@ -80,7 +80,7 @@ AGREEMENT_AND_KL, KL_ONLY = "agreement_and_kl", "kl_only"
 AUX_AGREEMENT_AND_KL, OWN_DISTANCE = "aux_agreement_and_kl", "own_distance"
 # Methods acting on the class scores move the student's argmax towards the teacher's and lower
 # the KL. Feature and relation methods shape features, not the class ranking: their agreement
-# stays where cross-entropy puts it (IFVD even lowers it: 0.667 vs 0.722) while the full
+# stays where cross-entropy puts it (IFVD even lowers it: 0.677 vs 0.722) while the full
 # distribution gets closer to the teacher's, so for them agreement would be a coin flip and the
 # KL is the robust criterion. The source recipe distils the teacher's logits into the student's
 # aux head; in ten steps that reaches the main output only through the shared stages (KL 0.925
