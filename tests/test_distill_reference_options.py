@@ -347,3 +347,14 @@ def test_skd_one_backward_gives_the_references_student_and_critic_gradients():
     grad_w = 0.1 * (mean_s - mean_t + 10.0 * 2 * (math.sqrt(2) - 1) * math.sqrt(2) * w)
     assert torch.allclose(method.discriminator.weight.grad.view(2), 0.25 * grad_w, atol=1e-6)
     assert method.discriminator.bias.grad.abs().item() < 1e-7
+
+
+def test_logits_kd_compares_a_student_at_another_stride_at_the_teachers_size():
+    torch.manual_seed(0)
+    s, t = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 2, 2)
+    mask = torch.tensor([[[0, 1], [255, 2]]])
+    out = LogitsKD()({"logits": s}, {"logits": t}, {"mask": mask})["kd"].item()
+    small = torch.nn.functional.interpolate(s, size=(2, 2), mode="bilinear", align_corners=False)
+    rows = [kl(softmax(t[0, :, i, j].tolist()), softmax(small[0, :, i, j].tolist()))
+            for i, j in ((0, 0), (0, 1), (1, 1))]
+    assert out == pytest.approx(sum(rows) / 3, rel=1e-5)

@@ -65,9 +65,10 @@ class Case:
 
 # Defaults except: FeatureKD's default place, the aux logits, exists only in training mode, which
 # a frozen teacher never is; "head" (512 vs 256 channels here) exercises its FitNets mapping.
+OPTIONS: dict[str, dict[str, Any]] = {"feature_kd": {"at": "head"}}
 # SKD's pair-wise term alone is judged by its own distance, which must not go through a trained
 # discriminator; its full default (with the holistic term) is the "holistic" variant.
-OPTIONS: dict[str, dict[str, Any]] = {"feature_kd": {"at": "head"}, "skd": {"adv_weight": 0.0}}
+OPTIONS["skd"] = {"adv_weight": 0.0}
 VARIANTS = [
     Case("feature_kd", {"student_at": "aux", "teacher_at": "out", "mapping": "none",
                         "loss": "smooth_l1"}, "source_recipe"),
@@ -93,8 +94,9 @@ AUX_AGREEMENT_AND_KL, OWN_DISTANCE = "aux_agreement_and_kl", "own_distance"
 TEACHER_STUDENT_CRITERIA = {
     "logits_kd": AGREEMENT_AND_KL, "dist": AGREEMENT_AND_KL, "cwd": AGREEMENT_AND_KL,
     "feature_kd": KL_ONLY, "feature_kd-source_recipe": AUX_AGREEMENT_AND_KL,
-    "skd": OWN_DISTANCE, "skd-holistic": KL_ONLY, "ifvd": KL_ONLY, "cirkd": KL_ONLY,
+    "skd": OWN_DISTANCE, "ifvd": KL_ONLY, "cirkd": KL_ONLY,
 }
+TEACHER_STUDENT_CRITERIA["skd-holistic"] = KL_ONLY
 # Terms that must fall. Left out: mutual KLs between heads (BYOT "kd", DHM "mimic", DKS
 # "synergy", FRSKD "soft", PSPSD "top_down" / "consistency"): all heads start at σ(0), so these
 # start near 0 and grow while the heads learn the mask at different speeds; and feature terms

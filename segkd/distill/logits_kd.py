@@ -14,6 +14,7 @@ from segkd.distill.functional import (
     kl_binary,
     kl_softmax,
     labels_at,
+    resize_like,
 )
 
 # The source repo multiplies its KD loss by 19, a class count copied from a Cityscapes code base;
@@ -27,7 +28,8 @@ class LogitsKD(DistillMethod):
 
     ``loss = T² · mean over labelled pixels of KL(softmax(t/T) ‖ softmax(s/T))``; pixels labelled
     with the data's ignore index (``data.ignore_index``, set by the trainer) are skipped, the
-    mask being resized with nearest neighbour to the logits' size.
+    mask being resized with nearest neighbour to the logits' size (and a student's logits
+    bilinearly to the teacher's when their output strides differ).
 
     Defaults follow the segmentation references (SKD's pixel-wise term, CIRKD's and its
     successors' KD baseline): T = 1 on the classifier's logits before upsampling (feature point
@@ -102,7 +104,8 @@ class LogitsKD(DistillMethod):
         batch: Mapping[str, Any],
     ) -> dict[str, torch.Tensor]:
         assert teacher is not None, "logits_kd needs a teacher"
-        student_logits = student[self.at]
+        # a student at another output stride than the teacher is compared at the teacher's size
+        student_logits = resize_like(student[self.at], teacher[self.at])
         teacher_logits = teacher[self.at].detach()
         with full_precision(student_logits):
             if self.standardize:
