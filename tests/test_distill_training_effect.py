@@ -66,15 +66,15 @@ class Case:
 # Defaults except: FeatureKD's default place, the aux logits, exists only in training mode, which
 # a frozen teacher never is; "head" (512 vs 256 channels here) exercises its FitNets mapping.
 OPTIONS: dict[str, dict[str, Any]] = {"feature_kd": {"at": "head"}}
-# SKD's pair-wise term alone is judged by its own distance, which must not go through a trained
-# discriminator; its full default (with the holistic term) is the "holistic" variant.
-OPTIONS["skd"] = {"adv_weight": 0.0}
 VARIANTS = [
     Case("feature_kd", {"student_at": "aux", "teacher_at": "out", "mapping": "none",
                         "loss": "smooth_l1"}, "source_recipe"),
     Case("skd", {}, "holistic"),
     Case("tfkd", {"mode": "reg"}, "reg"),
 ]
+# SKD's pair-wise term alone is judged by its own distance, which must not go through a trained
+# discriminator; its full default (with the holistic term) is the "holistic" variant.
+OPTIONS["skd"] = {"adv_weight": 0.0}
 CASES = [Case(name, OPTIONS.get(name, {})) for name in METHODS.names()] + VARIANTS
 
 AGREEMENT_AND_KL, KL_ONLY = "agreement_and_kl", "kl_only"
