@@ -4,6 +4,7 @@ ignore label, CIRKD's class memories (DDP included) and feature hooks that never
 Expected values are written out in plain Python."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import socket
@@ -358,3 +359,20 @@ def test_logits_kd_compares_a_student_at_another_stride_at_the_teachers_size():
     rows = [kl(softmax(t[0, :, i, j].tolist()), softmax(small[0, :, i, j].tolist()))
             for i, j in ((0, 0), (0, 1), (1, 1))]
     assert out == pytest.approx(sum(rows) / 3, rel=1e-5)
+
+
+def test_logits_kd_falls_back_to_out_for_a_model_without_a_logits_point():
+    from segkd.engine.builders import prepare_methods
+    from segkd.models import build_model
+
+    plain = Tiny()  # a user's network: no feature points at all
+    pspnet = build_model("pspnet", backbone="resnet18", num_classes=2, output_stride=8)
+    example = torch.randn(2, 3, 32, 32)
+    unset, explicit = build_method({"name": "logits_kd"}), build_method({"name": "logits_kd", "at": "logits"})
+    assert prepare_methods(nn.ModuleList([unset]), plain, pspnet.eval(), example) == ({}, {})
+    assert unset.at == "out"
+    both = build_method({"name": "logits_kd"})
+    student_taps, _ = prepare_methods(nn.ModuleList([both]), pspnet, copy.deepcopy(pspnet).eval(), example)
+    assert both.at == "logits" and student_taps == {"logits": "logits"}
+    with pytest.raises(KeyError, match="no module 'logits'"):  # asked for explicitly: no silent change
+        prepare_methods(nn.ModuleList([explicit]), plain, pspnet.eval(), example)

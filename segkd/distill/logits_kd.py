@@ -6,16 +6,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import (
-    check_choice,
-    full_precision,
-    kl_binary,
-    kl_softmax,
-    labels_at,
-    resize_like,
-)
+from segkd.distill.functional import check_choice, full_precision, kl_binary, kl_softmax, labels_at, resize_like
 
 # The source repo multiplies its KD loss by 19, a class count copied from a Cityscapes code base;
 # it is kept only for the ``source_exact`` reproduction and does not follow the data set.
@@ -53,7 +47,8 @@ class LogitsKD(DistillMethod):
         T: softmax temperature.
         weight: factor of the returned term.
         at: ``"logits"`` (the classifier's output before upsampling) or ``"out"`` (input size);
-            unset: ``"logits"``, or ``"out"`` with ``source_exact`` (where the source distils).
+            unset: ``"logits"``, or ``"out"`` with ``source_exact`` (where the source distils) or
+            when a model names no ``logits`` feature point (a user's own network).
         source_exact: reproduce the source repo's formula and its unmasked pixels.
         standardize: z-score each pixel's logits over classes first (Sun et al., CVPR 2024).
 
@@ -81,6 +76,7 @@ class LogitsKD(DistillMethod):
         standardize: bool = False,
     ) -> None:
         super().__init__()
+        self.at_given = at is not None
         at = at or ("out" if source_exact else "logits")  # the source repo distils at "out"
         check_choice("at", at, ("out", "logits"))
         if T <= 0:
@@ -90,19 +86,26 @@ class LogitsKD(DistillMethod):
                              "the source repo's formula has no standardisation")
         self.T = T
         self.weight = weight
-        self.at = at
         self.source_exact = source_exact
         self.standardize = standardize
+        self._place(at)
+
+    def _place(self, at: str) -> None:
+        self.at = at
         taps = {} if at == "out" else {"logits": "logits"}
         self.student_taps = dict(taps)
         self.teacher_taps = dict(taps)
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """``at`` unset and a model without a ``logits`` feature point (a user's own network):
+        distil its output ``out`` instead, so any pair of models can be distilled."""
+        if not self.at_given and self.at == "logits" and not all(
+            "logits" in getattr(m, "feature_points", {}) for m in (student, teacher) if m is not None
+        ):
+            self._place("out")
+
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         assert teacher is not None, "logits_kd needs a teacher"
         # a student at another output stride than the teacher is compared at the teacher's size
         student_logits = resize_like(student[self.at], teacher[self.at])
@@ -120,27 +123,18 @@ class LogitsKD(DistillMethod):
                 loss = self._source_repo_loss(student_logits.float(), teacher_logits.float())
             else:
                 labels = labels_at(batch["mask"], student_logits.shape[-2:])
-                loss = kl_softmax(
-                    student_logits, teacher_logits, self.T, valid=labels != self.ignore_index
-                )
+                loss = kl_softmax(student_logits, teacher_logits, self.T, valid=labels != self.ignore_index)
         return {"kd": self.weight * loss}
 
-    def _source_repo_loss(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
-    ) -> torch.Tensor:
+    def _source_repo_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """The source repo's formula, quirks included (mean over N·C·H·W, ×19, no ignore mask)."""
         t = self.T
-        kl_sum = F.kl_div(
-            F.log_softmax(student_logits / t, dim=1),
-            F.softmax(teacher_logits / t, dim=1),
-            reduction="sum",
-        )
-        # what F.kl_div(reduction="mean") gives: the sum over classes is averaged over classes too
-        kl_mean_over_all_elements = kl_sum / student_logits.numel()
+        log_p_s, p_t = F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1)
+        # F.kl_div(reduction="mean"): the KL summed over classes is averaged over classes too
+        kl_mean_over_all_elements = F.kl_div(log_p_s, p_t, reduction="sum") / student_logits.numel()
         return kl_mean_over_all_elements * t * t * SOURCE_REPO_CITYSCAPES_FACTOR
 
 
 def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Z-score B×C×h×w logits over the class dim (unbiased std, as Sun et al.'s code)."""
-    mean = logits.mean(dim=1, keepdim=True)
-    return (logits - mean) / (logits.std(dim=1, keepdim=True) + eps)
+    return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + eps)

@@ -104,8 +104,11 @@ def prepare_methods(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Bind methods, build their learnable parts from probed shapes, check teacher/student fit.
 
+    Methods are bound first: a method may settle its taps on the models it is given.
     Returns the student and teacher taps to install during training.
     """
+    for method in methods:
+        method.bind(student, teacher)
     student_taps = merged_taps(methods, "student")
     teacher_taps = merged_taps(methods, "teacher") if teacher is not None else {}
     s = probe(student, student_taps, example, train_mode=True, role="student")
@@ -116,7 +119,6 @@ def prepare_methods(
             f"{tuple(t['out'].shape)} (B×classes×H×W); they must predict the same classes at the same size"
         )
     for method in methods:
-        method.bind(student, teacher)
         method.setup(
             {k: v.shape for k, v in s.items()},
             {k: v.shape for k, v in t.items()} if t is not None else None,
