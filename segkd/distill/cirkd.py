@@ -45,6 +45,8 @@ class CrossImageRelationalKD(DistillMethod):
     Where the reference code errs, segkd does not: its pixel enqueue draws random pixels of the
     whole image for each class; here they are pixels of that class. The class count is the
     teacher's output channels; labels outside it or equal to the ignore index are not stored.
+    Cost: each labelled pixel is scored against K·(4096 + 1024) memory entries per step, cheap on
+    a GPU, slow on a CPU: lower the ``*_contrast_size`` options there.
 
     Returns ``{"cirkd_batch", "cirkd_pixel_memory", "cirkd_region_memory"}``, each weighted.
     """
