@@ -273,7 +273,8 @@ def test_skd_max_pools_nodes_and_pool_scale_matches_the_same_kernel(size: int) -
 
 
 # ----------------------------------------------------------------------------- ifvd
-def expected_ifv(student: list, teacher: list, mask: list) -> float:
+def expected_ifv(student: list, teacher: list, mask: list, labelled_only: bool = False) -> float:
+    """Sum of squared IFV differences over labelled pixels / (labelled or all 4 pixels)."""
     def ifv_map(x: list) -> dict[tuple[int, int], float]:
         labelled = [(i, j) for i in range(2) for j in range(2) if mask[i][j] != 255]
         cos = {}
@@ -284,16 +285,28 @@ def expected_ifv(student: list, teacher: list, mask: list) -> float:
         return cos
 
     s_map, t_map = ifv_map(student), ifv_map(teacher)
-    return sum((s_map[k] - t_map[k]) ** 2 for k in s_map) / len(s_map)
+    return sum((s_map[k] - t_map[k]) ** 2 for k in s_map) / (len(s_map) if labelled_only else 4)
 
 
-def test_ifvd_matches_prototype_cosine_formula() -> None:
+@pytest.mark.parametrize("mean_over", ["all", "labelled"])
+def test_ifvd_matches_prototype_cosine_formula(mean_over: str) -> None:
     mask = [[0, 0], [1, 255]]
     s, t = tensors(STUDENT_2X2, TEACHER_2X2)
-    method = prepared("ifvd", s, t, weight=10.0)
+    method = prepared("ifvd", s, t, weight=10.0, mean_over=mean_over)
     out = call(method, s, t, torch.tensor([mask]))["ifvd"].item()
-    assert out == pytest.approx(10.0 * expected_ifv(STUDENT_2X2, TEACHER_2X2, mask), rel=1e-5)
+    expected = expected_ifv(STUDENT_2X2, TEACHER_2X2, mask, labelled_only=mean_over == "labelled")
+    assert out == pytest.approx(10.0 * expected, rel=1e-5)
     assert out > 0
+
+
+def test_ifvd_default_is_the_authors_mean_over_every_pixel() -> None:
+    # the authors' code: an ignored pixel's "prototype" is its own feature, cos 1 for both
+    # models, so it adds 0 to the MSE over all B·h·w pixels: 3 labelled of 4 → 3/4 of the mean
+    mask = [[0, 0], [1, 255]]
+    s, t = tensors(STUDENT_2X2, TEACHER_2X2)
+    every = call(prepared("ifvd", s, t), s, t, torch.tensor([mask]))["ifvd"].item()
+    labelled = call(prepared("ifvd", s, t, mean_over="labelled"), s, t, torch.tensor([mask]))["ifvd"].item()
+    assert every == pytest.approx(labelled * 3 / 4, rel=1e-6)
 
 
 def test_ifvd_ignores_ignore_pixels_and_downsamples_the_mask() -> None:
@@ -362,7 +375,8 @@ def test_cirkd_in_batch_pixel_relations() -> None:
     tau = 0.5
     s = torch.tensor(CIRKD_STUDENT, requires_grad=True)
     t = torch.tensor(CIRKD_TEACHER, requires_grad=True)
-    method = prepared("cirkd", s, t, tau=tau, projection="none")
+    method = prepared("cirkd", s, t, tau=tau, projection="none", pixel_memory_size=4,
+                      region_memory_size=2)
     pair_values = []
     for i in range(2):
         for j in range(2):
@@ -373,36 +387,8 @@ def test_cirkd_in_batch_pixel_relations() -> None:
             ]
             pair_values.append(sum(rows) / len(rows))
     out = call(method, s, t, torch.zeros(2, 1, 2, dtype=torch.long))
+    assert set(out) == {"cirkd_batch", "cirkd_pixel_memory", "cirkd_region_memory"}
     assert out["cirkd_batch"].item() == pytest.approx(sum(pair_values) / 4, rel=1e-5)
-    assert out["cirkd_memory"].item() == 0.0  # nothing stored before the first step
-
-
-def test_cirkd_memory_term_and_queue_update() -> None:
-    tau, kd_tau = 0.5, 2.0
-    s = torch.tensor(CIRKD_STUDENT, requires_grad=True)
-    t = torch.tensor(CIRKD_TEACHER, requires_grad=True)
-    method = prepared("cirkd", s, t, tau=tau, kd_tau=kd_tau, projection="none", memory_size=8,
-                      enqueue_per_image=8, memory_weight=1.0)
-    bank = [unit([1.0, 0.0]), unit([1.0, 1.0]), unit([-0.3, 1.0])]
-    method.memory[:3] = torch.tensor(bank)
-    method.memory_filled.fill_(3)
-    method.memory_next.fill_(3)
-    mask = torch.tensor([[[0, 255]], [[1, 2]]])  # image 0's second pixel is ignored
-    labelled = [(0, 0), (1, 0), (1, 1)]
-    rows = []
-    for b, j in labelled:
-        s_vec, t_vec = unit(pixel(CIRKD_STUDENT[b], 0, j)), unit(pixel(CIRKD_TEACHER[b], 0, j))
-        rows.append(kl(softmax([cosine(t_vec, m) / (tau * kd_tau) for m in bank]),
-                       softmax([cosine(s_vec, m) / (tau * kd_tau) for m in bank])))
-    out = call(method, s, t, mask)
-    assert out["cirkd_memory"].item() == pytest.approx(sum(rows) / 3 * kd_tau**2, rel=1e-5)
-    # the three labelled teacher pixels were queued after the loss, ignored pixel not
-    assert int(method.memory_filled) == 6
-    stored = sorted(tuple(round(v, 5) for v in row) for row in method.memory[3:6].tolist())
-    queued = sorted(
-        tuple(round(v, 5) for v in unit(pixel(CIRKD_TEACHER[b], 0, j))) for b, j in labelled
-    )
-    assert stored == queued
 
 
 @pytest.mark.parametrize(
@@ -412,9 +398,12 @@ def test_cirkd_memory_term_and_queue_update() -> None:
 def test_cirkd_projection_head(mode: str, student_channels: int, built: bool) -> None:
     method = build_method({"name": "cirkd", "projection": mode})
     key = next(iter(method.student_taps))
-    method.setup({key: torch.Size([1, student_channels, 2, 2])}, {key: torch.Size([1, 2, 2, 2])})
+    teacher = {key: torch.Size([1, 2, 2, 2]), "out": torch.Size([1, 2, 8, 8])}
+    method.setup({key: torch.Size([1, student_channels, 2, 2])}, teacher)
     assert (method.projection is not None) == built
-    assert method.memory.shape == (4096, 2)
+    # one queue per class (the teacher's 2 output channels here) of the reference's sizes
+    assert method.memory.pixels.shape == (2, 20000, 2)
+    assert method.memory.regions.shape == (2, 2000, 2)
 
 
 # ----------------------------------------------------------------------------- all methods
@@ -438,8 +427,6 @@ def random_mask() -> torch.Tensor:
 def test_gradient_reaches_student_and_mapping_never_teacher(name: str) -> None:
     channels = 3 if name in ("logits_kd", "dist", "skd") else 5  # mappings appear where possible
     method, s, t = random_pair(name, channels)
-    if name == "cirkd":
-        call(method, s.detach(), t.detach(), random_mask())  # fill the queue first
     terms = call(method, s, t, random_mask())
     loss = total(terms)
     assert loss.dim() == 0 and torch.isfinite(loss) and loss.item() > 0
@@ -447,7 +434,7 @@ def test_gradient_reaches_student_and_mapping_never_teacher(name: str) -> None:
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
     learnable = list(method.parameters())
-    assert (len(learnable) > 0) == (name in ("feature_kd", "cwd", "ifvd", "cirkd"))
+    assert (len(learnable) > 0) == (name in ("feature_kd", "cwd", "ifvd", "cirkd", "skd"))
     for parameter in learnable:
         assert parameter.grad is not None, f"{name}: a learnable part got no gradient"
 
@@ -497,5 +484,5 @@ def test_logits_kd_on_binary_logits_is_the_bernoulli_kl():
         ps, pt = 1 / (1 + math.exp(-zs / T)), 1 / (1 + math.exp(-zt / T))
         expected += pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
     expected = expected / 2 * T * T
-    out = LogitsKD(T=T)({"out": s}, {"out": t}, {"mask": torch.zeros(1, 1, 1, 2)})
+    out = LogitsKD(T=T, at="out")({"out": s}, {"out": t}, {"mask": torch.zeros(1, 1, 1, 2)})
     assert out["kd"].item() == pytest.approx(expected, rel=1e-6)

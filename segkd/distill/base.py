@@ -10,8 +10,8 @@ What a method sees in ``forward(student, teacher, batch)``:
   merged with the tensors captured at ``student_taps`` (keys = the tap's local name).
 - ``teacher``: the same for the teacher (``None`` when ``needs_teacher`` is False). Teacher
   tensors come from a frozen model run without gradients.
-- ``batch``: the data batch: ``"image"`` B×3×H×W, ``"mask"`` (semantic: B×H×W int64 with 255 =
-  ignore; binary: B×1×H×W float in {0, 1}).
+- ``batch``: the data batch: ``"image"`` B×3×H×W, ``"mask"`` (semantic: B×H×W int64 with
+  ``ignore_index`` = ignore; binary: B×1×H×W float in {0, 1}).
 
 Learnable parts (mapping layers, auxiliary heads, self-teacher networks) are built in
 ``setup()``, which receives the shape of every tap from one dry forward pass, so channel counts
@@ -48,6 +48,8 @@ class DistillMethod(nn.Module):
         paper: citation shown by ``segkd methods``.
         kind: ``"teacher_student"`` or ``"self"``.
         task: ``"semantic"``, ``"binary"`` or ``"any"``.
+        ignore_index: label of unsupervised pixels; the trainer sets it on every method from
+            ``data.ignore_index`` (255, that key's default, only when a method is used alone).
         needs_teacher: whether a teacher model must be given in the config.
         student_taps / teacher_taps: defaults for ``{local_name: feature point or module path}``;
             instances may override them through the ``student_taps`` / ``teacher_taps``
@@ -55,6 +57,7 @@ class DistillMethod(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    ignore_index: int = 255
     paper: ClassVar[str] = ""
     kind: ClassVar[str] = "teacher_student"
     task: ClassVar[str] = "any"

@@ -34,12 +34,16 @@ class ChannelWiseDistillation(DistillMethod):
     (feature point ``logits``), τ = 4, loss weight 3. ``at`` may name any feature point (the paper
     also distils the last feature map); when channel counts differ a 1×1 conv + BN maps the
     student (``mapping="auto"``), and the student is resized to the teacher's H×W if needed.
+    ``mapping="auto_conv"`` is the reference code's mapping: a plain bias-free 1×1 conv, built
+    only when the counts differ; with it the loss is the reference's
+    ``KLDiv(reduction="sum") / (B·C) · τ²`` exactly.
     Ignore pixels are not masked: the spatial distributions span the whole map, as in the paper.
 
     Returns ``{"cwd": weight · loss}``.
     """
 
     paper = "Shu et al., Channel-wise Knowledge Distillation for Dense Prediction, ICCV 2021"
+    terms = {"cwd": "τ²·KL(teacher ‖ student) of each channel's spatial softmax"}
 
     def __init__(
         self,

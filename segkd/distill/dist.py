@@ -38,6 +38,9 @@ class DIST(DistillMethod):
 
     paper = "Huang et al., Knowledge Distillation from A Stronger Teacher, NeurIPS 2022"
     task = "semantic"
+    terms = {"dist_inter": "1 − Pearson ρ of each pixel's class probabilities",
+             "dist_intra": "1 − Pearson ρ of each class's probabilities over the batch's pixels",
+             "dist_aux": "both relations on the aux logits (only with aux_weight > 0)"}
 
     def __init__(
         self,

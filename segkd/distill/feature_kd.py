@@ -38,7 +38,10 @@ class FeatureKD(DistillMethod):
     ``aux_feat`` / ``aux`` can be tapped on the student only.
 
     Mapping: ``"auto"`` adds a learned 1×1 conv + BN on the student side (the FitNets
-    regressor) only when the channel counts differ; ``"conv_bn"`` always; ``"none"`` never.
+    regressor) only when the channel counts differ; ``"conv_bn"`` always; ``"conv"`` /
+    ``"auto_conv"`` a plain bias-free 1×1 conv (always / when counts differ); ``"none"`` never.
+    The FitNets of the CIRKD benchmark code is ``at="head", mapping="conv"``: a plain 1×1 conv
+    always, then the MSE over every element.
 
     The source repo's "feature distillation at the aux layer" is
     ``student_at="aux", teacher_at="out", loss="smooth_l1", mapping="none"``: Smooth-L1 (β = 1)
@@ -49,6 +52,7 @@ class FeatureKD(DistillMethod):
     """
 
     paper = "Romero et al., FitNets: Hints for Thin Deep Nets, ICLR 2015"
+    terms = {"feature_kd": "MSE (or Smooth-L1) of the mapped student feature to the teacher's"}
 
     def __init__(
         self,

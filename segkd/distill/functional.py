@@ -102,7 +102,7 @@ def require_shapes(
 
 # --- teacher-student helpers ---
 
-MAPPING_MODES = ("auto", "none", "conv_bn")
+MAPPING_MODES = ("auto", "none", "conv_bn", "conv", "auto_conv")
 
 
 def check_choice(option: str, value: object, choices: tuple[object, ...]) -> None:
@@ -125,23 +125,27 @@ def tap_channels(
 def build_mapping(
     mode: str, in_channels: int, out_channels: int, method: str
 ) -> torch.nn.Module | None:
-    """A FitNets-style regressor (1×1 conv + BN) that maps student channels onto the teacher's.
+    """A regressor (1×1 conv, with or without BN) that maps student channels onto the teacher's.
 
-    ``mode``: ``"auto"`` builds it only when the channel counts differ, ``"conv_bn"`` always,
-    ``"none"`` never (an error names ``method`` when the counts differ: nothing could compare them).
+    ``mode``: ``"auto"`` builds a 1×1 conv + BN only when the channel counts differ,
+    ``"conv_bn"`` always; ``"auto_conv"`` / ``"conv"`` the same with a plain bias-free 1×1 conv
+    (the mapping of the CIRKD benchmark code: CWD maps only when counts differ, FitNets always);
+    ``"none"`` never (an error names ``method`` when the counts differ: nothing could compare
+    them).
     """
     check_choice("mapping", mode, MAPPING_MODES)
-    if mode == "none" or (mode == "auto" and in_channels == out_channels):
+    only_if_needed = mode in ("auto", "auto_conv")
+    if mode == "none" or (only_if_needed and in_channels == out_channels):
         if in_channels != out_channels:
             raise ValueError(
                 f"method '{method}': mapping='none' but the student has {in_channels} channels "
                 f"and the teacher {out_channels}; use mapping='auto' or 'conv_bn'"
             )
         return None
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
-        torch.nn.BatchNorm2d(out_channels),
-    )
+    conv = torch.nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+    if mode in ("conv", "auto_conv"):
+        return conv
+    return torch.nn.Sequential(conv, torch.nn.BatchNorm2d(out_channels))
 
 
 def labels_at(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

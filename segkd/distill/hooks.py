@@ -22,11 +22,13 @@ class FeatureTaps:
         taps: ``{local_name: module_path_or_feature_point}``; feature-point aliases are
             looked up in ``model.feature_points`` first.
 
+    Use it as a context manager, so the hooks are removed however the block ends (an error
+    included); a wrong tap path raises before any hook stays behind.
+
     Example:
-        >>> taps = FeatureTaps(model, {"c4": "backbone.layer4"})
-        >>> out = model(x)
-        >>> feats = taps.pop()   # {"c4": tensor}
-        >>> taps.remove()
+        >>> with FeatureTaps(model, {"c4": "backbone.layer4"}) as taps:
+        ...     out = model(x)
+        ...     feats = taps.pop()   # {"c4": tensor}
     """
 
     def __init__(self, model: nn.Module, taps: Mapping[str, str]) -> None:
@@ -36,6 +38,7 @@ class FeatureTaps:
         for name, spec in taps.items():
             path = resolve_path(model, spec)
             if path not in modules:
+                self.remove()  # the taps hooked before this one must not stay on the model
                 close = difflib.get_close_matches(path, list(modules), n=5)
                 points = sorted(getattr(model, "feature_points", {}))
                 raise KeyError(

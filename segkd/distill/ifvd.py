@@ -29,12 +29,15 @@ class IntraClassFeatureVariationKD(DistillMethod):
     For each image and each class present in its labels (resized to the feature size with
     nearest neighbour), the prototype is the mean feature of the class's pixels. The IFV map is
     the cosine similarity of every labelled pixel's feature with its own class prototype,
-    computed for student and teacher; the loss is the mean squared difference of the two maps
-    over labelled pixels (``ignore_index`` skipped).
+    computed for student and teacher; the loss is the squared difference of the two maps summed
+    over labelled pixels (the data's ignore index skipped) and divided by:
 
-    Differences from the authors' code: it averages over all pixels, where ignore pixels count
-    with a difference of 0; here they are left out of the mean. Weight 200 is the code's
-    ``--lambda-ifv`` default.
+    - ``mean_over="all"`` (default, the authors' code): every pixel, B·h·w. Their code keeps an
+      ignored pixel's own feature as its "prototype", so its difference is 0 but it counts.
+    - ``mean_over="labelled"``: the labelled pixels only (the term no longer shrinks with the
+      share of ignored pixels).
+
+    Weight 200 is the code's ``--lambda-ifv`` default.
 
     Cosine similarities do not depend on the channel count, so by default no mapping is built
     (the authors' code has none); ``mapping="auto"`` / ``"conv_bn"`` add a 1×1 conv + BN on the
@@ -49,19 +52,21 @@ class IntraClassFeatureVariationKD(DistillMethod):
         "ECCV 2020"
     )
     task = "semantic"
+    terms = {"ifvd": "squared difference of each pixel's cosine to its class prototype"}
 
     def __init__(
         self,
         at: str = "head",
         weight: float = 200.0,
         mapping: str = "none",
-        ignore_index: int = 255,
+        mean_over: str = "all",
     ) -> None:
         super().__init__()
         check_choice("mapping", mapping, MAPPING_MODES)
+        check_choice("mean_over", mean_over, ("all", "labelled"))
         self.weight = weight
         self.mapping_mode = mapping
-        self.ignore_index = ignore_index
+        self.mean_over = mean_over
         self.mapping: torch.nn.Module | None = None
         self.student_taps = {TAPPED: at}
         self.teacher_taps = {TAPPED: at}
@@ -91,7 +96,8 @@ class IntraClassFeatureVariationKD(DistillMethod):
                 return {"ifvd": source.sum() * 0.0}
             class_masks = _one_hot(labels, valid)
             difference = _ifv_map(source, class_masks) - _ifv_map(target.float(), class_masks)
-            loss = difference[valid].pow(2).mean()
+            squared = difference[valid].pow(2)
+            loss = squared.sum() / (valid.numel() if self.mean_over == "all" else squared.numel())
         return {"ifvd": self.weight * loss}
 
 

@@ -44,7 +44,11 @@ def build_teacher(teacher_cfg: TeacherConfig, cfg: Config, device: torch.device)
 
 
 def build_methods(cfg: Config) -> nn.ModuleList:
-    return nn.ModuleList(build_method(spec) for spec in cfg.distill.methods)
+    """The configured methods, each told the data's ignore label (no method keeps its own)."""
+    methods = nn.ModuleList(build_method(spec) for spec in cfg.distill.methods)
+    for method in methods:
+        method.ignore_index = cfg.data.ignore_index
+    return methods
 
 
 def merged_taps(methods: nn.ModuleList, side: str) -> dict[str, str]:
@@ -72,12 +76,14 @@ def probe(model: nn.Module, taps: dict[str, str], example: torch.Tensor, train_m
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     was_training = model.training
     model.train(train_mode)
-    with FeatureTaps(model, taps) as hooks:
-        outputs = dict(model(example))
-        captured = hooks.pop()
-    model.train(was_training)
-    for name, value in model.named_buffers():
-        value.copy_(buffers[name])
+    try:
+        with FeatureTaps(model, taps) as hooks:  # hooks go even if the forward pass fails
+            outputs = dict(model(example))
+            captured = hooks.pop()
+    finally:
+        model.train(was_training)
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
     silent = {name: resolve_path(model, spec) for name, spec in taps.items() if name not in captured}
     if silent:
         mode = "training" if train_mode else "eval"
@@ -98,8 +104,11 @@ def prepare_methods(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Bind methods, build their learnable parts from probed shapes, check teacher/student fit.
 
+    Methods are bound first: a method may settle its taps on the models it is given.
     Returns the student and teacher taps to install during training.
     """
+    for method in methods:
+        method.bind(student, teacher)
     student_taps = merged_taps(methods, "student")
     teacher_taps = merged_taps(methods, "teacher") if teacher is not None else {}
     s = probe(student, student_taps, example, train_mode=True, role="student")
@@ -110,7 +119,6 @@ def prepare_methods(
             f"{tuple(t['out'].shape)} (B×classes×H×W); they must predict the same classes at the same size"
         )
     for method in methods:
-        method.bind(student, teacher)
         method.setup(
             {k: v.shape for k, v in s.items()},
             {k: v.shape for k, v in t.items()} if t is not None else None,
