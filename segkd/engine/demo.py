@@ -37,6 +37,9 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
         else:
             extra += ["data.train_size=128", "data.multiscale_sizes=[96,128]", "data.test_size=128"]
     raw = read_yaml(find_config(name))
+    if data is not None:  # the entries' own data (the demo teacher's larger synthetic set) gives way to the user's
+        for entry in raw["entries"]:
+            entry["set"] = [item for item in entry.get("set", []) if not item.startswith("data.")]
     raw["set"] = [*raw.get("set", []), *extra]
     raw["output_dir"] = str(output / name.removeprefix("demo_"))
     raw = apply_overrides(raw, overrides or [])
