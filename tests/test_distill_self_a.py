@@ -340,6 +340,7 @@ def test_end_to_end_with_fusion_network(fusion_net: nn.Module, spec: dict) -> No
         method.setup({k: v.shape for k, v in taps.pop().items()}, None)
         student = {**fusion_net(image), **taps.pop()}
     losses = method(student, None, batch)
+    assert set(losses) <= set(type(method).terms)  # what `segkd methods` lists is what it computes
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert fusion_net.predictor.weight.grad is not None

@@ -411,6 +411,7 @@ def test_methods_run_on_the_fusion_network(name: str) -> None:
         student = {**net(x), **taps.pop()}
     method.setup(shapes_of(student), None)
     losses = method(student, None, batch)
+    assert set(losses) == set(type(method).terms)  # what `segkd methods` lists is what it computes
     assert all(torch.isfinite(v) and v.item() > 0 for v in losses.values()), losses
     sum(losses.values()).backward()
     # timm zero-initialises each block's last BN, so the stem is where gradients surely arrive
@@ -418,3 +419,15 @@ def test_methods_run_on_the_fusion_network(name: str) -> None:
     if name == "dhm":
         assert torch.equal(method.branches[1].segments[0][0].state_dict()["0.conv1.weight"],
                            net.backbone.layer4.state_dict()["0.conv1.weight"])
+
+
+def test_segkd_methods_lists_each_methods_terms(capsys) -> None:
+    from segkd.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("byot", "dhm", "sad", "dks", "frskd", "tfkd", "pspsd"):
+        block = out[out.index(f"{name}  ["):].splitlines()
+        terms_line = next(line for line in block[1:6] if line.strip().startswith("terms:"))
+        for term in build_method({"name": name}).terms:
+            assert f"{term} (" in terms_line, (name, term)
