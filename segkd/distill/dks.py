@@ -25,8 +25,12 @@ class DKS(DistillMethod):
     As in the paper, each ``branch_from`` stage forks a branch that replicates the later stages
     of the network (here: copies of the student's later stages, taken in :meth:`bind`, so they
     start from its current, e.g. ImageNet, weights; the paper initialises its branches afresh).
-    With ``decoder="copy"`` (default) each branch ends in a copy of the student's decoder over the
-    shared shallow stages and its own deeper ones: a full-resolution prediction like ``out``.
+    With ``decoder="copy"`` (default) each branch ends in a copy of the student's decoder (same
+    design, freshly initialised: see :func:`~segkd.distill.heads.fresh_decoder`) over the shared
+    shallow stages and its own deeper ones: a full-resolution prediction like ``out``. With these
+    defaults DKS builds the same branches as :class:`~segkd.distill.dhm.DHM` and its synergy term
+    equals DHM's mimicking term (both papers: every head supervised, every ordered pair of heads
+    matched by KL with the target detached); they differ with ``decoder="head"``.
     With the student's ``out`` as the final head::
 
         L = sup_weight·Σ_b S(z_b, mask) + synergy_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
