@@ -80,10 +80,9 @@ class StageBranch(nn.Module):
 
     ``segments[k]``: copies of the student's modules from one stage to the next (one per later
     stage). ``decoder``: the student without its backbone (:func:`fresh_decoder`), whose
-    ``decode(features)``
-    reads the shared shallow features and the branch's own deeper ones (finest first), so the
-    branch predicts exactly like the inference network; or ``None`` and ``head``: a
-    :class:`PredictionHead` on the branch's deepest map (set by the caller).
+    ``decode(features)`` reads the shared shallow features and the branch's own deeper ones
+    (finest first), so the branch predicts with the inference network's design; or ``None`` and
+    ``head``: a :class:`PredictionHead` on the branch's deepest map (set by the caller).
 
     ``forward(shared, size)``: the student's stage features up to the fork (finest first) →
     B×1×H×W logits at ``size``.
