@@ -210,6 +210,9 @@ def run_methods(args: argparse.Namespace) -> int:
         print(f"    paper:    {cls.paper}")
         teacher = where(method.teacher_taps) if method.needs_teacher else "no teacher"
         print(f"    taps:     student: {where(method.student_taps)}; teacher: {teacher}")
+        terms = getattr(cls, "terms", {})
+        described = (f"{k} ({v})" for k, v in terms.items()) if isinstance(terms, dict) else terms
+        print(f"    terms:    {'; '.join(described) or 'not listed'}")
         print(f"    defaults: {cls.defaults()}")
     return 0
 

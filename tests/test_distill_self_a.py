@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from segkd.distill.base import build_method
-from segkd.distill.frskd import FRSKD, attention_transfer
+from segkd.distill.frskd import FRSKD, attention_transfer, ramp_factor
 from segkd.distill.hooks import FeatureTaps
 from segkd.distill.pspsd import PSPSD
 from segkd.distill.tfkd import TfKD, virtual_teacher_logits
@@ -178,11 +178,18 @@ def test_frskd_terms_match_hand_computed() -> None:
     method.set_progress(1.0)
     losses = method(student, None, {"mask": mask})
     refined, teacher = method.self_teacher(stages(student), torch.Size((SIZE, SIZE)))
-    attention = sum(np_attention(f, r) for f, r in zip(stages(student), refined, strict=True))
+    # attention transfer on the neck (fused1..4), towards the refined maps of the same level
+    necks = [student[f"fused{i}"] for i in range(1, 5)]
+    attention = sum(np_attention(f, r) for f, r in zip(necks, refined, strict=True))
     assert losses["feature"].item() == pytest.approx(50.0 * attention, rel=1e-4)
     soft = 2.0 * np_kl_binary(student["out"], teacher, 3.0)
     assert losses["soft"].item() == pytest.approx(soft, rel=1e-4)
     assert losses["aux_sup"].item() == pytest.approx(structure_loss(teacher, mask).item(), rel=1e-5)
+    on_stages = set_up({**spec, "at_levels": None}, student)  # the classification paper's choice
+    on_stages.load_state_dict(method.state_dict())
+    on_stages.set_progress(1.0)
+    attention = sum(np_attention(f, r) for f, r in zip(stages(student), refined, strict=True))
+    assert on_stages(student, None, {"mask": mask})["feature"].item() == pytest.approx(50.0 * attention, rel=1e-4)
 
 
 @pytest.mark.parametrize("channels", CHANNEL_SETS)
@@ -190,25 +197,48 @@ def test_frskd_builds_from_shapes(channels: tuple[int, ...]) -> None:
     student = make_student(channels)
     method = set_up({"name": "frskd", "width": 8}, student)
     assert [lat[0].in_channels for lat in method.self_teacher.laterals] == list(channels)
+    assert len(method.self_teacher.layers) == 2  # two stacked BiFPN layers, as the official code
     refined, teacher = method.self_teacher(stages(student), torch.Size((SIZE, SIZE)))
     assert [tuple(r.shape) for r in refined] == [(2, 8, SIZE >> k, SIZE >> k) for k in (2, 3, 4, 5)]
     assert tuple(teacher.shape) == (2, 1, SIZE, SIZE)
+    one = set_up({"name": "frskd", "width": 8, "bifpn_layers": 1}, student)
+    assert len(one.self_teacher.layers) == 1
+    assert sum(p.numel() for p in one.parameters()) < sum(p.numel() for p in method.parameters())
 
 
-def test_frskd_ramp_up() -> None:
+def test_frskd_official_schedule() -> None:
+    """α and β stay 0 for two thirds of training, then rise as exp(-5(1 − s)²) to 1."""
+    assert ramp_factor(0.6, "official", 2 / 3, 0.3) == 0.0
+    assert ramp_factor(2 / 3, "official", 2 / 3, 0.3) == pytest.approx(math.exp(-5))
+    assert ramp_factor(0.8, "official", 2 / 3, 0.3) == pytest.approx(math.exp(-5 * 0.6**2))
+    assert ramp_factor(1.0, "official", 2 / 3, 0.3) == 1.0
     student, batch = make_student(), {"mask": make_mask()}
-    method = set_up({"name": "frskd", "width": 8, "ramp": 0.4}, student)
+    method = set_up({"name": "frskd", "width": 8}, student)
     at_start = method(student, None, batch)
     assert at_start["feature"].item() == 0 and at_start["soft"].item() == 0
     assert at_start["aux_sup"].item() > 0
+    method.set_progress(0.6)
+    assert method(student, None, batch)["soft"].item() == 0
+    method.set_progress(1.0)
+    full = method(student, None, batch)
+    method.set_progress(0.8)
+    ramped = method(student, None, batch)
+    for term in ("feature", "soft"):
+        assert full[term].item() > 0
+        assert ramped[term].item() == pytest.approx(math.exp(-1.8) * full[term].item(), rel=1e-4)
+
+
+def test_frskd_linear_ramp_option() -> None:
+    student, batch = make_student(), {"mask": make_mask()}
+    method = set_up({"name": "frskd", "width": 8, "schedule": "linear", "ramp": 0.4}, student)
+    assert method(student, None, batch)["soft"].item() == 0
     method.set_progress(1.0)
     full = method(student, None, batch)
     method.set_progress(0.1)
     quarter = method(student, None, batch)
     for term in ("feature", "soft"):
-        assert full[term].item() > 0
         assert quarter[term].item() == pytest.approx(0.25 * full[term].item(), rel=1e-4)
-    no_ramp = set_up({"name": "frskd", "width": 8, "ramp": 0.0}, student)
+    no_ramp = set_up({"name": "frskd", "width": 8, "schedule": "none"}, student)
     no_ramp.load_state_dict(method.state_dict())  # same self-teacher: full weight from the start
     from_start = no_ramp(student, None, batch)["soft"].item()
     assert from_start == pytest.approx(full["soft"].item(), rel=1e-4)
@@ -221,14 +251,18 @@ def test_frskd_gradients_and_detached_targets() -> None:
     losses = method(student, None, {"mask": make_mask()})
     (losses["feature"] + losses["soft"]).backward(retain_graph=True)
     assert all(p.grad is None for p in method.self_teacher.parameters())
-    assert all(student[k].grad is not None for k in (*method.student_taps, "out"))
+    assert all(student[k].grad is not None for k in ("fused1", "fused4", "out"))
+    assert student["stage1"].grad is None  # the stages feed only the self-teacher
     losses["aux_sup"].backward()
     assert all(p.grad is not None for p in method.self_teacher.head.parameters())
+    assert student["stage1"].grad is not None  # its own loss reaches them, as in the paper
 
 
 @pytest.mark.parametrize(
     ("spec", "words"),
-    [({"levels": ["stage4"]}, "levels"), ({"ramp": 2.0}, "ramp"), ({"gamma": 1.0}, "gamma")],
+    [({"levels": ["stage4"]}, "levels"), ({"ramp": 2.0}, "ramp"), ({"gamma": 1.0}, "gamma"),
+     ({"schedule": "cosine"}, "schedule"), ({"at_levels": ["fused1"]}, "at_levels"),
+     ({"bifpn_layers": 0}, "bifpn_layers")],
 )
 def test_frskd_option_errors(spec: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
@@ -306,6 +340,7 @@ def test_end_to_end_with_fusion_network(fusion_net: nn.Module, spec: dict) -> No
         method.setup({k: v.shape for k, v in taps.pop().items()}, None)
         student = {**fusion_net(image), **taps.pop()}
     losses = method(student, None, batch)
+    assert set(losses) <= set(type(method).terms)  # what `segkd methods` lists is what it computes
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert fusion_net.predictor.weight.grad is not None

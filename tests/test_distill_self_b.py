@@ -51,9 +51,12 @@ def np_resize_bilinear(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return weights(x.shape[-2], out_h) @ x @ weights(x.shape[-1], out_w).T
 
 
-def np_attention(feature: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+def np_attention(feature: torch.Tensor, size: tuple[int, int], normalize: bool = False) -> np.ndarray:
     energy = (feature.detach().double().numpy() ** 2).sum(axis=1)  # B×h×w
     energy = np_resize_bilinear(energy, *size).reshape(energy.shape[0], -1)
+    if normalize:  # z-score scale: divide by the (unbiased) spatial standard deviation
+        mean = energy.mean(axis=1, keepdims=True)
+        energy = (energy - mean) / (energy.std(axis=1, ddof=1, keepdims=True) + 1e-4 * mean + 1e-12)
     soft = np.exp(energy - energy.max(axis=1, keepdims=True))
     return (soft / soft.sum(axis=1, keepdims=True)).reshape(-1, *size)
 
@@ -135,7 +138,7 @@ def test_byot_option_errors() -> None:
 
 # ---- DHM --------------------------------------------------------------------------------------
 class TinyNet(nn.Module):
-    """Stand-in for the fusion net: four stride-2 conv stages and a 1×1 head on the last one."""
+    """Stand-in for a user's network without ``decode``: four stride-2 conv stages, a 1×1 head."""
 
     def __init__(self, channels: tuple[int, ...] = (4, 6, 8, 10)) -> None:
         super().__init__()
@@ -154,65 +157,84 @@ class TinyNet(nn.Module):
         return {"out": out}
 
 
-def dhm_run(channels: tuple[int, ...] = (4, 6, 8, 10), **options) -> tuple:
-    """Bind, tap, set up and run DHM on TinyNet the way a trainer would."""
-    torch.manual_seed(0)
-    net, method = TinyNet(channels), DHM(**options)
+def bound_run(cls: type, net: nn.Module, size: int = H, **options) -> tuple:
+    """Bind, tap, set up and run a branch method on ``net`` the way a trainer would."""
+    method = cls(**options)
     method.bind(net, None)
     with FeatureTaps(net, method.student_taps) as taps:
-        student = {**net(torch.randn(B, 3, H, W)), **taps.pop()}
+        student = {**net(torch.randn(B, 3, size, size)), **taps.pop()}
     method.setup(shapes_of(student), None)
-    return net, method, student
+    return method, student
 
 
-def test_dhm_branches_are_fresh_copies_of_later_stages() -> None:
-    net, method, _ = dhm_run()
-    assert [len(b) for b in method.branches] == [2, 1]  # from stage2: layer3+layer4; stage3: layer4
+def fusion_net(backbone: str = "resnet18") -> nn.Module:
+    from segkd.models.fusion import fusion
+
+    torch.manual_seed(0)
+    return fusion(backbone=backbone, width=8)
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Equal parameters (BN running statistics move with every training-mode forward)."""
+    pairs = list(zip(a.parameters(), b.parameters(), strict=True))
+    return all(torch.equal(x, y) for x, y in pairs)
+
+
+@pytest.mark.parametrize("cls", [DHM, DKS])
+def test_branches_copy_later_stages_and_build_a_fresh_decoder(cls: type) -> None:
+    net = fusion_net()
+    method, student = bound_run(cls, net, size=32)
+    assert [len(b.segments) for b in method.branches] == [2, 1]  # stage2: layer3, layer4; stage3: layer4
     layer3, layer4 = net.backbone.layer3, net.backbone.layer4
-    pairs = [(method.branches[0][0], layer3), (method.branches[0][1], layer4),
-             (method.branches[1][0], layer4)]
-    student_params = {id(p) for p in net.parameters()}
-    for copy, original in pairs:
-        for (name, p_copy), p_orig in zip(copy.named_parameters(), original.parameters()):
-            assert torch.equal(p_copy, p_orig), name
-            assert p_copy is not p_orig and p_copy.data_ptr() != p_orig.data_ptr()
-    assert not student_params & {id(p) for p in method.parameters()}
+    for copy, original in [(method.branches[0].segments[0][0], layer3),
+                           (method.branches[0].segments[1][0], layer4),
+                           (method.branches[1].segments[0][0], layer4)]:
+        assert same_weights(copy, original)
+    assert not {id(p) for p in net.parameters()} & {id(p) for p in method.parameters()}
+    for branch in method.branches:
+        decoder = branch.decoder
+        assert isinstance(decoder.backbone, nn.Identity)  # the backbone is not duplicated
+        assert [p.shape for p in decoder.parameters()] == [
+            p.shape for n, p in net.named_parameters() if not n.startswith("backbone.")]
+        # re-drawn, not copied: an exact replica of the student would never differ from ``out``
+        assert not torch.equal(decoder.fusers[0][0].weight, net.fusers[0][0].weight)
+    logits = method.branch_logits(student, (32, 32))
+    assert all(z.shape == (B, 1, 32, 32) for z in logits)
     with torch.no_grad():
-        layer4[0].weight.add_(1.0)
-    assert not torch.equal(method.branches[1][0][0].weight, layer4[0].weight)
+        layer4[0].conv1.weight.add_(1.0)
+    assert not same_weights(method.branches[1].segments[0][0], layer4)
 
 
-def test_dhm_branches_run_the_blocks_between_feature_stages() -> None:
+def test_branches_run_the_blocks_between_feature_stages() -> None:
     """EfficientNet's feature maps come from blocks 2, 4 and 6; blocks 3 and 5 run in between."""
-    from segkd.models import build_model
-
-    torch.manual_seed(0)
-    net = build_model("fusion", backbone="efficientnet_lite0", width=8)
-    method = DHM()
-    method.bind(net, None)
+    net = fusion_net("efficientnet_lite0")
+    method, student = bound_run(DHM, net, size=64)
     assert net.feature_points["stage2"] == "backbone.blocks.2"
-    assert [len(b) for b in method.branches] == [4, 2]  # blocks 3-6 from stage2, blocks 5-6 from stage3
-    with FeatureTaps(net, method.student_taps) as taps:
-        student = {**net(torch.randn(2, 3, 64, 64)), **taps.pop()}
-    method.setup(shapes_of(student), None)
-    for branch, fork in zip(method.branches, ("stage2", "stage3")):
-        assert branch(student[fork]).shape == student["stage4"].shape
-    assert all(z.shape == (2, 1, 64, 64) for z in method.branch_logits(student, (64, 64)))
+    assert [[len(s) for s in b.segments] for b in method.branches] == [[2, 2], [2]]
+    shared = [student[f"stage{i}"] for i in (1, 2)]
+    features = list(shared)
+    for segment in method.branches[0].segments:
+        features.append(segment(features[-1]))
+    assert [f.shape for f in features] == [student[f"stage{i}"].shape for i in range(1, 5)]
+    assert all(z.shape == (B, 1, 64, 64) for z in method.branch_logits(student, (64, 64)))
 
 
 def test_dhm_copies_leave_the_students_hooks_behind() -> None:
-    net, calls = TinyNet(), []
+    net, calls = fusion_net(), []
     net.backbone.layer4.register_forward_hook(lambda *_: calls.append(1))
-    method = DHM()
-    method.bind(net, None)
-    method.branches[1](torch.randn(1, 8, 2, 2))
+    net.predictor.register_forward_hook(lambda *_: calls.append(2))
+    method, student = bound_run(DHM, net, size=32)
+    calls.clear()
+    method.branch_logits(student, (32, 32))
     assert calls == []
 
 
-@pytest.mark.parametrize("channels", [(4, 6, 8, 10), (3, 5, 7, 9)])
-def test_dhm_value_matches_numpy(channels: tuple[int, ...]) -> None:
-    _, method, student = dhm_run(channels, temperature=2.0, alpha=0.5, sup_weight=2.0)
-    assert method.heads[0][0].in_channels == channels[-1]
+@pytest.mark.parametrize("decoder", ["copy", "head"])
+def test_dhm_value_matches_numpy(decoder: str) -> None:
+    net = TinyNet() if decoder == "head" else fusion_net()
+    method, student = bound_run(DHM, net, temperature=2.0, alpha=0.5, sup_weight=2.0, decoder=decoder)
+    if decoder == "head":
+        assert method.branches[0].head[0].in_channels == 10  # the deepest stage's channels
     batch = binary_batch()
     losses = method(student, None, batch)
     logits = method.branch_logits(student, (H, W))
@@ -220,18 +242,44 @@ def test_dhm_value_matches_numpy(channels: tuple[int, ...]) -> None:
     sup = sum(structure_loss(z, batch["mask"]).item() for z in logits)
     assert losses["aux_sup"].item() == pytest.approx(2.0 * sup, rel=1e-5)
     mimic = np_pairwise_kl([student["out"], *logits], 2.0)
-    assert losses["mimic"].item() == pytest.approx(0.5 * mimic, rel=1e-5)
+    assert losses["mimic"].item() == pytest.approx(0.5 * mimic, rel=1e-5) and mimic > 0
 
 
 def test_dhm_errors() -> None:
     with pytest.raises(ValueError, match="branch_from"):
         build_method({"name": "dhm", "branch_from": ["stage4"]})
+    with pytest.raises(ValueError, match="decoder"):
+        build_method({"name": "dhm", "decoder": "big"})
     with pytest.raises(KeyError, match="backbone.layer9"):
         DHM(stages=["stage1", "backbone.layer9"], branch_from=["stage1"]).bind(TinyNet(), None)
+    with pytest.raises(ValueError, match="decoder='head'"):
+        DHM().bind(TinyNet(), None)  # no decode(): the default cannot copy a decoder
     method = DHM()
-    method.setup({k: torch.Size([1, 8, 2, 2]) for k in ("stage2", "stage3", "stage4")}, None)
+    method.setup({f"stage{i}": torch.Size([1, 8, 2, 2]) for i in range(1, 5)}, None)
     with pytest.raises(RuntimeError, match="bind"):
         method(features(RESNET_LIKE, SIZES), None, binary_batch())
+
+
+def test_dhm_copied_stages_train_at_the_backbone_lr(tmp_path) -> None:
+    from engine_helpers import tiny_binary_config
+
+    from segkd.engine.builders import build_optimizer
+
+    cfg = tiny_binary_config(tmp_path, optim={"lr": 0.01, "backbone_lr_mult": 0.1, "head_lr_mult": 1.0})
+    net = fusion_net()
+    method, _ = bound_run(DHM, net, size=32)
+    optimizer = build_optimizer(cfg, net, nn.ModuleList([method]))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    copied = [p for b in method.branches for p in b.segments.parameters()]
+    decoders = [p for b in method.branches for p in b.decoder.parameters()]
+    assert copied and all(lr_of[id(p)] == pytest.approx(0.001) for p in copied)
+    assert all(lr_of[id(p)] == pytest.approx(0.01) for p in decoders)
+    assert all(lr_of[id(p)] == pytest.approx(0.001) for p in net.backbone.parameters())
+    assert len(lr_of) == len(list(net.parameters())) + len(list(method.parameters()))
+    # a method that misplaces a parameter is an error, not a parameter left untrained
+    method.param_groups = lambda: {"backbone": copied, "head": []}
+    with pytest.raises(ValueError, match="each of its parameters once"):
+        build_optimizer(cfg, net, nn.ModuleList([method]))
 
 
 # ---- SAD --------------------------------------------------------------------------------------
@@ -252,17 +300,42 @@ def test_sad_value_and_late_start() -> None:
     assert method(student, None, {})["attention"].item() == 0.0
     method.set_progress(0.6)
     loss = method(student, None, {})["attention"]
-    maps = [np_attention(student[k], (8, 8)) for k in "abc"]
+    maps = [np_attention(student[k], (8, 8), normalize=True) for k in "abc"]
     expected = ((maps[0] - maps[1]) ** 2).mean() + ((maps[1] - maps[2]) ** 2).mean()
-    assert loss.item() == pytest.approx(0.5 * expected, rel=1e-5) and loss.item() > 0
+    assert loss.item() == pytest.approx(0.5 * expected, rel=1e-4) and loss.item() > 0
     loss.backward()
     assert student["a"].grad.abs().sum() > 0 and student["b"].grad.abs().sum() > 0
     assert student["c"].grad is None  # the deepest map is only ever a target
 
 
+def test_sad_defaults_are_the_references_three_blocks() -> None:
+    method = build_method({"name": "sad", "start": 0.0})
+    assert method.stages == ("stage2", "stage3", "stage4") and method.normalize
+    student = features(RESNET_LIKE, SIZES)
+    loss = method(student, None, {})["attention"].item()
+    maps = [np_attention(student[f"stage{k}"], (4, 4), normalize=True) for k in (2, 3, 4)]
+    expected = 0.1 * sum(((m - n) ** 2).mean() for m, n in zip(maps, maps[1:]))  # two MSE terms
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_sad_normalised_energy_does_not_saturate() -> None:
+    """Large energies (wide pretrained stages) make the plain softmax one-hot; z-scores do not."""
+    torch.manual_seed(0)
+    feature = torch.rand(B, 64, 8, 8) * 3
+    plain = attention_map(feature, (8, 8))
+    assert plain.flatten(1).max(1).values.min() > 0.99
+    normalised = attention_map(feature, (8, 8), normalize=True)
+    assert normalised.flatten(1).max(1).values.max() < 0.5
+    # scale-free: ten times stronger features give the same map (the plain one only sharpens)
+    assert torch.allclose(attention_map(10 * feature, (8, 8), normalize=True), normalised, atol=1e-5)
+    np.testing.assert_allclose(normalised.numpy(), np_attention(feature, (8, 8), True), rtol=1e-4)
+    assert torch.allclose(normalised.sum(dim=(1, 2)), torch.ones(B))
+
+
 def test_sad_size_option_and_errors() -> None:
     student = features({"a": 3, "b": 5}, {"a": 8, "b": 4})
-    method = build_method({"name": "sad", "stages": ["a", "b"], "start": 0.0, "size": [4, 4]})
+    spec = {"name": "sad", "stages": ["a", "b"], "start": 0.0, "size": [4, 4], "normalize": False}
+    method = build_method(spec)
     maps = [np_attention(student[k], (4, 4)) for k in "ab"]
     expected = 0.1 * ((maps[0] - maps[1]) ** 2).mean()
     assert method(student, None, {})["attention"].item() == pytest.approx(expected, rel=1e-5)
@@ -273,35 +346,38 @@ def test_sad_size_option_and_errors() -> None:
 
 
 # ---- DKS --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("channels", [RESNET_LIKE, ODD])
-def test_dks_value_matches_numpy(channels: dict[str, int]) -> None:
-    student = features(channels, SIZES)
-    method = DKS(temperature=1.5, sup_weight=0.5, synergy_weight=2.0, branch_channels=6)
-    method.setup(shapes_of(student), None)
-    assert [s[0].in_channels for s in method.stacks] == [channels["stage2"], channels["stage3"]]
+@pytest.mark.parametrize("decoder", ["copy", "head"])
+def test_dks_value_matches_numpy(decoder: str) -> None:
+    net = TinyNet() if decoder == "head" else fusion_net()
+    method, student = bound_run(DKS, net, temperature=1.5, sup_weight=0.5, synergy_weight=2.0, decoder=decoder)
     batch = binary_batch()
     losses = method(student, None, batch)
     logits = method.branch_logits(student, (H, W))
-    assert all(z.shape == (B, 1, H, W) for z in logits)
     sup = sum(structure_loss(z, batch["mask"]).item() for z in logits)
     assert losses["aux_sup"].item() == pytest.approx(0.5 * sup, rel=1e-5)
-    synergy = np_pairwise_kl([student["out"], *logits], 1.5)
+    if decoder == "copy":  # every head is as fine as out: all ordered pairs
+        synergy = np_pairwise_kl([student["out"], *logits], 1.5)
+    else:  # coarse heads: out teaches them, they teach each other, out never learns from them
+        synergy = np_pairwise_kl(logits, 1.5) + sum(np_kl_binary(z, student["out"], 1.5) for z in logits)
     assert losses["synergy"].item() == pytest.approx(2.0 * synergy, rel=1e-5)
 
 
-def test_dks_gradient_treats_other_heads_as_detached_targets() -> None:
-    student = features(RESNET_LIKE, SIZES)
-    method = DKS(temperature=2.0, num_convs=0)
-    method.setup(shapes_of(student), None)
+@pytest.mark.parametrize("decoder", ["copy", "head"])
+def test_dks_gradient_reaches_out_only_from_heads_as_fine(decoder: str) -> None:
+    net = TinyNet() if decoder == "head" else fusion_net()
+    method, student = bound_run(DKS, net, temperature=2.0, decoder=decoder)
+    student["out"] = student["out"].detach().requires_grad_()
     method(student, None, binary_batch())["synergy"].backward()
+    if decoder == "head":
+        assert student["out"].grad is None  # out is only ever the target of the coarse heads
+        return
     # d/dz_s [T²·KL(σ(z_t/T) ‖ σ(z_s/T))] = T·(σ(z_s/T) − σ(z_t/T)) per pixel, / pixel count
     out = student["out"].detach().double().numpy()
     expected = sum(
         2.0 * (np_sigmoid(out / 2.0) - np_sigmoid(z.detach().double().numpy() / 2.0)) / out.size
         for z in method.branch_logits(student, (H, W))
     )
-    np.testing.assert_allclose(student["out"].grad.numpy(), expected, rtol=1e-4, atol=1e-10)
-    assert student["stage2"].grad.abs().sum() > 0
+    np.testing.assert_allclose(student["out"].grad.numpy(), expected, rtol=1e-4, atol=1e-8)
 
 
 def test_mutual_kl_binary_pairs() -> None:
@@ -315,6 +391,8 @@ def test_dks_option_errors() -> None:
         build_method({"name": "dks", "branch_from": []})
     with pytest.raises(ValueError, match="temperature"):
         build_method({"name": "dks", "temperature": 0})
+    with pytest.raises(ValueError, match="decoder"):
+        build_method({"name": "dks", "decoder": "conv"})
     with pytest.raises(KeyError, match="stage3"):
         DKS().setup({"stage2": torch.Size([1, 4, 8, 8])}, None)
 
@@ -333,10 +411,23 @@ def test_methods_run_on_the_fusion_network(name: str) -> None:
         student = {**net(x), **taps.pop()}
     method.setup(shapes_of(student), None)
     losses = method(student, None, batch)
+    assert set(losses) == set(type(method).terms)  # what `segkd methods` lists is what it computes
     assert all(torch.isfinite(v) and v.item() > 0 for v in losses.values()), losses
     sum(losses.values()).backward()
     # timm zero-initialises each block's last BN, so the stem is where gradients surely arrive
     assert net.backbone.conv1.weight.grad.abs().sum() > 0
     if name == "dhm":
-        assert torch.equal(method.branches[1][0].state_dict()["0.conv1.weight"],
+        assert torch.equal(method.branches[1].segments[0][0].state_dict()["0.conv1.weight"],
                            net.backbone.layer4.state_dict()["0.conv1.weight"])
+
+
+def test_segkd_methods_lists_each_methods_terms(capsys) -> None:
+    from segkd.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("byot", "dhm", "sad", "dks", "frskd", "tfkd", "pspsd"):
+        block = out[out.index(f"{name}  ["):].splitlines()
+        terms_line = next(line for line in block[1:6] if line.strip().startswith("terms:"))
+        for term in build_method({"name": name}).terms:
+            assert f"{term} (" in terms_line, (name, term)

@@ -54,6 +54,8 @@ class DistillMethod(nn.Module):
         student_taps / teacher_taps: defaults for ``{local_name: feature point or module path}``;
             instances may override them through the ``student_taps`` / ``teacher_taps``
             constructor arguments when the subclass accepts them.
+        terms: ``{term: what it computes}`` for every loss term ``forward`` may return
+            (listed by ``segkd methods``).
     """
 
     name: ClassVar[str] = ""
@@ -64,6 +66,7 @@ class DistillMethod(nn.Module):
     needs_teacher: ClassVar[bool] = True
     student_taps: dict[str, str] = {}
     teacher_taps: dict[str, str] = {}
+    terms: ClassVar[dict[str, str]] = {}
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once before ``setup`` with the models themselves (default: nothing).
@@ -87,6 +90,15 @@ class DistillMethod(nn.Module):
         batch: Mapping[str, Any],
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"backbone": [...], "head": [...]}``: which learning rate each parameter trains at.
+
+        Default: every parameter of the method in ``"head"`` (new layers, at the head's LR).
+        Methods that copy pretrained backbone stages (DHM, DKS) put those copies in
+        ``"backbone"``, so they train at the rate of the stages they copy.
+        """
+        return {"backbone": [], "head": list(self.parameters())}
 
     def set_progress(self, progress: float) -> None:
         """Called by the trainer every step with the fraction of training done (0..1).

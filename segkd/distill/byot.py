@@ -1,7 +1,6 @@
 """BYOT: Be Your Own Teacher (Zhang et al., ICCV 2019), for binary object segmentation."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,37 +9,8 @@ from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import kl_binary, require_shapes, resize_like
-from segkd.distill.heads import PredictionHead
+from segkd.distill.heads import PredictionHead, adaptation
 from segkd.models.losses import structure_loss
-
-
-def bottleneck(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    """1×1 reduce → 3×3 (``stride``) → 1×1 expand, each with BN + ReLU, as in ResNet's blocks."""
-    mid = max(out_channels // 4, 1)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-        nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(mid, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def adaptation(shape: torch.Size, deepest: torch.Size) -> nn.Sequential:
-    """Bottleneck blocks taking a C×h×w stage to the deepest tap's channels and (about) its size.
-
-    One stride-2 block per halving (at least one block); the channels double per block like the
-    backbone's stages, and the last block lands on the deepest channel count.
-    """
-    channels, out_ch = shape[1], deepest[1]
-    steps = round(math.log2(shape[-2] / deepest[-2])) if shape[-2] > deepest[-2] else 0
-    n_blocks = max(steps, 1)
-    blocks = []
-    for k in range(n_blocks):
-        next_ch = out_ch if k == n_blocks - 1 else min(channels * 2, out_ch)
-        blocks.append(bottleneck(channels, next_ch, stride=2 if k < steps else 1))
-        channels = next_ch
-    return nn.Sequential(*blocks)
 
 
 @register_method("byot")
@@ -62,6 +32,16 @@ class BYOT(DistillMethod):
     student's structure loss, so set its task-loss weight in the config's ``loss:`` section to
     ``1 − alpha`` (0.9 by default) to follow the paper exactly.
 
+    Where segkd differs from the authors' code: (1) adaptation: the reference gives each
+    shallow section one bottleneck whose middle conv has kernel = stride = the stride ratio to
+    the deepest section (8, 4, 2), straight to the deepest channels; segkd chains stride-2
+    bottlenecks (one per halving, channels doubling, width out/4), which works for any stride
+    ratio and keeps 3×3 kernels. (2) hint: the reference masks the squared difference to
+    positions where either feature is positive and sums it over the batch too; segkd does not
+    mask and averages over the batch. (3) the reference's KD term is the soft cross-entropy
+    −Σ p_t log p_s, which has the gradient of the KL used here (they differ by the target's
+    entropy, a constant).
+
     Returns ``{"aux_sup", "kd", "hint"}``, already weighted.
     """
 
@@ -72,6 +52,11 @@ class BYOT(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    terms = {
+        "aux_sup": "(1 − alpha) · Σ_i structure loss of shallow head i",
+        "kd": "alpha · T² · Σ_i Bernoulli KL(out detached ‖ head i)",
+        "hint": "hint_weight · Σ_i ‖F_i − F_deepest (detached)‖², summed over C×h×w, mean over the batch",
+    }
 
     def __init__(
         self,

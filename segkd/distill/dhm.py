@@ -1,7 +1,6 @@
 """DHM: Dynamic Hierarchical Mimicking (Li & Chen, CVPR 2020), for binary object segmentation."""
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,55 +8,22 @@ import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
-from segkd.distill.heads import PredictionHead
-from segkd.distill.hooks import resolve_path
-
-
-def hookless_copy(module: nn.Module) -> nn.Module:
-    """Deep copy of ``module`` with its forward hooks dropped.
-
-    The student's stages carry the trainer's feature taps; a copied hook would still write into
-    the student's tap store whenever the branch runs.
-    """
-    clone = copy.deepcopy(module)
-    for sub in clone.modules():
-        for hooks in (sub._forward_hooks, sub._forward_pre_hooks, sub._forward_hooks_with_kwargs,
-                      sub._forward_hooks_always_called, sub._forward_pre_hooks_with_kwargs):
-            hooks.clear()
-    return clone
-
-
-def modules_after(model: nn.Module, fork: str, last: str) -> list[nn.Module]:
-    """The modules that run after module ``fork`` up to and including module ``last``.
-
-    Both must be children of one container that runs its children in order (ResNet's
-    ``layer1..4``; timm EfficientNet's ``blocks.0..6``, where the feature maps come from blocks
-    2, 4 and 6 and blocks 3 and 5 run between them).
-    """
-    fork_parent, _, fork_name = fork.rpartition(".")
-    last_parent, _, last_name = last.rpartition(".")
-    if fork_parent != last_parent:
-        raise ValueError(f"dhm: stages '{fork}' and '{last}' are not children of one container; "
-                         "a branch can only replicate consecutive children")
-    container = model.get_submodule(fork_parent) if fork_parent else model
-    children = list(container.named_children())
-    names = [name for name, _ in children]
-    start, stop = names.index(fork_name), names.index(last_name)
-    if stop <= start:
-        raise ValueError(f"dhm: stage '{last}' does not come after '{fork}'")
-    return [module for _, module in children[start + 1: stop + 1]]
+from segkd.distill.functional import check_choice, deep_supervision, mutual_kl_binary, require_shapes
+from segkd.distill.heads import DECODERS, PredictionHead, build_branches
 
 
 @register_method("dhm")
 class DHM(DistillMethod):
     """Side branches that replicate the later stages, all heads mimicking one another.
 
-    A branch forks at each ``branch_from`` stage and runs fresh copies of every later module up
-    to the last of ``stages`` (taken from the student in :meth:`bind`, so they start from its
-    current weights)
-    followed by a prediction head (full-resolution logits). With the student's ``out`` as one
-    more head::
+    A branch forks at each ``branch_from`` stage and runs copies of every later module of the
+    student up to the last of ``stages`` (copied in :meth:`bind`, so they start from the
+    student's current, e.g. ImageNet, weights). With ``decoder="copy"`` (default) each branch
+    then runs a copy of the student's decoder (same design, freshly initialised: see
+    :func:`~segkd.distill.heads.fresh_decoder`) over the shared shallow stages and its own deeper
+    ones, so every branch predicts at full resolution like the inference head; ``"head"`` puts a
+    small prediction head on the branch's stride-32 map instead (weaker: ``out`` then imitates a
+    coarser map). With the student's ``out`` as one more head::
 
         L = sup_weight·Σ_b S(z_b, mask) + α·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
@@ -65,6 +31,9 @@ class DHM(DistillMethod):
     a per-pixel Bernoulli ``σ(z/T)``; the pairwise sum runs over ordered pairs of all heads
     (branches and ``out``), with the target ``z_j`` detached, so every pair mimics both ways.
     The student's own structure loss is added by the trainer.
+
+    Learning rates: the copied stages train at the backbone's LR (:meth:`param_groups`), the
+    decoders at the head's, as their originals do; the reference trains all at one rate.
 
     Returns ``{"aux_sup", "mimic"}``, already weighted.
     """
@@ -76,6 +45,10 @@ class DHM(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    terms = {
+        "aux_sup": "sup_weight · structure loss of each branch",
+        "mimic": "alpha · T² · Bernoulli KL over every ordered pair of heads (branches and out), target detached",
+    }
 
     def __init__(
         self,
@@ -84,6 +57,7 @@ class DHM(DistillMethod):
         temperature: float = 1.0,
         alpha: float = 1.0,
         sup_weight: float = 1.0,
+        decoder: str = "copy",
         head_channels: int = 64,
     ) -> None:
         super().__init__()
@@ -95,31 +69,20 @@ class DHM(DistillMethod):
             )
         if temperature <= 0:
             raise ValueError(f"dhm: 'temperature' must be > 0, got {temperature}")
+        check_choice("decoder", decoder, DECODERS)
         self.stages = tuple(stages)
         self.branch_from = tuple(branch_from)
         self.temperature = temperature
         self.alpha = alpha
         self.sup_weight = sup_weight
+        self.decoder = decoder
         self.head_channels = head_channels
-        self.student_taps = {name: name for name in (*self.branch_from, self.stages[-1])}
+        self.student_taps = {name: name for name in self.stages}
         self.branches = nn.ModuleList()
-        self.heads = nn.ModuleList()
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        """Copy the stages after each fork point from ``student`` (never kept itself)."""
-        modules = dict(student.named_modules())
-        paths = [resolve_path(student, stage) for stage in self.stages]
-        missing = [p for p in paths if p not in modules]
-        if missing:
-            points = sorted(getattr(student, "feature_points", {}))
-            raise KeyError(
-                f"dhm: {type(student).__name__} has no module(s) {missing} for 'stages' "
-                f"{list(self.stages)}; its feature points: {points}"
-            )
-        self.branches = nn.ModuleList(
-            nn.Sequential(*map(hookless_copy, modules_after(student, paths[self.stages.index(s)], paths[-1])))
-            for s in self.branch_from
-        )
+        """Copy the stages after each fork point (and the decoder) from ``student``."""
+        self.branches = build_branches(student, self.stages, self.branch_from, self.decoder, self.name)
 
     def setup(
         self,
@@ -127,10 +90,14 @@ class DHM(DistillMethod):
         teacher_shapes: Mapping[str, torch.Size] | None,
     ) -> None:
         require_shapes(student_shapes, self.student_taps, self.name)
-        channels = student_shapes[self.stages[-1]][1]
-        self.heads = nn.ModuleList(
-            PredictionHead(channels, 1, self.head_channels) for _ in self.branch_from
-        )
+        if self.decoder == "head":  # a small head on each branch's deepest map
+            channels = student_shapes[self.stages[-1]][1]
+            for branch in self.branches:
+                branch.head = PredictionHead(channels, 1, self.head_channels)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = [branch.param_groups() for branch in self.branches]
+        return {key: [p for g in groups for p in g[key]] for key in ("backbone", "head")}
 
     def branch_logits(
         self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
@@ -138,9 +105,10 @@ class DHM(DistillMethod):
         """Logits B×1×H×W of each branch, in ``branch_from`` order."""
         if len(self.branches) != len(self.branch_from):
             raise RuntimeError("dhm: call bind(student, teacher) before using the method")
+        shared = [student[s] for s in self.student_taps]
         return [
-            head.forward_to(branch(student[stage]), size)
-            for stage, branch, head in zip(self.branch_from, self.branches, self.heads)
+            branch(shared[: self.stages.index(stage) + 1], size)
+            for stage, branch in zip(self.branch_from, self.branches)
         ]
 
     def forward(

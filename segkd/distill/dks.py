@@ -8,35 +8,40 @@ import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
-from segkd.distill.heads import PredictionHead
-
-
-def conv_stack(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` × (3×3 conv → BN → ReLU): B×in×h×w → B×channels×h×w."""
-    layers: list[nn.Module] = []
-    for k in range(num_convs):
-        layers += [
-            nn.Conv2d(in_channels if k == 0 else channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers)
+from segkd.distill.functional import (
+    check_choice,
+    deep_supervision,
+    kl_binary,
+    mutual_kl_binary,
+    require_shapes,
+)
+from segkd.distill.heads import DECODERS, PredictionHead, build_branches
 
 
 @register_method("dks")
 class DKS(DistillMethod):
-    """Deep-supervision heads after intermediate stages, all heads teaching one another.
+    """Auxiliary branches after intermediate stages, all heads teaching one another.
 
-    Each ``branch_from`` stage gets a small conv stack and a prediction head (full-resolution
-    logits ``z_b``). With the student's ``out`` as the final head::
+    As in the paper, each ``branch_from`` stage forks a branch that replicates the later stages
+    of the network (here: copies of the student's later stages, taken in :meth:`bind`, so they
+    start from its current, e.g. ImageNet, weights; the paper initialises its branches afresh).
+    With ``decoder="copy"`` (default) each branch ends in a copy of the student's decoder (same
+    design, freshly initialised: see :func:`~segkd.distill.heads.fresh_decoder`) over the shared
+    shallow stages and its own deeper ones: a full-resolution prediction like ``out``. With these
+    defaults DKS builds the same branches as :class:`~segkd.distill.dhm.DHM` and its synergy term
+    equals DHM's mimicking term (both papers: every head supervised, every ordered pair of heads
+    matched by KL with the target detached); they differ with ``decoder="head"``.
+    With the student's ``out`` as the final head::
 
         L = sup_weight·Σ_b S(z_b, mask) + synergy_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
     S is the structure loss (the binary counterpart of cross-entropy). The softened prediction is
-    a per-pixel Bernoulli ``σ(z/T)``. The synergy sum runs over ordered pairs of all heads
-    including ``out`` with the target ``z_j`` detached, so ``out`` also learns from the
-    auxiliary heads. The student's own structure loss is added by the trainer.
+    a per-pixel Bernoulli ``σ(z/T)``; the synergy sum runs over ordered pairs of heads with the
+    target ``z_j`` detached. ``out`` learns only from heads at least as fine as itself: with
+    ``decoder="head"`` (a small head on each branch's stride-32 map) the branches still learn
+    from ``out`` and from each other, but ``out`` is not pulled towards their coarser maps. The
+    student's own structure loss is added by the trainer. Copied stages train at the backbone's
+    LR, decoders at the head's (:meth:`param_groups`).
 
     Returns ``{"aux_sup", "synergy"}``, already weighted.
     """
@@ -45,34 +50,45 @@ class DKS(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    terms = {
+        "aux_sup": "sup_weight · structure loss of each branch",
+        "synergy": "synergy_weight · T² · Bernoulli KL over ordered pairs of heads, target detached; "
+                   "out learns only from heads as fine as itself",
+    }
 
     def __init__(
         self,
+        stages: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
         branch_from: Sequence[str] = ("stage2", "stage3"),
         temperature: float = 1.0,
         sup_weight: float = 1.0,
         synergy_weight: float = 1.0,
-        branch_channels: int = 128,
-        num_convs: int = 2,
+        decoder: str = "copy",
         head_channels: int = 64,
     ) -> None:
         super().__init__()
-        if not branch_from:
-            raise ValueError("dks: 'branch_from' must name at least one stage")
+        late = [s for s in branch_from if s not in stages[:-1]]
+        if not branch_from or late:
+            raise ValueError(
+                f"dks: 'branch_from' must name stages before the last of {list(stages)}; "
+                f"got {list(branch_from)}"
+            )
         if temperature <= 0:
             raise ValueError(f"dks: 'temperature' must be > 0, got {temperature}")
-        if num_convs < 0:
-            raise ValueError(f"dks: 'num_convs' must be >= 0, got {num_convs}")
+        check_choice("decoder", decoder, DECODERS)
+        self.stages = tuple(stages)
         self.branch_from = tuple(branch_from)
         self.temperature = temperature
         self.sup_weight = sup_weight
         self.synergy_weight = synergy_weight
-        self.branch_channels = branch_channels
-        self.num_convs = num_convs
+        self.decoder = decoder
         self.head_channels = head_channels
-        self.student_taps = {name: name for name in self.branch_from}
-        self.stacks = nn.ModuleList()
-        self.heads = nn.ModuleList()
+        self.student_taps = {name: name for name in self.stages}
+        self.branches = nn.ModuleList()
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Copy the stages after each fork point (and the decoder) from ``student``."""
+        self.branches = build_branches(student, self.stages, self.branch_from, self.decoder, self.name)
 
     def setup(
         self,
@@ -80,19 +96,25 @@ class DKS(DistillMethod):
         teacher_shapes: Mapping[str, torch.Size] | None,
     ) -> None:
         require_shapes(student_shapes, self.student_taps, self.name)
-        for stage in self.branch_from:
-            channels = student_shapes[stage][1]
-            width = self.branch_channels if self.num_convs else channels
-            self.stacks.append(conv_stack(channels, width, self.num_convs))
-            self.heads.append(PredictionHead(width, 1, self.head_channels))
+        if self.decoder == "head":
+            channels = student_shapes[self.stages[-1]][1]
+            for branch in self.branches:
+                branch.head = PredictionHead(channels, 1, self.head_channels)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = [branch.param_groups() for branch in self.branches]
+        return {key: [p for g in groups for p in g[key]] for key in ("backbone", "head")}
 
     def branch_logits(
         self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
     ) -> list[torch.Tensor]:
-        """Logits B×1×H×W of each auxiliary head, in ``branch_from`` order."""
+        """Logits B×1×H×W of each auxiliary branch, in ``branch_from`` order."""
+        if len(self.branches) != len(self.branch_from):
+            raise RuntimeError("dks: call bind(student, teacher) before using the method")
+        shared = [student[s] for s in self.stages]
         return [
-            head.forward_to(stack(student[stage]), size)
-            for stage, stack, head in zip(self.branch_from, self.stacks, self.heads)
+            branch(shared[: self.stages.index(stage) + 1], size)
+            for stage, branch in zip(self.branch_from, self.branches)
         ]
 
     def forward(
@@ -104,5 +126,11 @@ class DKS(DistillMethod):
         out = student["out"]
         logits = self.branch_logits(student, out.shape[-2:])
         sup = deep_supervision(logits, batch["mask"])
-        synergy = mutual_kl_binary([out, *logits], self.temperature)
+        if self.decoder == "copy":
+            synergy = mutual_kl_binary([out, *logits], self.temperature)
+        else:  # out is never a learner of the coarser heads
+            from_out = [kl_binary(z, out.detach(), self.temperature) for z in logits]
+            synergy = torch.stack(from_out).sum()
+            if len(logits) > 1:
+                synergy = synergy + mutual_kl_binary(logits, self.temperature)
         return {"aux_sup": self.sup_weight * sup, "synergy": self.synergy_weight * synergy}

@@ -1,110 +1,60 @@
 """FRSKD: Refine Myself by Teaching Myself (Ji et al., CVPR 2021), for binary segmentation."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import kl_binary, require_shapes, resize_like
-from segkd.distill.heads import PredictionHead
+from segkd.distill.functional import attention_transfer, check_choice, kl_binary, require_shapes
+from segkd.distill.heads import BiFPNSelfTeacher
 from segkd.models.losses import structure_loss
 
+__all__ = ["FRSKD", "attention_transfer", "ramp_factor"]
 
-def attention_transfer(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """AT loss of one level: mean squared difference of L2-normalised spatial attention maps.
+SCHEDULES = ("official", "linear", "none")
 
-    The attention map of B×C×h×w features is ``mean_c(f²)`` flattened per sample and
-    L2-normalised; channel counts may differ. ``target``'s map is resized (bilinear) to the
-    student's h×w when they differ. Returns the mean over B×h·w.
+
+def ramp_factor(progress: float, schedule: str, start: float, ramp: float) -> float:
+    """Factor (0..1) of α and β at ``progress`` (fraction of training done).
+
+    ``"official"`` (the official segmentation code): 0 until ``start``, then the sigmoid-shaped
+    ``exp(-5(1 − s)²)`` with s the fraction of the remaining training done, reaching 1 at the end.
+    ``"linear"``: from 0 to 1 over the first ``ramp`` of training. ``"none"``: 1 throughout.
     """
-    a_s = student.float().pow(2).mean(dim=1, keepdim=True)
-    a_t = resize_like(target.float().pow(2).mean(dim=1, keepdim=True), a_s)
-    return (F.normalize(a_s.flatten(1), dim=1) - F.normalize(a_t.flatten(1), dim=1)).pow(2).mean()
-
-
-class FastFusion(nn.Module):
-    """BiFPN node: fast normalised fusion, then a 3×3 conv-BN-ReLU.
-
-    ``Σ relu(w_i)·x_i / (Σ relu(w_i) + ε)`` over B×width×h×w inputs already resized to one size.
-    """
-
-    def __init__(self, n_inputs: int, width: int, eps: float = 1e-4) -> None:
-        super().__init__()
-        self.weights = nn.Parameter(torch.ones(n_inputs))
-        self.eps = eps
-        self.conv = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        )
-
-    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        w = F.relu(self.weights)
-        fused = sum(wi * x for wi, x in zip(w, inputs, strict=True)) / (w.sum() + self.eps)
-        return self.conv(fused)
-
-
-class BiFPNSelfTeacher(nn.Module):
-    """Lateral 1×1 convs to ``width``, a top-down then a bottom-up path, and a prediction head.
-
-    ``forward(features, size)``: levels shallow → deep (B×C_i×h_i×w_i) → ``(refined, logits)``,
-    ``refined[i]`` B×width×h_i×w_i and ``logits`` B×1×H×W at ``size``, predicted from the
-    finest refined level (segmentation needs the fine grid; the classification paper uses the
-    deepest).
-    Upsampling is bilinear, downsampling adaptive max-pooling (any stride ratio works).
-    """
-
-    def __init__(self, in_channels: Sequence[int], width: int) -> None:
-        super().__init__()
-        n = len(in_channels)
-        self.laterals = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.BatchNorm2d(width))
-            for c in in_channels
-        )
-        self.top_down = nn.ModuleList(FastFusion(2, width) for _ in range(n - 1))
-        # middle levels fuse lateral + top-down + shallower; the deepest has no top-down node
-        self.bottom_up = nn.ModuleList(
-            FastFusion(3 if i < n - 1 else 2, width) for i in range(1, n)
-        )
-        self.head = PredictionHead(width)
-
-    def forward(
-        self, features: Sequence[torch.Tensor], size: torch.Size
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        lateral = [conv(f) for conv, f in zip(self.laterals, features, strict=True)]
-        n = len(lateral)
-        top_down = [lateral[-1]]
-        for i in reversed(range(n - 1)):
-            upsampled = resize_like(top_down[0], lateral[i])
-            top_down.insert(0, self.top_down[i]([lateral[i], upsampled]))
-        refined = [top_down[0]]
-        for i in range(1, n):
-            shallower = F.adaptive_max_pool2d(refined[-1], lateral[i].shape[-2:])
-            inputs = [lateral[i], top_down[i], shallower] if i < n - 1 else [lateral[i], shallower]
-            refined.append(self.bottom_up[i - 1](inputs))
-        return refined, self.head.forward_to(refined[0], size)
+    if schedule == "none":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 if ramp == 0 else min(max(progress / ramp, 0.0), 1.0)
+    if progress < start:
+        return 0.0
+    s = min((progress - start) / (1.0 - start), 1.0) if start < 1 else 1.0
+    return math.exp(-5.0 * (1.0 - s) ** 2)
 
 
 @register_method("frskd")
 class FRSKD(DistillMethod):
     """A BiFPN self-teacher refines the student's features and teaches it its refined maps::
 
-        L = S(self-teacher) + ramp·β·Σ_l AT(f_l, f̂_l) + ramp·α·KL_T(σ(ẑ/T) ‖ σ(z/T))
+        L = S(self-teacher) + r(t)·β·Σ_l AT(g_l, f̂_l) + r(t)·α·KL_T(σ(ẑ/T) ‖ σ(z/T))
 
-    ``f_l``: the student's ``levels`` taps; ``f̂_l``, ``ẑ``: the self-teacher's refined features
-    and logits (detached targets); ``z``: the student's ``out``. S is the structure loss (the
-    binary counterpart of the paper's CE). The softened prediction is a per-pixel Bernoulli
-    σ(z/T), KL by ``kl_binary`` (× T²). The self-teacher's own loss reaches the student's
-    features, as in the paper. BiFPN fusion is fast normalised (learned, ReLU'd weights).
+    The self-teacher (:class:`~segkd.distill.heads.BiFPNSelfTeacher`, ``bifpn_layers`` stacked
+    BiFPN layers: two in the official segmentation code) reads the student's ``levels`` taps
+    and gives refined features ``f̂_l`` and logits ``ẑ`` (both detached as targets). Attention
+    transfer runs on the student's ``at_levels`` ``g_l``: the fusion network's neck features
+    ``fused1..4`` by default, as the official code does on its neck (``at_levels=null``: on
+    ``levels`` themselves, as the classification paper). ``z``: the student's ``out``. S is the
+    structure loss (the binary counterpart of the paper's CE). The softened prediction is a
+    per-pixel Bernoulli σ(z/T), KL by ``kl_binary`` (× T²). The self-teacher's own loss reaches
+    the student's features, as in the paper. BiFPN fusion is fast normalised.
 
-    α = 1, β = 50, T = 1 are the official segmentation defaults. α and β rise linearly from 0 to
-    their value over the first ``ramp`` fraction of training (0.3 here: the official schedule
-    is not documented; this lets the self-teacher learn before it teaches), via ``set_progress``;
-    before the first call they are 0. Returns ``{"aux_sup", "feature", "soft"}``, weighted.
+    α = 1, β = 50, T = 1 are the official segmentation defaults, and so is the schedule r(t)
+    (:func:`ramp_factor`, given by the trainer through ``set_progress``): 0 for the first two
+    thirds of training (``ramp_start``), then exp(-5(1 − s)²) up to 1 at the end.
+    ``schedule="linear"`` ramps linearly over the first ``ramp`` of training instead (segkd's
+    former default). Returns ``{"aux_sup", "feature", "soft"}``, weighted.
     """
 
     paper = (
@@ -114,43 +64,58 @@ class FRSKD(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    terms = {
+        "aux_sup": "w_aux_sup · structure loss of the self-teacher's prediction",
+        "feature": "r(t) · beta · Σ_l attention transfer (at_levels ← refined features, detached)",
+        "soft": "r(t) · alpha · T² · Bernoulli KL(self-teacher detached ‖ out)",
+    }
 
     def __init__(
         self,
         levels: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
+        at_levels: Sequence[str] | None = ("fused1", "fused2", "fused3", "fused4"),
         width: int = 64,
+        bifpn_layers: int = 2,
         alpha: float = 1.0,
         beta: float = 50.0,
         temperature: float = 1.0,
+        schedule: str = "official",
+        ramp_start: float = 2 / 3,
         ramp: float = 0.3,
         w_aux_sup: float = 1.0,
     ) -> None:
         super().__init__()
         if len(levels) < 2:
             raise ValueError(f"option 'levels' must name at least two taps, got {list(levels)}")
-        if width < 1:
-            raise ValueError(f"option 'width' must be a positive integer, got {width!r}")
+        if at_levels is not None and len(at_levels) != len(levels):
+            raise ValueError(f"option 'at_levels' must name one tap per level of {list(levels)}, "
+                             f"got {list(at_levels)}")
+        if width < 1 or bifpn_layers < 1:
+            raise ValueError(f"options 'width' and 'bifpn_layers' must be >= 1, got {width!r}, {bifpn_layers!r}")
         if temperature <= 0:
             raise ValueError(f"option 'temperature' must be > 0, got {temperature!r}")
-        if not 0 <= ramp <= 1:
-            raise ValueError(f"option 'ramp' must be a fraction in [0, 1], got {ramp!r}")
-        self.levels, self.width = tuple(levels), width
+        check_choice("schedule", schedule, SCHEDULES)
+        for option, value in (("ramp", ramp), ("ramp_start", ramp_start)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"option '{option}' must be a fraction in [0, 1], got {value!r}")
+        self.levels, self.width, self.bifpn_layers = tuple(levels), width, bifpn_layers
+        self.at_levels = tuple(at_levels) if at_levels is not None else self.levels
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.ramp, self.w_aux_sup = ramp, w_aux_sup
-        self.ramp_factor = 0.0 if ramp > 0 else 1.0
-        self.student_taps = {name: name for name in self.levels}
+        self.schedule, self.ramp_start, self.ramp, self.w_aux_sup = schedule, ramp_start, ramp, w_aux_sup
+        self.ramp_factor = ramp_factor(0.0, schedule, ramp_start, ramp)
+        self.student_taps = {name: name for name in (*self.levels, *self.at_levels)}
 
     def set_progress(self, progress: float) -> None:
-        self.ramp_factor = 1.0 if self.ramp == 0 else min(max(progress / self.ramp, 0.0), 1.0)
+        self.ramp_factor = ramp_factor(progress, self.schedule, self.ramp_start, self.ramp)
 
     def setup(
         self,
         student_shapes: Mapping[str, torch.Size],
         teacher_shapes: Mapping[str, torch.Size] | None,
     ) -> None:
-        require_shapes(student_shapes, self.levels, self.name)
+        require_shapes(student_shapes, self.student_taps, self.name)
         channels = [student_shapes[n][1] for n in self.levels]
-        self.self_teacher = BiFPNSelfTeacher(channels, self.width)
+        self.self_teacher = BiFPNSelfTeacher(channels, self.width, self.bifpn_layers)
 
     def forward(
         self,
@@ -160,11 +125,10 @@ class FRSKD(DistillMethod):
     ) -> dict[str, torch.Tensor]:
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]``: B×1×H×W in {0, 1}."""
         out = student["out"]
-        features = [student[n] for n in self.levels]
-        refined, teacher_logits = self.self_teacher(features, out.shape[-2:])
-        attention = torch.stack(
-            [attention_transfer(f, r.detach()) for f, r in zip(features, refined, strict=True)]
-        ).sum()
+        refined, teacher_logits = self.self_teacher([student[n] for n in self.levels], out.shape[-2:])
+        attention = torch.stack([
+            attention_transfer(student[n], r.detach()) for n, r in zip(self.at_levels, refined, strict=True)
+        ]).sum()
         soft = kl_binary(out, teacher_logits.detach(), self.temperature)
         return {
             "aux_sup": self.w_aux_sup * structure_loss(teacher_logits, batch["mask"]),

@@ -191,3 +191,16 @@ def kl_rows(student_scores: torch.Tensor, teacher_scores: torch.Tensor) -> torch
     log_p_s = F.log_softmax(student_scores, dim=-1)
     log_p_t = F.log_softmax(teacher_scores, dim=-1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)
+
+
+def attention_transfer(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """AT loss of one level (Zagoruyko & Komodakis): mean squared difference of L2-normalised
+    spatial attention maps.
+
+    The attention map of B×C×h×w features is ``mean_c(f²)`` flattened per sample and
+    L2-normalised; channel counts may differ. ``target``'s map is resized (bilinear) to the
+    student's h×w when they differ. Returns the mean over B×h·w.
+    """
+    a_s = student.float().pow(2).mean(dim=1, keepdim=True)
+    a_t = resize_like(target.float().pow(2).mean(dim=1, keepdim=True), a_s)
+    return (F.normalize(a_s.flatten(1), dim=1) - F.normalize(a_t.flatten(1), dim=1)).pow(2).mean()

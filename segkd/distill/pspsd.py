@@ -130,6 +130,12 @@ class PSPSD(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    terms = {
+        "aux_sup": "w_aux_sup · Σ structure loss of each pyramid branch",
+        "top_down": "w_top_down · mean Bernoulli KL along deepest branch → … → finest → out",
+        "feature": "w_feature · mean MSE(transfer features, fused pyramid features detached)",
+        "consistency": "w_consistency · mean symmetric KL over pairs of branches and out",
+    }
 
     def __init__(
         self,

@@ -57,6 +57,13 @@ class TfKD(DistillMethod):
     In both modes the paper's loss is ``(1 − α)·task + α·…``: set the task-loss weight to
     ``1 − alpha`` in the config's ``loss:`` section; this method returns only its own term,
     ``{"kd"}`` (self) or ``{"reg"}`` (reg), weighted by α.
+
+    KL scale versus the official code: it uses ``nn.KLDivLoss()`` with its default element-wise
+    mean, which divides the per-sample KL by the class count K, and multiplies by a
+    ``multiplier`` option (self: × T² × multiplier, "1.0 in most cases, some 10 or 50"; reg:
+    × multiplier, no T²). segkd sums the KL over the two classes of each pixel and averages over
+    pixels: the official scale with multiplier = K = 2. To rerun a recipe with another
+    multiplier m, scale ``alpha`` by m / 2.
     """
 
     paper = (
@@ -65,6 +72,10 @@ class TfKD(DistillMethod):
     )
     kind = "self"
     task = "binary"
+    terms = {
+        "kd": "mode self: alpha · T² · Bernoulli KL(teacher out detached ‖ out) at T",
+        "reg": "mode reg: alpha · Bernoulli KL(virtual teacher ‖ σ(out)), no T²",
+    }
 
     def __init__(
         self,

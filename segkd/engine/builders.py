@@ -127,15 +127,31 @@ def prepare_methods(
 
 
 def build_optimizer(cfg: Config, student: nn.Module, methods: nn.ModuleList) -> torch.optim.Optimizer:
-    """SGD with separate LRs for the backbone and the head (methods' parts train at the head's LR)."""
+    """SGD with separate LRs for the backbone and the head.
+
+    A method's parameters train at the head's LR unless the method puts them elsewhere through
+    ``param_groups()`` (DHM's copies of pretrained stages train at the backbone's LR).
+    """
     o = cfg.optim
     if hasattr(student, "param_groups"):
         groups = student.param_groups()
     else:
         groups = {"backbone": [], "head": list(student.parameters())}
+    backbone, head = list(groups["backbone"]), list(groups["head"])
+    for method in methods:
+        declared = method.param_groups()
+        unknown = sorted(set(declared) - {"backbone", "head"})
+        if unknown:
+            raise ValueError(f"method '{method.name}': param_groups() returned unknown group(s) {unknown}; "
+                             "use 'backbone' and 'head'")
+        placed = [id(p) for params in declared.values() for p in params]
+        if sorted(placed) != sorted(id(p) for p in method.parameters()):
+            raise ValueError(f"method '{method.name}': param_groups() must list each of its parameters once")
+        backbone += declared.get("backbone", [])
+        head += declared.get("head", [])
     param_groups = [
-        {"params": list(groups["backbone"]), "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
-        {"params": list(groups["head"]) + list(methods.parameters()), "lr": o.lr * o.head_lr_mult, "name": "head"},
+        {"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
+        {"params": head, "lr": o.lr * o.head_lr_mult, "name": "head"},
     ]
     param_groups = [g for g in param_groups if g["params"]]
     for g in param_groups:

@@ -7,6 +7,7 @@ training-only branches to the feature points; the network itself stays small.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -49,13 +50,19 @@ class FusionNet(SegmentationModel):
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = x.shape[-2:]
-        reduced = [reduce(f) for reduce, f in zip(self.reducers, self.backbone(x))]
+        return {"out": resize_to(self.decode(self.backbone(x)), x.shape[-2:], align_corners=False)}
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Everything after the backbone: stage features (finest first) → B×1×h_1×w_1 logits.
+
+        Self-distillation branches (DHM, DKS) run a copy of it over their own later stages.
+        """
+        reduced = [reduce(f) for reduce, f in zip(self.reducers, features, strict=True)]
         fused = self.fusers[-1](reduced[-1])
         for level in reversed(range(len(reduced) - 1)):
             deeper = resize_to(fused, reduced[level].shape[-2:], align_corners=False)
             fused = self.fusers[level](reduced[level] + deeper)
-        return {"out": resize_to(self.predictor(fused), size, align_corners=False)}
+        return self.predictor(fused)
 
 
 @register_model("fusion")
