@@ -257,7 +257,7 @@ def _retrain_arg(p: argparse.ArgumentParser) -> None:
     segkd compare my_comparison.yaml --set seeds=[1,2,3]
 """)(_compare_args)
 def run_compare(args: argparse.Namespace) -> int:
-    from segkd.engine.compare import compare, load_compare_config
+    from segkd.commands.compare import compare, load_compare_config
 
     result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain)
     print(result["markdown"])
@@ -282,8 +282,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     segkd demo --data data/VOCdevkit/VOC2012 --output demo_voc
 """)(_demo_args)
 def run_demo(args: argparse.Namespace) -> int:
-    from segkd.engine.compare import compare
-    from segkd.engine.demo import demo_config
+    from segkd.commands.compare import compare
+    from segkd.commands.demo import demo_config
 
     cc = demo_config(args.data, Path(args.output), args.overrides)
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} → {cc.output_dir}")
@@ -309,7 +309,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     segkd export runs/kd_pspnet50_to_18_voc/best.pt --format both --size 473 473
 """)(_export_args)
 def run_export(args: argparse.Namespace) -> int:
-    from segkd.engine.export import export_onnx, export_torchscript, onnx_metadata
+    from segkd.commands.export import export_onnx, export_torchscript, onnx_metadata
     from segkd.engine.run import load_trained
 
     cfg, model, _ = load_trained(args.checkpoint)
@@ -348,7 +348,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 def run_benchmark(args: argparse.Namespace) -> int:
     import torch
 
-    from segkd.engine.benchmark import benchmark_models, format_rows
+    from segkd.commands.benchmark import benchmark_models, format_rows
     from segkd.engine.run import load_trained
     from segkd.models import build_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from segkd.engine.benchmark import benchmark_models, format_rows, gflops, measure_latency
+from segkd.commands.benchmark import benchmark_models, format_rows, gflops, measure_latency
 from segkd.models.base import count_parameters as count_params
 
 LATENCY_KEYS = {

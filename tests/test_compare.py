@@ -6,7 +6,7 @@ import json
 import pytest
 
 from segkd.config import save_config
-from segkd.engine.compare import CompareConfig, compare, summarise
+from segkd.commands.compare import CompareConfig, compare, summarise
 
 from engine_helpers import tiny_binary_config
 

@@ -65,7 +65,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_every_shipped_config_is_valid():
-    from segkd.engine.compare import load_compare_config
+    from segkd.commands.compare import load_compare_config
 
     paths = sorted(CONFIG_DIR.glob("*.yaml"))
     assert len(paths) >= 40

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkd.engine.compare import run_config
-from segkd.engine.demo import demo_config
+from segkd.commands.compare import run_config
+from segkd.commands.demo import demo_config
 
 VOC_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_samples"
 

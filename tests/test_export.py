@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkd.engine.export import MatrixAdaptiveAvgPool2d, export_onnx, export_torchscript
+from segkd.commands.export import MatrixAdaptiveAvgPool2d, export_onnx, export_torchscript
 from segkd.models import build_model
 
 

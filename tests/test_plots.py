@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkd.engine.plots import (
-    colorize_labels,
-    overlay,
+from segkd.commands.plots import (
     plot_f_threshold,
     plot_metric_bars,
     plot_pr_curves,
     plot_qualitative_grid,
     plot_training_curves,
-    voc_palette,
 )
+from segkd.data.synthetic import voc_palette
+from segkd.engine.colorize import colorize_labels, overlay
 
 THRESHOLDS = np.arange(256) / 255
 

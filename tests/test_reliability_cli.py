@@ -166,7 +166,7 @@ def test_onnx_file_records_normalisation_and_output_meaning(tmp_path):
     import onnxruntime
 
     from segkd.engine.builders import build_student
-    from segkd.engine.export import export_onnx, onnx_metadata
+    from segkd.commands.export import export_onnx, onnx_metadata
 
     cfg = tiny_binary_config(tmp_path)
     export_onnx(build_student(cfg), tmp_path / "m.onnx", input_size=(32, 32), metadata=onnx_metadata(cfg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from segkd.config import ConfigError, save_config
-from segkd.engine.compare import CompareConfig, train_all
+from segkd.commands.compare import CompareConfig, train_all
 
 from engine_helpers import tiny_binary_config
 

@@ -18,7 +18,7 @@ from segkd.engine.builders import build_student
 from segkd.engine.checkpoint import CheckpointError, load_model_state, read_checkpoint
 from segkd.engine.distributed import pick_device
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
-from segkd.engine.plots import colorize_labels, overlay
+from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.trainer import evaluate_with_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -50,7 +50,7 @@ from segkd.engine.resume import (
     selects_on_test,
     weight_problems,
 )
-from segkd.engine.plots import colorize_labels
+from segkd.engine.colorize import colorize_labels
 from segkd.engine.schedule import lr_factor
 from segkd.models.losses import task_loss
 

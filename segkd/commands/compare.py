@@ -39,8 +39,9 @@ from segkd.data import build_dataset
 from segkd.data.build import resolve_root
 from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.data.synthetic import voc_palette
-from segkd.engine import plots
-from segkd.engine.benchmark import gflops, measure_latency
+from segkd.commands import plots
+from segkd.engine.colorize import colorize_labels
+from segkd.commands.benchmark import gflops, measure_latency
 from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
 from segkd.engine.trainer import evaluate_with_config, fit
@@ -316,7 +317,7 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
     def shown(label: np.ndarray) -> np.ndarray:
         if task == "binary":
             return label if label.max() > 1 else (label * 255).astype(np.uint8)
-        return plots.colorize_labels(label, first.data.num_classes)
+        return colorize_labels(label, first.data.num_classes)
 
     grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task))}
             for s in samples]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
-from segkd.engine.compare import CompareConfig, validate_compare
+from segkd.commands.compare import CompareConfig, validate_compare
 
 
 def detect_layout(root: Path) -> tuple[str, str]:

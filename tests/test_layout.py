@@ -1,0 +1,46 @@
+"""The package's folders import one way: cli -> commands -> engine -> distill/models/metrics -> data."""
+import ast
+from pathlib import Path
+
+import segkd
+
+PACKAGE = Path(segkd.__file__).parent
+# A folder may import only from the folders listed after it (and from itself).
+MAY_NOT_IMPORT = {
+    "engine": {"commands", "cli"},
+    "distill": {"commands", "engine", "cli"},
+    "models": {"commands", "engine", "distill", "cli"},
+    "metrics": {"commands", "engine", "distill", "models", "cli"},
+    "data": {"commands", "engine", "distill", "models", "metrics", "cli"},
+}
+
+
+def _imported_segkd_folders(path: Path) -> set[str]:
+    folders = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "segkd" and len(parts) > 1:
+                folders.add(parts[1])
+    return folders
+
+
+def test_imports_run_one_way():
+    wrong = []
+    for folder, forbidden in MAY_NOT_IMPORT.items():
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            for imported in _imported_segkd_folders(path) & forbidden:
+                wrong.append(f"{path.relative_to(PACKAGE)} imports segkd.{imported}")
+    assert not wrong, wrong
+
+
+def test_commands_live_beside_the_engine():
+    assert {"compare.py", "demo.py", "plots.py", "export.py", "benchmark.py"} <= {
+        p.name for p in (PACKAGE / "commands").glob("*.py")}
+    assert not {"compare.py", "demo.py", "plots.py", "export.py", "benchmark.py"} & {
+        p.name for p in (PACKAGE / "engine").glob("*.py")}
