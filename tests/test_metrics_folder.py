@@ -255,3 +255,11 @@ def test_scoring_saved_maps_loads_no_torch(shared_data: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "loaded: [] exit 0" in done.stdout
     assert "wFm" in done.stdout
+
+
+def test_cli_refuses_zero_workers(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from segkd.cli import main
+
+    root = shared_data / "pysod_fixtures" / "test_data"
+    assert main(["eval", "--pred", str(root / "preds"), "--gt", str(root / "masks"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
