@@ -76,7 +76,7 @@ class Run(NamedTuple):
 
 
 def run_timed(command: list[str], env: dict[str, str]) -> Run:
-    """Time one process: wall clock, and CPU time (which another job's load does not inflate)."""
+    """Time one process: wall clock, and CPU time (which other jobs on the machine sway less)."""
     cpu_before = _children_cpu_s()
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
