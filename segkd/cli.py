@@ -116,6 +116,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--ignore-index", type=int, default=255)
     src.add_argument("--list", dest="names_file", metavar="FILE",
                      help="score only the names in this file (one per line, e.g. the data set's test.txt)")
+    src.add_argument("--workers", type=int, metavar="N",
+                     help="processes that score binary maps (default: one per core; 1: this process only)")
     mod = p.add_argument_group("score a trained model")
     mod.add_argument("--checkpoint", help="a checkpoint written by segkd train")
     mod.add_argument("--config", help="config for data and protocol (default: the one stored in the checkpoint)")
@@ -132,7 +134,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from segkd.metrics import format_table
 
-    folder_opts = [f"--{n.replace('_', '-')}" for n in ("pred", "gt", "num_classes", "names_file")
+    folder_opts = [f"--{n.replace('_', '-')}" for n in ("pred", "gt", "num_classes", "names_file", "workers")
                    if getattr(args, n) is not None]
     model_opts = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "config", "save_dir") if getattr(args, n)]
     model_opts += ["--set"] if args.overrides else []
@@ -142,6 +144,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if folder_opts:
         if not (args.pred and args.gt):
             raise UsageError("--pred and --gt go together")
+        if args.workers is not None and args.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {args.workers}")
         from segkd.metrics import evaluate_folders
 
         names = None
@@ -150,7 +154,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
             names = [line.split()[0] for _, line in read_list_lines(Path(args.names_file))]
         result = evaluate_folders(args.pred, args.gt, num_classes=args.num_classes, ignore_index=args.ignore_index,
-                                  names=names)
+                                  names=names, workers=args.workers)
         print(format_table(result["metrics"]))
         if result["resized"]:
             print(f"note: {result['resized']} of {result['num_images']} prediction(s) differ in size from "
@@ -438,13 +442,24 @@ def _explain_os_error(err: OSError) -> str | None:
     return None
 
 
+# The errors a user can fix, by the module that defines them.
+_USER_ERRORS = {
+    "segkd.config": "ConfigError",
+    "segkd.data.readers": "DataError",
+    "segkd.engine.checkpoint": "CheckpointError",
+    "segkd.engine.trainer": "NonFiniteLossError",
+}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # An error whose module was never imported cannot have been raised: looking the classes up
+    # among the loaded modules spares a light command (eval --pred) from importing torch to fail.
+    return tuple(getattr(sys.modules[module], name) for module, name in _USER_ERRORS.items()
+                 if module in sys.modules)
+
+
 def explain(err: BaseException) -> tuple[str, int] | None:
     """``(message, exit code)`` for an error a user caused, or None for a bug (shown in full)."""
-    from segkd.config import ConfigError
-    from segkd.data import DataError
-    from segkd.engine.checkpoint import CheckpointError
-    from segkd.engine.trainer import NonFiniteLossError
-
     if isinstance(err, UsageError):
         return str(err), 2
     if isinstance(err, KeyboardInterrupt):
@@ -452,8 +467,7 @@ def explain(err: BaseException) -> tuple[str, int] | None:
     if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
         message = _explain_os_error(err)
         return (message, 1) if message else None
-    if isinstance(err, (ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError,
-                        FileExistsError)):
+    if isinstance(err, (*_user_error_types(), FileNotFoundError, FileExistsError)):
         if isinstance(err, OSError) and err.filename:  # raised by the OS: the message lacks the name
             return f"{err.filename}: {(err.strerror or 'no such file or directory').lower()}", 1
         return str(err), 1

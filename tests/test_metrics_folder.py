@@ -127,3 +127,139 @@ def test_semantic_rgb_label_map_is_rejected(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "pred" / "s1.png")
     with pytest.raises(ValueError, match=r"s1\.png: label map has mode 'RGB'"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", num_classes=3)
+
+
+# ---------------------------------------------------------------- binary scoring in worker processes
+METRIC_KEYS = ("MAE", "maxFm", "meanFm", "adpFm", "Sm", "maxEm", "meanEm", "adpEm", "wFm", "maxFm_datasetPR")
+
+
+def _pysodmetrics_loop(pred_dir: Path, gt_dir: Path) -> dict[str, float]:
+    """The metrics segkd reports, from pysodmetrics' own classes stepped over the files in name order."""
+    import warnings
+
+    import py_sod_metrics as pysod
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Fmeasure announces its successor FmeasureV2
+        fm = pysod.Fmeasure()
+    mae, sm, em, wfm = pysod.MAE(), pysod.Smeasure(), pysod.Emeasure(), pysod.WeightedFmeasure()
+    for gt_path in sorted(gt_dir.iterdir()):
+        pred = np.asarray(Image.open(next(pred_dir.glob(gt_path.stem + ".*"))).convert("L"))
+        gt = np.asarray(Image.open(gt_path).convert("L"))
+        for metric in (mae, fm, sm, em, wfm):
+            metric.step(pred, gt)
+    f_results, e_results = fm.get_results(), em.get_results()
+    precision, recall = f_results["pr"]["p"], f_results["pr"]["r"]
+    denominator = 0.3 * precision + recall
+    dataset_pr_f = np.where(denominator > 0, 1.3 * precision * recall / np.where(denominator > 0, denominator, 1), 0)
+    return {
+        "MAE": mae.get_results()["mae"],
+        "maxFm": f_results["fm"]["curve"].max(),
+        "meanFm": f_results["fm"]["curve"].mean(),
+        "adpFm": f_results["fm"]["adp"],
+        "Sm": sm.get_results()["sm"],
+        "maxEm": e_results["em"]["curve"].max(),
+        "meanEm": e_results["em"]["curve"].mean(),
+        "adpEm": e_results["em"]["adp"],
+        "wFm": wfm.get_results()["wfm"],
+        "maxFm_datasetPR": dataset_pr_f.max(),
+    }
+
+
+def _generated_folders(root: Path, resized_name: str | None = None) -> tuple[Path, Path]:
+    """Eight mask/prediction pairs of several sizes, with an empty and a full mask and a flat map."""
+    rng = np.random.default_rng(12)
+    for index in range(8):
+        height, width = 24 + 5 * index, 40 - 2 * index
+        mask = np.zeros((height, width), dtype=np.uint8)
+        if index == 0:
+            mask[:] = 255  # all foreground
+        elif index != 1:  # index 1: all background
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            mask[top: top + height // 2, left: left + width // 3] = 255
+        noise = rng.normal(0, 40 * (index % 3), mask.shape)
+        pred = np.clip(mask * 0.7 + 30 + noise, 0, 255).astype(np.uint8)
+        if index == 5:
+            pred[:] = 90  # a flat map: pysodmetrics skips its min-max normalisation
+        _save_grey(mask, root / "gt" / f"img{index}.png")
+        if f"img{index}" == resized_name:
+            pred = np.asarray(Image.fromarray(pred).resize((width // 2, height // 2)))
+        _save_grey(pred, root / "pred" / f"img{index}.png")
+    return root / "pred", root / "gt"
+
+
+@pytest.mark.parametrize("source", ["pysod_fixtures", "generated"])
+def test_binary_scores_equal_pysodmetrics_in_one_or_two_workers(source: str, shared_data: Path, tmp_path: Path) -> None:
+    if source == "pysod_fixtures":
+        fixtures = shared_data / "pysod_fixtures" / "test_data"
+        pred_dir, gt_dir = fixtures / "preds", fixtures / "masks"
+    else:
+        pred_dir, gt_dir = _generated_folders(tmp_path)
+
+    direct = _pysodmetrics_loop(pred_dir, gt_dir)
+    one = evaluate_folders(pred_dir, gt_dir, workers=1)
+    two = evaluate_folders(pred_dir, gt_dir, workers=2)
+
+    assert set(one["metrics"]) == set(METRIC_KEYS)
+    for key in METRIC_KEYS:
+        assert abs(one["metrics"][key] - direct[key]) <= 1e-10, key
+    # Shards merged in file order give the one-process numbers bit for bit.
+    assert two == one
+
+
+def test_binary_fixture_scores_match_the_library_reference(shared_data: Path) -> None:
+    import json
+
+    root = shared_data / "pysod_fixtures"
+    reference = json.loads((root / "version_performance.json").read_text())["v1_4_3"]
+    metrics = evaluate_folders(root / "test_data" / "preds", root / "test_data" / "masks", workers=2)["metrics"]
+    for ours, theirs in {"MAE": "MAE", "Sm": "Smeasure", "wFm": "wFmeasure", "maxFm": "maxFm",
+                         "adpEm": "adpEm", "meanEm": "meanEm", "maxEm": "maxEm"}.items():
+        assert metrics[ours] == pytest.approx(reference[theirs], abs=1e-10), ours
+
+
+def test_resized_maps_are_counted_over_all_workers(tmp_path: Path) -> None:
+    pred_dir, gt_dir = _generated_folders(tmp_path, resized_name="img6")
+    one = evaluate_folders(pred_dir, gt_dir, workers=1)
+    two = evaluate_folders(pred_dir, gt_dir, workers=3)
+    assert one["resized"] == two["resized"] == 1
+    assert two == one
+
+
+def test_unreadable_map_in_a_worker_is_named(tmp_path: Path) -> None:
+    pred_dir, gt_dir = _generated_folders(tmp_path)
+    (pred_dir / "img3.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"img3\.png: cannot read image"):
+        evaluate_folders(pred_dir, gt_dir, workers=2)
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    pred_dir, gt_dir = _generated_folders(tmp_path)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        evaluate_folders(pred_dir, gt_dir, workers=0)
+
+
+def test_scoring_saved_maps_loads_no_torch(shared_data: Path) -> None:
+    import subprocess
+    import sys
+
+    root = shared_data / "pysod_fixtures" / "test_data"
+    heavy = ("torch", "torchvision", "timm", "matplotlib", "segkd.models", "segkd.engine")
+    code = (
+        "import sys\nfrom segkd.cli import main\n"
+        f"code = main(['eval', '--pred', {str(root / 'preds')!r}, '--gt', {str(root / 'masks')!r}, '--workers', '2'])\n"
+        f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules), 'exit', code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "loaded: [] exit 0" in done.stdout
+    assert "wFm" in done.stdout
+
+
+def test_cli_refuses_zero_workers(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from segkd.cli import main
+
+    root = shared_data / "pysod_fixtures" / "test_data"
+    assert main(["eval", "--pred", str(root / "preds"), "--gt", str(root / "masks"), "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err

@@ -1,54 +1,54 @@
 """Data: the binary SOD layout, semseg lists, VOC, Cityscapes, ADE20K and CamVid, joint transforms, a synthetic generator
-and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either."""
-from segkd.data.binary import BinarySegDataset, list_binary_samples
-from segkd.data.build import build_dataset, build_loader, list_samples, resolve_root
-from segkd.data.checks import check_data
-from segkd.data.classes import ADE20K_CLASSES, CAMVID_CLASSES, CITYSCAPES_CLASSES, layout_palette
-from segkd.data.config import (
-    SYNTHETIC_CLASSES,
-    VOC_CLASSES,
-    DataConfig,
-    Split,
-    SyntheticConfig,
-    Task,
-)
-from segkd.data.layouts import LAYOUTS
-from segkd.data.readers import DataError, SamplePaths
-from segkd.data.semantic import SemanticSegDataset, read_pair_list, voc_pairs
-from segkd.data.synthetic import make_synthetic, voc_palette
-from segkd.data.transforms import (
-    MultiScaleCollate,
-    build_eval_transform,
-    build_train_transform,
-)
+and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either.
 
-__all__ = [
-    "ADE20K_CLASSES",
-    "CAMVID_CLASSES",
-    "CITYSCAPES_CLASSES",
-    "LAYOUTS",
-    "SYNTHETIC_CLASSES",
-    "VOC_CLASSES",
-    "BinarySegDataset",
-    "DataConfig",
-    "DataError",
-    "MultiScaleCollate",
-    "SamplePaths",
-    "SemanticSegDataset",
-    "Split",
-    "SyntheticConfig",
-    "Task",
-    "build_dataset",
-    "build_eval_transform",
-    "build_loader",
-    "build_train_transform",
-    "check_data",
-    "layout_palette",
-    "list_binary_samples",
-    "list_samples",
-    "make_synthetic",
-    "read_pair_list",
-    "resolve_root",
-    "voc_pairs",
-    "voc_palette",
-]
+Names are imported on first use: ``segkd.data.readers`` (numpy and PIL only) serves folder scoring without loading
+torch and torchvision.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BinarySegDataset": "binary",
+    "list_binary_samples": "binary",
+    "build_dataset": "build",
+    "build_loader": "build",
+    "list_samples": "build",
+    "resolve_root": "build",
+    "check_data": "checks",
+    "ADE20K_CLASSES": "classes",
+    "CAMVID_CLASSES": "classes",
+    "CITYSCAPES_CLASSES": "classes",
+    "layout_palette": "classes",
+    "SYNTHETIC_CLASSES": "config",
+    "VOC_CLASSES": "config",
+    "DataConfig": "config",
+    "Split": "config",
+    "SyntheticConfig": "config",
+    "Task": "config",
+    "LAYOUTS": "layouts",
+    "DataError": "readers",
+    "SamplePaths": "readers",
+    "SemanticSegDataset": "semantic",
+    "read_pair_list": "semantic",
+    "voc_pairs": "semantic",
+    "make_synthetic": "synthetic",
+    "voc_palette": "synthetic",
+    "MultiScaleCollate": "transforms",
+    "build_eval_transform": "transforms",
+    "build_train_transform": "transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

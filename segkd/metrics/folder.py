@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from segkd.data.readers import DataError, binarize_mask
-from segkd.metrics.semantic import SegmentationMetric
 from segkd.metrics.sod import SODMetrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MAX_LISTED = 20
+# Shards per worker process: several, so that a worker given large images does not finish last
+# while the others wait.
+_SHARDS_PER_WORKER = 4
 
 
 class FolderError(DataError, ValueError):
@@ -31,6 +36,7 @@ def evaluate_folders(
     ignore_index: int = 255,
     class_names: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Score every ground-truth mask in ``gt_dir`` against the prediction of the same name.
 
@@ -46,6 +52,10 @@ def evaluate_folders(
     Args:
         names: score only these names (e.g. the lines of a split's list file), for a mask folder
             that also holds the masks of other splits.
+        workers: processes that score binary maps, each a run of consecutive files; their
+            per-image records are merged in file order, so every number equals a one-process
+            run. ``None``: one per available core; ``1``: in this process. Semantic maps are
+            always scored in this process.
 
     Returns:
         ``{"task": "binary" | "semantic", "num_images": n, "resized": k, "metrics": {...}}``.
@@ -59,6 +69,8 @@ def evaluate_folders(
 
     A prediction with no mask is skipped with a warning naming it.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     pred_files = _images_by_stem(Path(pred_dir), "prediction")
     gt_files = _images_by_stem(Path(gt_dir), "ground-truth")
     if not gt_files:
@@ -88,7 +100,8 @@ def evaluate_folders(
 
     ordered = sorted(gt_files)
     if num_classes is None:
-        return _evaluate_binary(ordered, pred_files, gt_files)
+        pairs = [(pred_files[name], gt_files[name]) for name in ordered]
+        return _evaluate_binary(pairs, workers or available_cores())
     return _evaluate_semantic(ordered, pred_files, gt_files, num_classes, ignore_index, class_names)
 
 
@@ -101,21 +114,64 @@ def _open(path: Path) -> Image.Image:
     return image
 
 
-def _evaluate_binary(
-    names: list[str], pred_files: dict[str, Path], gt_files: dict[str, Path]
-) -> dict[str, Any]:
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _evaluate_binary(pairs: list[tuple[Path, Path]], workers: int) -> dict[str, Any]:
+    """Score ``(prediction, mask)`` pairs in shards and merge the shards' records in file order."""
     metrics = SODMetrics()
     resized = 0
-    for name in names:
-        pred = np.asarray(_open(pred_files[name]).convert("L"))
-        gt = binarize_mask(np.asarray(_open(gt_files[name]).convert("L"))).astype(bool)
+    for state, shard_resized in _map_in_order(_score_binary_shard, _shards(pairs, workers), workers):
+        metrics.merge_state(state)
+        resized += shard_resized
+    return {"task": "binary", "num_images": len(pairs), "resized": resized,
+            "metrics": metrics.get_results()}
+
+
+def _shards(items: list[Any], workers: int) -> list[list[Any]]:
+    """Consecutive runs of ``items``: one for one worker, else several per worker."""
+    count = 1 if workers == 1 else min(len(items), workers * _SHARDS_PER_WORKER)
+    bounds = [round(i * len(items) / count) for i in range(count + 1)]
+    return [items[start:stop] for start, stop in zip(bounds, bounds[1:])]
+
+
+def _map_in_order(function: Any, shards: list[Any], workers: int) -> Iterator[Any]:
+    """``function`` over ``shards``, results in shard order: in this process, or in a pool."""
+    workers = min(workers, len(shards))
+    if workers <= 1:
+        yield from map(function, shards)
+        return
+    # Forked workers share the modules already imported here (pysodmetrics takes about a second
+    # to import); spawned ones would import them again, each.
+    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield from pool.map(function, shards)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error, do not score the remaining shards
+
+
+def _score_binary_shard(pairs: list[tuple[Path, Path]]) -> tuple[dict[str, list[Any]], int]:
+    """The per-image records (:meth:`SODMetrics.state`) of one shard and how many maps it resized."""
+    if multiprocessing.parent_process() is not None and "torch" in sys.modules:
+        # A forked child must keep out of the OpenMP pool its parent started (GNU OpenMP is not
+        # fork-safe); one thread per worker is what the pool wants anyway.
+        sys.modules["torch"].set_num_threads(1)
+    metrics = SODMetrics()
+    resized = 0
+    for pred_path, gt_path in pairs:
+        pred = np.asarray(_open(pred_path).convert("L"))
+        gt = binarize_mask(np.asarray(_open(gt_path).convert("L"))).astype(bool)
         resized += pred.shape != gt.shape
         try:
             metrics.step(pred, gt)
         except (ValueError, TypeError) as error:
-            raise FolderError(f"{gt_files[name]} / {pred_files[name]}: {error}") from error
-    return {"task": "binary", "num_images": len(names), "resized": resized,
-            "metrics": metrics.get_results()}
+            raise FolderError(f"{gt_path} / {pred_path}: {error}") from error
+    return metrics.state(), resized
 
 
 def _evaluate_semantic(
@@ -126,6 +182,10 @@ def _evaluate_semantic(
     ignore_index: int,
     class_names: Sequence[str] | None,
 ) -> dict[str, Any]:
+    import torch
+
+    from segkd.metrics.semantic import SegmentationMetric
+
     metric = SegmentationMetric(num_classes, ignore_index=ignore_index, class_names=class_names)
     for name in names:
         gt_image = _open(gt_files[name])

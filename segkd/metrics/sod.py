@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import py_sod_metrics as pysod
-import torch
-import torch.nn.functional as F
+from py_sod_metrics.utils import prepare_data
 
-ArrayLike = np.ndarray | torch.Tensor
+# torch is imported only to resize a map or read a tensor: scoring saved maps needs no torch.
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor
 
 BETA_SQUARED = 0.3  # precision weight of the SOD F-measure (Achanta et al. 2009)
 NUM_THRESHOLDS = 256
@@ -75,11 +79,11 @@ class SODMetrics:
         """
         gt_uint8 = _gt_to_uint8(_as_2d_numpy(gt, "gt"))
         pred_uint8 = _pred_to_uint8(_as_2d_numpy(pred, "pred"), size=gt_uint8.shape)
-        self._mae.step(pred_uint8, gt_uint8)
-        self._smeasure.step(pred_uint8, gt_uint8)
-        self._emeasure.step(pred_uint8, gt_uint8)
-        self._weighted_fmeasure.step(pred_uint8, gt_uint8)
-        self._fmeasure.step(pred_uint8, gt_uint8)
+        # Each pysodmetrics step would min-max normalise the pair again; normalising once with
+        # the library's own prepare_data gives the very same arrays at a fifth of the cost.
+        pred_unit, gt_bool = prepare_data(pred_uint8, gt_uint8)
+        for metric in (self._mae, self._smeasure, self._emeasure, self._weighted_fmeasure, self._fmeasure):
+            metric.step(pred_unit, gt_bool, normalize=False)
 
     @property
     def num_images(self) -> int:
@@ -170,7 +174,8 @@ def _order_free_mean(values: list[Any]) -> np.ndarray:
 
 
 def _as_2d_numpy(array: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist where torch was imported
+    if torch is not None and isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
     while array.ndim > 2 and array.shape[0] == 1:
@@ -211,8 +216,14 @@ def _pred_to_uint8(pred: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     else:
         raise TypeError(f"pred must be uint8 or float, got {pred.dtype}")
     if unit.shape != size:
-        resized = F.interpolate(
-            torch.from_numpy(unit)[None, None], size=size, mode="bilinear", align_corners=False
-        )
-        unit = resized[0, 0].numpy()
+        unit = _resize_bilinear(unit, size)
     return np.clip(np.round(unit * 255.0), 0, 255).astype(np.uint8)
+
+
+def _resize_bilinear(unit: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """H×W float32 map resized like ``F.interpolate(..., mode="bilinear", align_corners=False)``."""
+    import torch
+    import torch.nn.functional as F
+
+    resized = F.interpolate(torch.from_numpy(unit)[None, None], size=size, mode="bilinear", align_corners=False)
+    return resized[0, 0].numpy()
