@@ -33,6 +33,7 @@ from torch import nn
 from segkd.config import load_config
 from segkd.distill import METHODS, FeatureTaps, build_method
 from segkd.engine.builders import build_optimizer, build_student, model_kwargs, prepare_methods
+from segkd.engine.teacher import LiveTeacher
 from segkd.engine.trainer import training_losses
 from segkd.models import build_model
 
@@ -65,10 +66,10 @@ def training_step(cfg, student: nn.Module, teacher: nn.Module | None, specs: lis
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     student.train()
     with FeatureTaps(student, student_taps) as student_hooks, \
-            (FeatureTaps(teacher, teacher_taps) if teacher is not None else nullcontext()) as teacher_hooks:
+            (LiveTeacher(teacher, teacher_taps) if teacher is not None else nullcontext()) as live_teacher:
 
         def step() -> None:
-            losses = training_losses(cfg, student, teacher, methods, student_hooks, teacher_hooks, batch, device)
+            losses = training_losses(cfg, student, live_teacher, methods, student_hooks, batch, device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(sum(losses.values())).backward()
             scaler.step(optimizer)
