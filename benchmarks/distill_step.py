@@ -13,8 +13,8 @@ Rows:
 - ``distill: METHOD``: a full training step through the trainer's ``training_losses`` per
   teacher → student method (defaults from ``segkd methods``);
 - ``cached teacher: logits_kd``: the student step plus reading the teacher's logits from a teacher
-  cache on disk (fp16) and applying the loss, i.e. offline distillation; the ratio to watch is
-  × student (the teacher does not run);
+  cache on disk (fp16, ``segkd.engine.teacher_cache``) and applying the loss, i.e. offline
+  distillation; the ratio to watch is × student (the teacher does not run);
 - ``channels_last``: the student step and the teacher forward in channels-last memory format;
 - ``teacher bf16``: the teacher forward under bf16 autocast, alone and inside a logits_kd step.
 
@@ -47,6 +47,7 @@ from segkd.config import Config, load_config
 from segkd.distill import METHODS, FeatureTaps, build_method
 from segkd.engine.builders import build_optimizer, build_student, model_kwargs, prepare_methods
 from segkd.engine.teacher import LiveTeacher
+from segkd.engine.teacher_cache import CachedTeacher, CacheReader, map_path
 from segkd.engine.trainer import training_losses
 from segkd.models import build_model
 
@@ -140,38 +141,36 @@ class Bf16Teacher(LiveTeacher):
         return {k: v.float() for k, v in outputs.items()}
 
 
-class DiskCachedLogits:
-    """Teacher tensors read from per-image fp16 files written once beforehand (offline KD)."""
+class ReadFromCache:
+    """The cached teacher of a training run, with the cache read inside the step: each image's
+    map loaded from its fp16 file and resized to the image's grid (``CacheReader``, which the
+    data loader runs in training), then handed to ``CachedTeacher``. The map's augmentation,
+    which the loader also does, is left out (the timed images are not augmented)."""
 
-    def __init__(self, files: dict[str, list[Path]], device: torch.device) -> None:
-        self.files, self.device, self.model = files, device, None
+    def __init__(self, folder: Path, needed: dict[str, str], teacher: nn.Module, example: torch.Tensor) -> None:
+        self.reader = CacheReader(folder, sorted(set(needed.values())), teacher.align_corners)
+        self.cached = CachedTeacher(teacher, needed, example, teacher.align_corners)
+        self.model = teacher
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        return {tap: torch.from_numpy(np.stack([np.load(p) for p in paths])).to(self.device).float()
-                for tap, paths in self.files.items()}
+        size = tuple(batch["image"].shape[-2:])
+        per_image = [self.reader(i, size) for i in range(len(batch["image"]))]
+        maps = {key: torch.stack([m[key] for m in per_image]).to(batch["image"].device) for key in per_image[0]}
+        return self.cached({**batch, **maps})
 
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> DiskCachedLogits:
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-
-def write_logits_cache(teacher: nn.Module, image: torch.Tensor, folder: Path) -> dict[str, list[Path]]:
-    """The teacher's ``out`` and ``logits`` of each image, one fp16 ``.npy`` per image and tap."""
+def write_cache(teacher: nn.Module, images: torch.Tensor, folder: Path) -> None:
+    """The teacher's ``out`` and ``logits`` of each image in the cache's file layout (fp16)."""
     with torch.inference_mode(), FeatureTaps(teacher, {"logits": "logits"}) as hooks:
-        outputs = {**teacher(image), **hooks.pop()}
-    files: dict[str, list[Path]] = {}
-    for tap in ("out", "logits"):
-        files[tap] = []
-        for i, tensor in enumerate(outputs[tap]):
-            path = folder / f"{i:06d}.{tap}.npy"
-            np.save(path, tensor.cpu().half().numpy())
-            files[tap].append(path)
-    return files
+        outputs = {**teacher(images), **hooks.pop()}
+    for name in ("out", "logits"):
+        for i, tensor in enumerate(outputs[name]):
+            path = map_path(folder, i, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, tensor.float().cpu().numpy().astype(np.float16))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                               for name in args.methods}
     with tempfile.TemporaryDirectory() as cache_dir:
         if not args.no_variants:
-            files = write_logits_cache(teacher, batch["image"], Path(cache_dir))
+            write_cache(teacher, batch["image"], Path(cache_dir))
             for at in ("logits", "out"):
-                cached = DiskCachedLogits({at: files[at]}, device)
+                cached = ReadFromCache(Path(cache_dir), {at: at}, teacher, batch["image"])
                 steps[f"cached teacher: logits_kd at {at}"] = make_step(
-                    student, [{"name": "logits_kd", "at": at}], teacher, lambda *_, c=cached: c)
+                    student, [{"name": "logits_kd", "at": at}], teacher, lambda *_, c=cached: nullcontext(c))
             cl_student = copy.deepcopy(student).to(memory_format=torch.channels_last)
             cl_teacher = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
             cl_batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}

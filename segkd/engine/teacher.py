@@ -12,7 +12,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from segkd.config import Config
 from segkd.distill import FeatureTaps
+from segkd.engine.distributed import DistEnv
+from segkd.engine.teacher_cache import open_cached_teacher
 
 
 class TeacherSource(Protocol):
@@ -47,3 +50,12 @@ class LiveTeacher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def teacher_source(cfg: Config, model: nn.Module, methods: nn.ModuleList, taps: Mapping[str, str],
+                   train_set: Any, example: torch.Tensor, env: DistEnv, device: torch.device) -> TeacherSource:
+    """The live teacher; with ``distill.teacher.cache`` the cached one, after filling the cache if
+    it is not complete, and ``train_set`` then carries the cached maps with every sample."""
+    if cfg.distill.teacher is None or cfg.distill.teacher.cache is None:
+        return LiveTeacher(model, taps)
+    return open_cached_teacher(cfg, model, methods, taps, train_set, example, env, device)

@@ -56,7 +56,7 @@ from segkd.engine.resume import (
     weight_problems,
 )
 from segkd.engine.schedule import lr_factor
-from segkd.engine.teacher import LiveTeacher, TeacherSource
+from segkd.engine.teacher import TeacherSource, teacher_source
 from segkd.models.losses import task_loss
 
 
@@ -250,8 +250,9 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
         run.writer = SummaryWriter(str(run.run_dir / "tb"))
     # hooks are removed however the run ends
     run.student_hooks = cleanup.enter_context(FeatureTaps(student, student_taps))
-    if teacher_model is not None:
-        run.teacher = cleanup.enter_context(LiveTeacher(teacher_model, teacher_taps))
+    if teacher_model is not None:  # live, or read from a teacher cache (filled here on first use)
+        run.teacher = cleanup.enter_context(teacher_source(
+            cfg, teacher_model, methods, teacher_taps, train_set.dataset, example, env, device))
     run.tick = time.perf_counter()
     return run
 
