@@ -176,3 +176,31 @@ def test_a_method_needing_features_refuses_the_cache_naming_the_tap(tmp_path):
     with pytest.raises(TeacherCacheError, match=r"method 'cwd' taps the teacher at 'head' \(tap 'cwd_input'\)"):
         fit(cfg)
     assert not (tmp_path / "cache").exists()  # refused before anything was filled
+
+
+def test_a_killed_cached_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from segkd.engine import trainer as trainer_module
+    from segkd.engine.checkpoint import read_checkpoint
+
+    def run_cfg(name):
+        return _cfg(tmp_path / name, checkpoint=tmp_path / "teacher.pth", cache=tmp_path / "cache",
+                    train={"epochs": 2, "checkpoint_every_iters": 1})
+
+    _teacher_file(tmp_path / "teacher.pth")
+    straight, killed = run_cfg("a"), run_cfg("b")
+    fit(straight)
+    real, calls = trainer_module.training_losses, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # iterations 1-3 done and checkpointed, mid-epoch 1
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "training_losses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed)
+    monkeypatch.undo()
+    fit(killed, resume=True)
+    a, b = (read_checkpoint(c.run_dir / "last.pt")["model"] for c in (straight, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
