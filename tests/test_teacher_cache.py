@@ -204,3 +204,18 @@ def test_a_killed_cached_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     fit(killed, resume=True)
     a, b = (read_checkpoint(c.run_dir / "last.pt")["model"] for c in (straight, killed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_segkd_cache_teacher_fills_ahead_and_training_reuses_it(tmp_path, monkeypatch, capsys):
+    from segkd.cli import main
+    from segkd.config import save_config
+
+    cfg = _cfg(tmp_path, methods=[{"name": "logits_kd"}], train={"max_iters": 1})
+    save_config(cfg, tmp_path / "kd.yaml")
+    assert main(["cache-teacher", str(tmp_path / "kd.yaml")]) == 0
+    assert "the teacher's ['logits'] for 8 training images, ready" in capsys.readouterr().out
+    monkeypatch.setattr(teacher_cache, "fill", lambda *a, **k: pytest.fail("filled twice"))
+    assert main(["cache-teacher", str(tmp_path / "kd.yaml")]) == 0  # a full cache is only checked
+    assert fit(cfg)["iterations"] == 1
+    assert main(["cache-teacher", str(tmp_path / "kd.yaml"), "--set", "distill.teacher.cache=null"]) == 1
+    assert "distill.teacher.cache: not set" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Offline distillation: the frozen teacher's logits, computed once per training image and reused.
 
 ``distill.teacher.cache: FOLDER`` makes the trainer read the teacher's maps from ``FOLDER`` instead
-of running the teacher every step. The folder is filled by the first run that uses it:
+of running the teacher every step. The folder is filled by the first run that uses it, or ahead
+of training by ``segkd cache-teacher CONFIG`` (under DDP, filling ahead keeps the other
+processes from waiting at a barrier while the main one fills):
 
     FOLDER/maps/000123.logits.npy   fp16 C×h×w per training image and cached map
     FOLDER/manifest.json            what was cached and from what; written last
@@ -40,10 +42,12 @@ from tqdm import tqdm
 
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
+from segkd.data.build import resolve_root
 from segkd.distill import FeatureTaps
 from segkd.distill.hooks import resolve_path
+from segkd.engine import builders
 from segkd.engine.builders import probe
-from segkd.engine.distributed import DistEnv, barrier
+from segkd.engine.distributed import DistEnv, barrier, pick_device
 from segkd.io import atomic_output
 
 CACHE_FORMAT = "segkd-teacher-cache-v1"
@@ -265,3 +269,27 @@ def open_cached_teacher(cfg: Config, model: nn.Module, methods: nn.ModuleList, t
     manifest = open_cache(cfg, model, set(maps), env, device, [s.name for s in train_set.samples])
     train_set.extra_maps = CacheReader(Path(cfg.distill.teacher.cache), maps, manifest["align_corners"])
     return CachedTeacher(model, needed, example, manifest["align_corners"])
+
+
+def fill_ahead(cfg: Config) -> dict[str, Any]:
+    """Fill (or check) the teacher cache of ``cfg`` without training (``segkd cache-teacher``):
+    the maps its methods read, from its teacher, for its training list. Returns the manifest."""
+    teacher_cfg = cfg.distill.teacher
+    if teacher_cfg is None or teacher_cfg.cache is None:
+        raise TeacherCacheError("distill.teacher.cache: not set; give the folder to fill, e.g. "
+                                "--set distill.teacher.cache=runs/teacher_cache")
+    if cfg.task != "semantic":
+        raise TeacherCacheError("distill.teacher.cache: only semantic tasks can read a teacher cache; remove the key")
+    device = pick_device(cfg.train.device)
+    resolve_root(cfg.data, cfg.task)
+    train_set = build_dataset(cfg.data, cfg.task, "train", augment=False)
+    student, methods = builders.build_student(cfg).to(device), builders.build_methods(cfg).to(device)
+    if not builders.needs_teacher(methods):
+        raise TeacherCacheError("distill.teacher.cache: no method in distill.methods reads a teacher")
+    teacher = builders.build_teacher(teacher_cfg, cfg, device)
+    # the probe needs only shapes: one image at the training crop size
+    size = cfg.data.crop_size
+    example = torch.zeros(2, 3, size, size, device=device)
+    _, taps = builders.prepare_methods(methods, student, teacher, example)
+    maps = set(needed_maps(methods, teacher, taps).values())
+    return open_cache(cfg, teacher, maps, DistEnv(), device, [s.name for s in train_set.samples])
