@@ -106,6 +106,22 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ cache-teacher
+@command("cache-teacher", "fill a run's teacher cache (distill.teacher.cache) ahead of training", """
+    segkd cache-teacher kd_pspnet50_to_18_voc --set distill.teacher.cache=runs/cache_pspnet50_voc
+    segkd train kd_pspnet50_to_18_voc --set distill.teacher.cache=runs/cache_pspnet50_voc
+""")(_config_args)
+def run_cache_teacher(args: argparse.Namespace) -> int:
+    from segkd.config import load_config
+    from segkd.engine.teacher_cache import fill_ahead
+
+    cfg = load_config(args.config, args.overrides)
+    manifest = fill_ahead(cfg)
+    print(f"teacher cache {cfg.distill.teacher.cache}: the teacher's {manifest['maps']} for "
+          f"{manifest['training_list']['count']} training images, ready")
+    return 0
+
+
 # ------------------------------------------------------------------ eval
 def _eval_args(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("score saved prediction maps")

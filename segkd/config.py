@@ -87,11 +87,27 @@ class TeacherConfig(_Strict):
         default_factory=dict,
         description="prefix renames applied to a foreign state dict's keys, e.g. {'module.': ''}",
     )
+    cache: Path | None = Field(
+        None,
+        description="offline distillation: a folder of the teacher's logits, filled on first use by running "
+        "the teacher once on each un-augmented training image, then read (and moved with each crop's "
+        "augmentation) instead of running the teacher every step; a cache made for another teacher, "
+        "training list or preprocessing is refused. In segkd compare, 'auto' = one folder per teacher "
+        "entry under its output_dir. None: the teacher runs live",
+    )
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> TeacherConfig:
+        if self.cache is not None and str(self.cache) == "auto":
+            raise ValueError("cache: 'auto' is resolved by segkd compare only; give a folder")
+        return self
 
 
 class DistillConfig(_Strict):
     teacher: TeacherConfig | None = Field(
-        None, description="{model: {...}, checkpoint: PATH, key_map: {}}: the frozen teacher, for methods that need one")
+        None, description="{model: {...}, checkpoint: PATH, key_map: {}, cache: FOLDER}: the frozen teacher, for "
+        "methods that need one; cache: read its logits from a teacher cache instead of running it each step "
+        "(offline distillation, filled on first use)")
     methods: list[dict[str, Any]] = Field(
         default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]"
     )

@@ -109,3 +109,28 @@ def test_format_rows_aligns_columns() -> None:
     )
     assert format_rows(rows) == expected
     assert format_rows([]) == "(no rows)"
+
+
+def test_distill_step_ratios_are_taken_inside_each_round_so_drift_cancels(monkeypatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "distill_step.py"
+    spec = importlib.util.spec_from_file_location("distill_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base = {"X": 30.0, "S": 10.0, "T": 5.0}
+    slowdown = iter([1.0] * 3 + [4.0] * 3 + [1.5] * 3)  # the machine gets busy in the second round
+    order = []
+
+    def fake_clock(step, device):
+        name = step()
+        order.append(name)
+        return base[name] * next(slowdown)
+
+    monkeypatch.setattr(bench, "clock", fake_clock)
+    rows = bench.interleaved({"x": lambda: "X"}, lambda: "S", lambda: "T", torch.device("cpu"), rounds=3, warmup=0)
+    assert rows[0]["x_student"] == 3.0 and rows[0]["x_bound"] == 2.0 and rows[0]["x_teacher"] == 6.0
+    assert [order[i] for i in (0, 3, 6)] == ["X", "S", "T"]  # the order rotates: nobody always runs first

@@ -68,3 +68,14 @@ def test_compare_end_to_end_and_continues(tmp_path):
     messages = []
     compare(cc, log=messages.append)
     assert len(messages) == 4 and all("reused" in m for m in messages)
+
+
+def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
+    from segkd.commands.compare import load_compare_config, run_config
+
+    cc = load_compare_config("compare_sbg_cached")
+    caches = {(entry.name, seed): run_config(cc, entry, seed).distill.teacher
+              for entry in cc.entries if entry.teacher_from for seed in cc.seeds}
+    assert {caches[("kd_cached", seed)].cache for seed in cc.seeds} == {cc.output_dir / "teacher_cache" / "teacher"}
+    assert all(caches[("kd", seed)].cache is None for seed in cc.seeds)  # the live entry runs its teacher
+    assert caches[("kd_cached", 1)].checkpoint == caches[("kd", 1)].checkpoint

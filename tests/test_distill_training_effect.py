@@ -31,6 +31,7 @@ from torch import nn
 from segkd.config import Config
 from segkd.distill import METHODS, FeatureTaps, build_method
 from segkd.engine.builders import build_optimizer, prepare_methods
+from segkd.engine.teacher import LiveTeacher
 from segkd.engine.trainer import parameter_fingerprint, training_losses
 from segkd.models import build_model
 
@@ -134,10 +135,10 @@ def train(cfg: Config, student: nn.Module, teacher: nn.Module | None, specs: lis
     optimizer = build_optimizer(cfg, student, methods)
     history: list[dict[str, float]] = []
     student.train()
-    teacher_hooks = FeatureTaps(teacher, teacher_taps) if teacher is not None else nullcontext()
-    with FeatureTaps(student, student_taps) as s_hooks, teacher_hooks as t_hooks:
+    live_teacher = LiveTeacher(teacher, teacher_taps) if teacher is not None else nullcontext()
+    with FeatureTaps(student, student_taps) as s_hooks, live_teacher as t_source:
         for _ in range(steps):
-            losses = training_losses(cfg, student, teacher, methods, s_hooks, t_hooks, batch, CPU)
+            losses = training_losses(cfg, student, t_source, methods, s_hooks, batch, CPU)
             history.append({term: value.item() for term, value in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()

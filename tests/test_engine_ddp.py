@@ -30,7 +30,12 @@ def _worker(rank: int, world_size: int, port: int, task: str, tmp: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     make = tiny_binary_config if task == "binary" else tiny_semantic_config
-    cfg = make(Path(tmp), train={"epochs": 1, "device": "cpu", "sync_bn": True})
+    extra = {}
+    if task == "semantic_cached":  # logits KD from a teacher cache the main process fills
+        extra["distill"] = {"teacher": {"model": {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
+                                        "checkpoint": str(Path(tmp) / "teacher.pth"), "cache": str(Path(tmp) / "cache")},
+                            "methods": [{"name": "logits_kd"}]}
+    cfg = make(Path(tmp), train={"epochs": 1, "device": "cpu", "sync_bn": True}, **extra)
     report = fit(cfg)
     (Path(tmp) / f"report{rank}.json").write_text(json.dumps(report))
 
@@ -54,3 +59,19 @@ def test_two_process_gloo_training_matches_one_process_evaluation(tmp_path, task
         assert reports[0]["student"]["maxFm_datasetPR"] == pytest.approx(single["maxFm_datasetPR"], abs=1e-12)
     else:
         assert reports[0]["student"]["allAcc"] == pytest.approx(single["allAcc"], abs=1e-12)
+
+
+def test_two_process_training_from_a_teacher_cache_filled_once(tmp_path):
+    import torch
+
+    from segkd.data.build import resolve_root
+    from segkd.models import build_model
+
+    resolve_root(tiny_semantic_config(tmp_path).data, "semantic")
+    torch.save(build_model("pspnet", backbone="resnet18", num_classes=3, output_stride=8).state_dict(),
+               tmp_path / "teacher.pth")
+    mp.spawn(_worker, args=(2, _free_port(), "semantic_cached", str(tmp_path)), nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in range(2)]
+    assert reports[0]["replica_fingerprints"][0] == reports[0]["replica_fingerprints"][1]
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    assert len(list((tmp_path / "cache" / "maps").glob("*.npy"))) == 8

@@ -43,7 +43,7 @@ def test_distilled_student_checkpoint_holds_exactly_the_plain_student(tmp_path, 
     monkeypatch.setattr(trainer_module, "training_losses", spy)
     report = fit(cfg)
     # the teacher is frozen, in eval mode, and never gets a gradient
-    teacher = seen["teacher"]
+    teacher = seen["teacher"].model
     assert not teacher.training
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     # the learned mapping exists in the method, and trained

@@ -17,6 +17,7 @@ from segkd.data import build_dataset
 from segkd.distill import FeatureTaps, build_method
 from segkd.engine import builders
 from segkd.engine.schedule import lr_factor
+from segkd.engine.teacher import LiveTeacher
 from segkd.engine.trainer import evaluate_with_config, training_losses
 from segkd.models.losses import semantic_ce
 
@@ -73,7 +74,7 @@ def test_an_exact_copy_as_teacher_gives_a_zero_distillation_term(tmp_path):
     batch = {"image": torch.stack([train_set[i]["image"] for i in range(2)]),
              "mask": torch.stack([train_set[i]["mask"] for i in range(2)])}
     builders.prepare_methods(methods, student, teacher, batch["image"])
-    losses = training_losses(cfg, student, teacher, methods, FeatureTaps(student, {}), FeatureTaps(teacher, {}),
+    losses = training_losses(cfg, student, LiveTeacher(teacher, {}), methods, FeatureTaps(student, {}),
                              batch, torch.device("cpu"))
     assert losses["logits_kd/kd"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["task"].item() > 0.1
@@ -87,13 +88,13 @@ def test_distilling_a_trained_student_from_its_own_copy_does_not_make_it_worse(t
     def train(model, steps, teacher=None, alpha=0.0):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         taps = FeatureTaps(model, {})
-        teacher_taps = FeatureTaps(teacher, {}) if teacher is not None else None
+        live_teacher = LiveTeacher(teacher, {}) if teacher is not None else None
         done = 0
         while done < steps:
             for batch in loader:
                 model.train()
-                losses = training_losses(cfg, model, teacher, methods if teacher is not None else [],
-                                         taps, teacher_taps, batch, torch.device("cpu"))
+                losses = training_losses(cfg, model, live_teacher, methods if teacher is not None else [],
+                                         taps, batch, torch.device("cpu"))
                 total = (1 - alpha) * (losses["task"] + losses.get("task_aux", 0)) + alpha * losses.get(
                     "logits_kd/kd", 0)
                 optimizer.zero_grad()
@@ -129,7 +130,7 @@ def test_distill_share_scales_task_terms_by_one_minus_alpha_and_methods_by_alpha
 
     def losses(share):
         run = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"distill_share": share})})
-        return training_losses(run, student, teacher, methods, FeatureTaps(student, {}), FeatureTaps(teacher, {}),
+        return training_losses(run, student, LiveTeacher(teacher, {}), methods, FeatureTaps(student, {}),
                                batch, torch.device("cpu"))
 
     plain, mixed = losses(None), losses(0.25)

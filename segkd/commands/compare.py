@@ -13,6 +13,12 @@ A comparison config names a run config to start from, the seeds, and one entry p
       - {name: pspsd, set: ["distill.methods=[{name: pspsd}]"]}
       - {name: teacher, role: teacher, set: ["model.backbone=resnet50"], seeds: [1]}
       - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
+      - {name: kd_cached, teacher_from: teacher,
+         set: ["distill.methods=[{name: logits_kd}]", "distill.teacher.cache=auto"]}
+
+``distill.teacher.cache: auto`` reads the teacher's logits from ``output_dir/teacher_cache/TEACHER``
+(TEACHER: the ``teacher_from`` entry), filled by the first run that needs it and reused by every
+seed and entry after it; entries sharing it must read the same maps (``logits`` or ``out``).
 
 Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
 interrupted ones resumed, so running the command again continues where it stopped. A run whose
@@ -111,11 +117,26 @@ def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
         teacher = next(e for e in cc.entries if e.name == entry.teacher_from)
         teacher_seed = (teacher.seeds or cc.seeds)[0]
         teacher_cfg = run_config(cc, teacher, teacher_seed)
+        cache = (raw.get("distill") or {}).get("teacher", {}).get("cache")
         raw.setdefault("distill", {})["teacher"] = {
             "model": teacher_cfg.model.model_dump(),
             "checkpoint": str(teacher_cfg.run_dir / "last.pt"),
+            **({"cache": cache} if cache is not None else {}),
         }
+    teacher_raw = (raw.get("distill") or {}).get("teacher")
+    if isinstance(teacher_raw, dict) and teacher_raw.get("cache") == AUTO_CACHE:
+        teacher_raw["cache"] = str(teacher_cache_dir(cc, entry))
     return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
+
+
+AUTO_CACHE = "auto"
+
+
+def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry) -> Path:
+    """Where ``distill.teacher.cache: auto`` puts an entry's teacher cache: one folder per teacher
+    entry (or per entry naming its own teacher), shared by every seed and every entry distilling
+    from that teacher."""
+    return cc.output_dir / "teacher_cache" / (entry.teacher_from or entry.name)
 
 
 def stored_config(run_dir: Path) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from segkd.data.config import DataConfig, Split, Task
 from segkd.data.layouts import LAYOUTS
 from segkd.data.readers import DataError, Listing
 from segkd.data.semantic import (
+    ExtraMaps,
     PathPair,
     SemanticSegDataset,
     read_pair_list,
@@ -105,11 +106,18 @@ def list_samples(cfg: DataConfig, task: Task, split: Split) -> Listing:
     return resolve_pairs(root, _semantic_pairs(cfg, root, name))
 
 
-def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str, Any]]:
+def build_dataset(cfg: DataConfig, task: Task, split: Split, *, augment: bool | None = None,
+                  extra_maps: ExtraMaps | None = None) -> Dataset[dict[str, Any]]:
     """The data set of ``split`` with its transform (training or evaluation).
 
     Items follow the sample contract: ``{"image": 3×H×W, "mask": ..., "name": str}``; see
     ``BinarySegDataset`` and ``SemanticSegDataset``.
+
+    Args:
+        augment: use the training transform (default: for the training split only); False gives
+            the evaluation transform, e.g. the training images as read, normalised, uncropped.
+        extra_maps: semantic only: per-pixel maps carried through the transform with each sample
+            (see ``SemanticSegDataset``).
 
     Example:
         >>> cfg = DataConfig(layout="synthetic", root="/tmp/syn")
@@ -118,8 +126,11 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str
     """
     root = resolve_root(cfg, task)
     name = split_file_name(cfg, task, split)
-    transform = (build_train_transform if split == "train" else build_eval_transform)(task, cfg)
+    augment = split == "train" if augment is None else augment
+    transform = (build_train_transform if augment else build_eval_transform)(task, cfg)
     if task == "binary":
+        if extra_maps is not None:
+            raise DataError("extra per-pixel maps (a teacher cache) are carried by semantic data sets only")
         return BinarySegDataset(root, name, transform)
     return SemanticSegDataset(
         root,
@@ -129,6 +140,7 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split) -> Dataset[dict[str
         transform=transform,
         long_side=cfg.long_side,
         label_map=LAYOUTS[cfg.layout].label_map if cfg.layout in LAYOUTS else None,
+        extra_maps=extra_maps,
     )
 
 

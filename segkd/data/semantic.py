@@ -32,9 +32,11 @@ from segkd.data.readers import (
     read_label,
     read_list_lines,
 )
-from segkd.data.transforms import JointTransform, to_tv_tensors
+from segkd.data.transforms import JointTransform, SoftMap, to_tv_tensors
 
 PathPair = tuple[Path, Path]
+# (sample index, image H×W) -> {key: C×H×W float maps at that size}, e.g. a teacher cache's reader
+ExtraMaps = Callable[[int, tuple[int, int]], dict[str, torch.Tensor]]
 
 
 def resolve_list_file(root: Path | str, list_file: Path | str) -> Path:
@@ -133,6 +135,10 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
             that its long side has this many pixels, before ``transform``.
         label_map: ``(label, path) -> train ids`` applied to each label file as read (the
             Cityscapes / ADE20K / CamVid layouts); it raises ``DataError`` on foreign values.
+        extra_maps: per-pixel maps to carry with each sample (a teacher cache's logits): called
+            with the sample's index and the image's H×W (after ``long_side``), it returns
+            ``{key: C×H×W}``; each map goes through ``transform`` as a ``SoftMap`` (moved exactly
+            as the image) and is returned under its key.
 
     Raises:
         DataError: at construction if a listed file is missing; at load time if a file is
@@ -150,6 +156,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         transform: JointTransform | None = None,
         long_side: int | None = None,
         label_map: Callable[[np.ndarray, Path], np.ndarray] | None = None,
+        extra_maps: ExtraMaps | None = None,
     ) -> None:
         if (pairs is None) == (list_file is None):
             raise ValueError("give exactly one of pairs and list_file")
@@ -165,6 +172,7 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         self.transform = transform
         self.long_side = long_side
         self.label_map = label_map
+        self.extra_maps = extra_maps
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -179,12 +187,15 @@ class SemanticSegDataset(Dataset[dict[str, Any]]):
         if self.long_side is not None:
             image_array, label_array = resize_long_side(image_array, label_array, self.long_side)
         image, mask = to_tv_tensors(image_array, label_array)
+        extra = self.extra_maps(index, tuple(label_array.shape)) if self.extra_maps is not None else {}
+        maps = [SoftMap(value) for value in extra.values()]
         if self.transform is not None:
-            image, mask = self.transform(image, mask)
+            image, mask, *maps = self.transform(image, mask, *maps)
         return {
             "image": image.as_subclass(torch.Tensor),
             "mask": mask.as_subclass(torch.Tensor)[0].to(torch.int64),
             "name": sample.name,
+            **{key: value.as_subclass(torch.Tensor) for key, value in zip(extra, maps)},
         }
 
     def __repr__(self) -> str:

@@ -8,6 +8,10 @@ than by ``v2.Resize``: torchvision resizes masks with plain nearest neighbour, w
 pixel floor(i·scale) and so shifts labels by up to a pixel against the bilinear image; the
 "nearest-exact" rule samples pixel centres and keeps them aligned. All randomness comes from
 torch's global RNG, so ``torch.manual_seed`` makes a pipeline reproducible.
+
+Further inputs after ``(image, mask)`` may be ``SoftMap``s (a cached teacher's logits, C×H×W at
+the image's size): every geometric step moves them exactly as the image (bilinear), and the
+photometric steps (blur, normalisation) leave them alone.
 """
 from __future__ import annotations
 
@@ -32,6 +36,46 @@ NEAREST_EXACT = v2.InterpolationMode.NEAREST_EXACT
 BLUR_SIGMA = 1.1
 
 
+class SoftMap(tv_tensors.TVTensor):
+    """C×H×W real-valued maps that move with the image: resized, rotated and cropped like it
+    (bilinear), flipped, and padded with 0. Where the image is padded or rotated in from outside
+    the mask holds the ignore label, so losses that skip ignore pixels skip those positions."""
+
+    def __new__(cls, data: Any) -> SoftMap:
+        return cls._to_tensor(data, dtype=None, device=None, requires_grad=None).as_subclass(cls)
+
+
+def _soft(kernel: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run an image kernel on a ``SoftMap`` and wrap the result as one again."""
+
+    def on_soft_map(inpt: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return tv_tensors.wrap(kernel(inpt.as_subclass(Tensor), *args, **kwargs), like=inpt)
+
+    return on_soft_map
+
+
+@TF.register_kernel(TF.resize, SoftMap)
+def _resize_soft_map(inpt: Tensor, size: list[int] | None, interpolation: Any = BILINEAR,
+                     max_size: int | None = None, antialias: bool | None = True) -> Tensor:
+    return _soft(TF.resize_image)(inpt, size, interpolation=BILINEAR, max_size=max_size, antialias=antialias)
+
+
+@TF.register_kernel(TF.rotate, SoftMap)
+def _rotate_soft_map(inpt: Tensor, angle: float, interpolation: Any = BILINEAR, expand: bool = False,
+                     center: list[float] | None = None, fill: Any = None) -> Tensor:
+    # fill 0 (not None) takes the image's code path, which blends rim pixels with the fill
+    return _soft(TF.rotate_image)(inpt, angle, interpolation=BILINEAR, expand=expand, center=center, fill=0.0)
+
+
+@TF.register_kernel(TF.pad, SoftMap)
+def _pad_soft_map(inpt: Tensor, padding: list[int], fill: Any = None, padding_mode: str = "constant") -> Tensor:
+    return _soft(TF.pad_image)(inpt, padding, fill=None, padding_mode=padding_mode)
+
+
+TF.register_kernel(TF.crop, SoftMap)(_soft(TF.crop_image))
+TF.register_kernel(TF.horizontal_flip, SoftMap)(_soft(TF.horizontal_flip_image))
+
+
 def to_tv_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """H×W×3 uint8 RGB and H×W integer mask -> float32 3×H×W ``Image`` and 1×H×W ``Mask``."""
     image_tensor = torch.from_numpy(image).permute(2, 0, 1).to(torch.float32)
@@ -44,14 +88,19 @@ def resize_pair(image: Tensor, mask: Tensor, size: list[int]) -> tuple[Tensor, T
     return TF.resize(image, size, interpolation=BILINEAR), tv_tensors.wrap(resized_mask, like=mask)
 
 
+def _resize_all(image: Tensor, mask: Tensor, more: tuple[Tensor, ...], size: list[int]) -> tuple[Tensor, ...]:
+    """``resize_pair``, and each further input (``SoftMap``) resized like the image."""
+    return (*resize_pair(image, mask, size), *(TF.resize(m, size) for m in more))
+
+
 class Resize:
     """Resize image and mask to ``size``×``size``."""
 
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return resize_pair(image, mask, [self.size, self.size])
+    def __call__(self, image: Tensor, mask: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
+        return _resize_all(image, mask, more, [self.size, self.size])
 
     def __repr__(self) -> str:
         return f"Resize(size={self.size})"
@@ -64,11 +113,11 @@ class RandomScale:
     def __init__(self, scale_range: tuple[float, float]) -> None:
         self.low, self.high = scale_range
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
         factor = self.low + (self.high - self.low) * torch.rand(()).item()
         height, width = image.shape[-2:]
         size = [max(1, round(height * factor)), max(1, round(width * factor))]
-        return resize_pair(image, mask, size)
+        return _resize_all(image, mask, more, size)
 
     def __repr__(self) -> str:
         return f"RandomScale(scale_range=({self.low}, {self.high}))"
@@ -83,15 +132,16 @@ class PadToSize:
         self.image_fill = list(image_fill)
         self.mask_fill = mask_fill
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
         height, width = image.shape[-2:]
         pad_h, pad_w = max(self.size - height, 0), max(self.size - width, 0)
         if pad_h == 0 and pad_w == 0:
-            return image, mask
+            return (image, mask, *more)
         padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
         return (
             TF.pad(image, padding, fill=self.image_fill),
             TF.pad(mask, padding, fill=self.mask_fill),
+            *(TF.pad(m, padding) for m in more),
         )
 
     def __repr__(self) -> str:
@@ -105,14 +155,14 @@ class RandomTrimCrop:
     def __init__(self, fraction: float = 1 / 8) -> None:
         self.fraction = fraction
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor, *more: Tensor) -> tuple[Tensor, ...]:
         height, width = image.shape[-2:]
         trim_h = int(torch.randint(int(height * self.fraction) + 1, ()))
         trim_w = int(torch.randint(int(width * self.fraction) + 1, ()))
         top = int(torch.randint(trim_h + 1, ()))
         left = int(torch.randint(trim_w + 1, ()))
         box = (top, left, height - trim_h, width - trim_w)
-        return TF.crop(image, *box), TF.crop(mask, *box)
+        return (TF.crop(image, *box), TF.crop(mask, *box), *(TF.crop(m, *box) for m in more))
 
     def __repr__(self) -> str:
         return f"RandomTrimCrop(fraction={self.fraction})"

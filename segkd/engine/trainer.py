@@ -1,7 +1,9 @@
 """The one training loop for every task and method.
 
-Reads top to bottom: set-up → data → models and methods → optimiser → resume → loop (step,
-log, validate, checkpoint). Methods are called through their common interface only.
+``_fit`` is the loop itself and fits on one screen: set up a run, then for each epoch train
+its batches (one step, a log line, a checkpoint when due), validate, checkpoint, and finally
+report. Each step is a named function below it. Methods are called through their common
+interface only, and the teacher's tensors come from a teacher source (``segkd.engine.teacher``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from segkd.data.transforms import resize_batch
 from segkd.distill import FeatureTaps
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
+from segkd.engine.colorize import colorize_labels
 from segkd.engine.determinism import SeededSamples, parameter_fingerprint, rng_state, seed_everything, set_rng_state
 from segkd.engine.distributed import (
     DistEnv,
@@ -50,8 +55,8 @@ from segkd.engine.resume import (
     selects_on_test,
     weight_problems,
 )
-from segkd.engine.colorize import colorize_labels
 from segkd.engine.schedule import lr_factor
+from segkd.engine.teacher import TeacherSource, teacher_source
 from segkd.models.losses import task_loss
 
 
@@ -114,33 +119,171 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
 
 def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.ExitStack) -> dict[str, Any]:
-    # ---- set-up
+    run = set_up(cfg, resume, progress, cleanup)  # run dir, data, models, methods, optimiser, resume
+    metrics: dict[str, Any] = {}
+    bar = tqdm(total=run.max_iters, initial=run.iteration, disable=not (run.env.is_main and cfg.train.progress),
+               desc=cfg.name, dynamic_ncols=True)
+    for epoch in range(run.iteration // run.iters_per_epoch, run.epochs):
+        for batch in epoch_batches(run, epoch):  # a resumed epoch starts at its next batch
+            losses = train_step(run, batch, epoch)
+            log_step(run, losses, bar)
+            if run.checkpoint_due:
+                save_checkpoint(run)
+        if run.finished or run.epochs_done % cfg.train.val_every == 0:
+            metrics = validate(run)
+        if run.env.is_main:
+            save_checkpoint(run)
+        barrier(run.env)
+        if run.finished:
+            break
+    bar.close()
+    return final_report(run, metrics)
+
+
+# ---------------------------------------------------------------- the run and its set-up
+
+
+@dataclass
+class TrainingRun:
+    """What a run holds once set up; the steps below read it and advance ``iteration``."""
+
+    cfg: Config
+    env: DistEnv
+    device: torch.device
+    progress: _Progress
+    train_set: SeededSamples
+    val_set: Dataset
+    iters_per_epoch: int
+    max_iters: int
+    student: nn.Module
+    model: nn.Module  # the student, wrapped for DDP when distributed
+    methods: nn.ModuleList
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    student_hooks: FeatureTaps | None = None  # the student's taps, installed last
+    teacher: TeacherSource | None = None
+    writer: Any = None  # TensorBoard, on the main process
+    iteration: int = 0
+    best: dict[str, Any] | None = None
+    tick: float = field(default_factory=time.perf_counter)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+    @property
+    def last_path(self) -> Path:
+        return self.cfg.run_dir / "last.pt"
+
+    @property
+    def history_path(self) -> Path:
+        return self.cfg.run_dir / "history.jsonl"
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.max_iters / self.iters_per_epoch)
+
+    @property
+    def epochs_done(self) -> int:
+        return math.ceil(self.iteration / self.iters_per_epoch)
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.max_iters
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether ``train.checkpoint_every_iters`` asks for a checkpoint now (main process)."""
+        every = self.cfg.train.checkpoint_every_iters
+        return bool(every) and self.iteration % every == 0 and self.env.is_main
+
+    @property
+    def picks_best(self) -> bool:
+        return not selects_on_test(self.cfg)
+
+
+def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.ExitStack) -> TrainingRun:
+    """Everything before the first step: device, run folder, data, models, methods, optimiser,
+    and on ``resume`` the state of the last checkpoint. Hooks are registered on ``cleanup``."""
     device = pick_device(cfg.train.device)
     env = init_distributed(device)
     if env.enabled and device.type == "cuda":
         device = torch.device(f"cuda:{env.local_rank}")
         torch.cuda.set_device(device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    run_dir = cfg.run_dir
-    last_path = run_dir / "last.pt"
-    progress.last_path = last_path
+    progress.last_path = cfg.run_dir / "last.pt"
+    resume_from = prepare_output(cfg, env, resume)
+    train_set, val_set, iters_per_epoch, max_iters = load_data(cfg, env)
+
+    with blame_config("model"):
+        student = builders.build_student(cfg).to(device)
+    methods = builders.build_methods(cfg).to(device)
+    teacher_model = None
+    if builders.needs_teacher(methods):
+        assert cfg.distill.teacher is not None  # the config validator guarantees it
+        with blame_config("distill.teacher"):
+            teacher_model = builders.build_teacher(cfg.distill.teacher, cfg, device)
+    example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
+    with blame_config("distill.methods"):
+        student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher_model, example)
+    methods.to(device)
+    if env.enabled and cfg.train.sync_bn:
+        if device.type == "cuda":
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        elif env.is_main:
+            warnings.warn("train.sync_bn is ignored on the CPU: PyTorch's SyncBatchNorm needs CUDA", stacklevel=1)
+    optimizer = builders.build_optimizer(cfg, student, methods)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+
+    run = TrainingRun(
+        cfg=cfg, env=env, device=device, progress=progress, train_set=train_set, val_set=val_set,
+        iters_per_epoch=iters_per_epoch, max_iters=max_iters, student=student, model=student,
+        methods=methods, optimizer=optimizer, scaler=scaler,
+    )
+    if resume_from is not None:
+        restore(run, resume_from)
+    if env.enabled:
+        run.model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    if env.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(str(run.run_dir / "tb"))
+    # hooks are removed however the run ends
+    run.student_hooks = cleanup.enter_context(FeatureTaps(student, student_taps))
+    if teacher_model is not None:  # live, or read from a teacher cache (filled here on first use)
+        run.teacher = cleanup.enter_context(teacher_source(
+            cfg, teacher_model, methods, teacher_taps, train_set.dataset, example, env, device))
+    run.tick = time.perf_counter()
+    return run
+
+
+def prepare_output(cfg: Config, env: DistEnv, resume: bool) -> dict[str, Any] | None:
+    """Check and tidy the run folder, write ``config.yaml``; the checkpoint to resume from (its
+    config checked against ``cfg``) or None when starting afresh."""
+    last_path = cfg.run_dir / "last.pt"
     checked = None
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
         if last_path.exists() and not resume:
             raise FileExistsError(
-                f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
+                f"{cfg.run_dir} already holds a run (last.pt); pass --resume to continue it, "
                 "or choose another output_dir"
             )
         checked = check_resume(cfg, last_path) if resume and last_path.exists() else None  # before config.yaml
-        prepare_run_dir(run_dir, checked["iteration"] if checked else None)
-        save_config(cfg, run_dir / "config.yaml")
+        prepare_run_dir(cfg.run_dir, checked["iteration"] if checked else None)
+        save_config(cfg, cfg.run_dir / "config.yaml")
         if selects_on_test(cfg):
             print(f"{cfg.name}: the validation data is the test split, so no model is picked on it: "
                   "best.pt is not written and the last model (last.pt) is the result "
                   "(set data.val_split to a validation list to pick one)")
+    if not (resume and last_path.exists()):
+        return None
+    return checked or read_checkpoint(last_path)  # other ranks read it themselves
 
-    # ---- data: every problem is reported before any training starts
+
+def load_data(cfg: Config, env: DistEnv) -> tuple[SeededSamples, Dataset, int, int]:
+    """Training and validation sets, iterations per epoch and in all; every data problem is
+    reported before any training starts."""
     if env.is_main:
         resolve_root(cfg.data, cfg.task)  # generates a synthetic set once, before other ranks read it
         problems = check_data(cfg.data, cfg.task)
@@ -157,194 +300,193 @@ def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.Exi
     max_iters = cfg.train.epochs * iters_per_epoch
     if cfg.train.max_iters:
         max_iters = min(max_iters, cfg.train.max_iters)
+    return train_set, val_set, iters_per_epoch, max_iters
 
-    # ---- models and methods
-    with blame_config("model"):
-        student = builders.build_student(cfg).to(device)
-    methods = builders.build_methods(cfg).to(device)
-    teacher = None
-    if builders.needs_teacher(methods):
-        assert cfg.distill.teacher is not None  # the config validator guarantees it
-        with blame_config("distill.teacher"):
-            teacher = builders.build_teacher(cfg.distill.teacher, cfg, device)
-    example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
-    with blame_config("distill.methods"):
-        student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher, example)
-    methods.to(device)
-    if env.enabled and cfg.train.sync_bn:
-        if device.type == "cuda":
-            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        elif env.is_main:
-            warnings.warn("train.sync_bn is ignored on the CPU: PyTorch's SyncBatchNorm needs CUDA", stacklevel=1)
-    optimizer = builders.build_optimizer(cfg, student, methods)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
-    # ---- resume
-    iteration, best, history_path = 0, None, run_dir / "history.jsonl"
-    if resume and last_path.exists():
-        ckpt = checked or read_checkpoint(last_path)
-        load_model_state(student, ckpt["model"], last_path)
-        methods.load_state_dict(ckpt["methods"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        iteration, best = ckpt["iteration"], ckpt["best"]
-        progress.iteration = iteration
-        progress.last_checkpoint = {"iteration": iteration, "finite": is_finite_checkpoint(ckpt)}
-        set_rng_state(ckpt["rng"])
-        if env.is_main:
-            print(f"resumed from {last_path} at iteration {iteration}/{max_iters}")
+def restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
+    """Continue from ``ckpt``: weights, method parts, optimiser, scaler, iteration, best, RNG."""
+    load_model_state(run.student, ckpt["model"], run.last_path)
+    run.methods.load_state_dict(ckpt["methods"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    run.iteration, run.best = ckpt["iteration"], ckpt["best"]
+    run.progress.iteration = run.iteration
+    run.progress.last_checkpoint = {"iteration": run.iteration, "finite": is_finite_checkpoint(ckpt)}
+    set_rng_state(ckpt["rng"])
+    if run.env.is_main:
+        print(f"resumed from {run.last_path} at iteration {run.iteration}/{run.max_iters}")
 
-    model: nn.Module = student
-    if env.enabled:
-        model = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    writer = None
-    if env.is_main:
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"))
-    s_hooks = cleanup.enter_context(FeatureTaps(student, student_taps))  # removed however the run ends
-    t_hooks = cleanup.enter_context(FeatureTaps(teacher, teacher_taps)) if teacher is not None else None
+# ---------------------------------------------------------------- the steps of the loop
+
+
+def epoch_batches(run: TrainingRun, epoch: int) -> Iterator[dict[str, Any]]:
+    """The batches of ``epoch`` not trained yet, until the last iteration."""
+    cfg, batch_size = run.cfg, run.cfg.data.batch_size
+    run.train_set.epoch = epoch
+    indices = epoch_indices(len(run.train_set), run.env, seed=cfg.train.seed, epoch=epoch, shuffle=True,
+                            drop_last_batch=batch_size)
+    done_in_epoch = run.iteration - epoch * run.iters_per_epoch
+    loader = DataLoader(run.train_set, batch_size=batch_size, sampler=indices[done_in_epoch * batch_size:],
+                        num_workers=cfg.data.num_workers, drop_last=True, pin_memory=run.device.type == "cuda",
+                        # its own generator: creating the loader must not consume the global RNG,
+                        # or a run resumed mid-epoch would drift from an uninterrupted one
+                        generator=torch.Generator().manual_seed(cfg.train.seed + epoch))
+    run.student.train()
+    for batch in loader:
+        if run.finished:
+            return
+        yield batch
+
+
+def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
+    """One optimisation step: batch to the device, LR and method progress, losses, NaN guard,
+    backward, step. Returns the step's named loss terms."""
+    cfg, iteration = run.cfg, run.iteration
+    if cfg.task == "binary" and cfg.data.multiscale_sizes:
+        # one size per batch, drawn from (seed, iteration) so resumed runs draw the same
+        sizes = cfg.data.multiscale_sizes
+        side = sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))]
+        batch = resize_batch(batch, side)
+    batch = {k: v.to(run.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    factor = lr_factor(cfg.schedule.name, iteration, run.max_iters, run.iters_per_epoch, cfg.schedule.power,
+                       cfg.schedule.warmup)
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    for method in run.methods:
+        method.set_progress(iteration / run.max_iters)
+
+    losses = training_losses(cfg, run.model, run.teacher, run.methods, run.student_hooks, batch, run.device)
+    total = sum(losses.values())
+    if not torch.isfinite(total):
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        raise NonFiniteLossError(
+            f"loss is {total.item()} at iteration {iteration} (epoch {epoch}): {terms}. "
+            f"Stopped; {describe_last_checkpoint(run.progress.last_checkpoint, run.last_path)}. "
+            "Try a lower optim.lr, or train.amp=none."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    if run.env.enabled:  # method parts live outside DDP: average their gradients by hand
+        for p in run.methods.parameters():
+            if p.grad is not None:
+                all_reduce_sum(p.grad, run.env).div_(run.env.world_size)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.iteration += 1
+    run.progress.iteration = run.iteration
+    return losses
+
+
+def training_losses(cfg: Config, model: nn.Module, teacher: TeacherSource | None, methods: nn.ModuleList,
+                    s_hooks: FeatureTaps, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """Named, weighted loss terms of one step: the task loss, then each method's terms.
+
+    ``teacher``: where the teacher's tensors come from (``segkd.engine.teacher``), or None.
+    """
+    images, masks = batch["image"], batch["mask"]
+    with autocast_context(device, cfg.train.amp):
+        student_out = {**model(images), **s_hooks.pop()}
+        teacher_out = teacher(batch) if teacher is not None else None
+        ignore = cfg.data.ignore_index
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.loss.main_weight:
+            losses["task"] = cfg.loss.main_weight * task_loss(student_out["out"], masks, cfg.task, ignore)
+        if "aux" in student_out and cfg.loss.aux_weight:
+            losses["task_aux"] = cfg.loss.aux_weight * task_loss(student_out["aux"], masks, cfg.task, ignore)
+        share = cfg.loss.distill_share if len(methods) else None
+        if share is not None:
+            losses = {k: (1 - share) * v for k, v in losses.items()}
+        for method in methods:
+            for term, value in method(student_out, teacher_out, batch).items():
+                losses[f"{method.name}/{term}"] = value.float() * (1.0 if share is None else share)
+    return losses
+
+
+def log_step(run: TrainingRun, losses: dict[str, torch.Tensor], bar: tqdm) -> None:
+    """Every ``train.log_every`` iterations (and the last): the losses and the LR to TensorBoard
+    and ``history.jsonl``, the speed to the progress bar."""
+    cfg, iteration = run.cfg, run.iteration
+    if run.env.is_main and (iteration % cfg.train.log_every == 0 or iteration == run.max_iters):
+        elapsed, run.tick = time.perf_counter() - run.tick, time.perf_counter()
+        values = {k: v.item() for k, v in losses.items()}
+        values["total"] = sum(losses.values()).item()
+        lr = run.optimizer.param_groups[0]["lr"]
+        for k, v in values.items():
+            run.writer.add_scalar(f"train/{k}", v, iteration)
+        run.writer.add_scalar("train/lr", lr, iteration)
+        with run.history_path.open("a") as f:
+            f.write(json.dumps({"iteration": iteration, "train": values, "lr": lr}) + "\n")
+        bar.set_postfix(loss=f"{values['total']:.4f}", it_s=f"{cfg.train.log_every / max(elapsed, 1e-9):.2f}")
+    bar.update(1)
+
+
+def save_checkpoint(run: TrainingRun, path: Path | None = None) -> None:
+    """Write ``last.pt`` (or ``path``) atomically; diverged weights are never written."""
+    path = path or run.last_path
+    bad = weight_problems(run.student, run.methods)
+    if bad:
+        raise DivergedWeightsError(
+            f"weights diverged at iteration {run.iteration}: {', '.join(bad[:3])}"
+            f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}; {path} was not overwritten, "
+            f"{describe_last_checkpoint(run.progress.last_checkpoint, run.last_path)}. Try a lower optim.lr."
+        )
+    atomic_save({
+        "format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "model": run.student.state_dict(),
+        "methods": run.methods.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "iteration": run.iteration, "best": run.best, "rng": rng_state(),
+    }, path)
+    if path == run.last_path:
+        run.progress.last_checkpoint = {"iteration": run.iteration, "finite": True}
+
+
+def validate(run: TrainingRun) -> dict[str, Any]:
+    """Score the student on the validation split, log it, and write ``best.pt`` when it improved
+    (never when the validation data is the test split)."""
+    cfg, iteration = run.cfg, run.iteration
     metric_name, higher_better = cfg.best_metric
-    picks_best = not selects_on_test(cfg)
-
-    def save(path: Path, extra: dict[str, Any] | None = None) -> None:
-        bad = weight_problems(student, methods)
-        if bad:
-            raise DivergedWeightsError(
-                f"weights diverged at iteration {iteration}: {', '.join(bad[:3])}"
-                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}; {path} was not overwritten, "
-                f"{describe_last_checkpoint(progress.last_checkpoint, last_path)}. Try a lower optim.lr."
-            )
-        atomic_save({
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": student.state_dict(),
-            "methods": methods.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "iteration": iteration, "best": best, "rng": rng_state(),
-            **(extra or {}),
-        }, path)
-        if path == last_path:
-            progress.last_checkpoint = {"iteration": iteration, "finite": True}
-
-    def validate() -> dict[str, Any]:
-        nonlocal best
-        broadcast_buffers(student, env)
-        metrics = evaluate_with_config(student, val_set, cfg, device, env)
-        value = metrics[metric_name]
-        improved = picks_best and (
-            best is None or (value > best["value"] if higher_better else value < best["value"]))
+    broadcast_buffers(run.student, run.env)
+    metrics = evaluate_with_config(run.student, run.val_set, cfg, run.device, run.env)
+    value, best = metrics[metric_name], run.best
+    improved = run.picks_best and (
+        best is None or (value > best["value"] if higher_better else value < best["value"]))
+    if improved:
+        run.best = {"metric": metric_name, "value": value, "iteration": iteration}
+    if run.env.is_main:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                run.writer.add_scalar(f"val/{k}", v, iteration)
+        with run.history_path.open("a") as f:
+            f.write(json.dumps({"iteration": iteration, "val": _scalars(metrics)}) + "\n")
+        log_prediction_images(run.writer, run.student, run.val_set, cfg, run.device, iteration)
         if improved:
-            best = {"metric": metric_name, "value": value, "iteration": iteration}
-        if env.is_main:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    writer.add_scalar(f"val/{k}", v, iteration)
-            with history_path.open("a") as f:
-                f.write(json.dumps({"iteration": iteration, "val": _scalars(metrics)}) + "\n")
-            log_prediction_images(writer, student, val_set, cfg, device, iteration)
-            if improved:
-                atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
-                             "model": student.state_dict(), "iteration": iteration, "metrics": _scalars(metrics)},
-                            run_dir / "best.pt")
-        return metrics
+            atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
+                         "model": run.student.state_dict(), "iteration": iteration, "metrics": _scalars(metrics)},
+                        run.run_dir / "best.pt")
+    return metrics
 
-    # ---- loop
-    metrics: dict[str, Any] = {}
-    start_epoch = iteration // iters_per_epoch
-    bar = tqdm(total=max_iters, initial=iteration, disable=not (env.is_main and cfg.train.progress),
-               desc=cfg.name, dynamic_ncols=True)
-    tick = time.perf_counter()
-    for epoch in range(start_epoch, math.ceil(max_iters / iters_per_epoch)):
-        train_set.epoch = epoch
-        indices = epoch_indices(len(train_set), env, seed=cfg.train.seed, epoch=epoch, shuffle=True,
-                                drop_last_batch=batch_size)
-        done_in_epoch = iteration - epoch * iters_per_epoch
-        loader = DataLoader(train_set, batch_size=batch_size, sampler=indices[done_in_epoch * batch_size:],
-                            num_workers=cfg.data.num_workers, drop_last=True, pin_memory=device.type == "cuda",
-                            # its own generator: creating the loader must not consume the global RNG,
-                            # or a run resumed mid-epoch would drift from an uninterrupted one
-                            generator=torch.Generator().manual_seed(cfg.train.seed + epoch))
-        student.train()
-        for batch in loader:
-            if iteration >= max_iters:
-                break
-            if cfg.task == "binary" and cfg.data.multiscale_sizes:
-                # one size per batch, drawn from (seed, iteration) so resumed runs draw the same
-                sizes = cfg.data.multiscale_sizes
-                side = sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))]
-                batch = resize_batch(batch, side)
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            factor = lr_factor(cfg.schedule.name, iteration, max_iters, iters_per_epoch, cfg.schedule.power,
-                               cfg.schedule.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-            for method in methods:
-                method.set_progress(iteration / max_iters)
 
-            losses = training_losses(cfg, model, teacher, methods, s_hooks, t_hooks, batch, device)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                raise NonFiniteLossError(
-                    f"loss is {total.item()} at iteration {iteration} (epoch {epoch}): {terms}. "
-                    f"Stopped; {describe_last_checkpoint(progress.last_checkpoint, last_path)}. "
-                    "Try a lower optim.lr, or train.amp=none."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            if env.enabled:  # method parts live outside DDP: average their gradients by hand
-                for p in methods.parameters():
-                    if p.grad is not None:
-                        all_reduce_sum(p.grad, env).div_(env.world_size)
-            scaler.step(optimizer)
-            scaler.update()
-            iteration += 1
-            progress.iteration = iteration
-
-            if env.is_main and (iteration % cfg.train.log_every == 0 or iteration == max_iters):
-                elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-                values = {k: v.item() for k, v in losses.items()}
-                values["total"] = total.item()
-                for k, v in values.items():
-                    writer.add_scalar(f"train/{k}", v, iteration)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], iteration)
-                with history_path.open("a") as f:
-                    f.write(json.dumps({"iteration": iteration, "train": values,
-                                        "lr": optimizer.param_groups[0]["lr"]}) + "\n")
-                bar.set_postfix(loss=f"{values['total']:.4f}",
-                                it_s=f"{cfg.train.log_every / max(elapsed, 1e-9):.2f}")
-            bar.update(1)
-            if cfg.train.checkpoint_every_iters and iteration % cfg.train.checkpoint_every_iters == 0 and env.is_main:
-                save(last_path)
-
-        epochs_done = math.ceil(iteration / iters_per_epoch)
-        finished = iteration >= max_iters
-        if finished or epochs_done % cfg.train.val_every == 0:
-            metrics = validate()
-        if env.is_main:
-            save(last_path)
-        barrier(env)
-        if finished:
-            break
-    bar.close()
+def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The student's metrics, and the teacher's on the same data when there is one; written to
+    ``metrics.json``. DDP replicas are checked to hold the same weights."""
+    cfg, env = run.cfg, run.env
     if not metrics:  # resumed a run that had already finished: score it rather than report nothing
-        metrics = evaluate_with_config(student, val_set, cfg, device, env)
-    s_hooks.remove()
-    if t_hooks is not None:
-        t_hooks.remove()
-
-    # ---- final report: the student's metrics, and the teacher's on the same data when there is one
-    report: dict[str, Any] = {"student": _scalars(metrics), "best": best, "iterations": iteration,
-                              "selection": "best.pt on the validation split" if picks_best
+        metrics = evaluate_with_config(run.student, run.val_set, cfg, run.device, env)
+    run.student_hooks.remove()
+    report: dict[str, Any] = {"student": _scalars(metrics), "best": run.best, "iterations": run.iteration,
+                              "selection": "best.pt on the validation split" if run.picks_best
                               else "last model (the validation data is the test split)"}
-    if teacher is not None:
-        report["teacher"] = _scalars(evaluate_with_config(teacher, val_set, cfg, device, env))
+    if run.teacher is not None:
+        run.teacher.close()
+        report["teacher"] = _scalars(evaluate_with_config(run.teacher.model, run.val_set, cfg, run.device, env))
     if env.enabled:  # DDP must leave every replica with the same weights: check it, don't assume it
-        fingerprints = gather_objects(parameter_fingerprint(student), env)
+        fingerprints = gather_objects(parameter_fingerprint(run.student), env)
         report["replica_fingerprints"] = fingerprints
         if len(set(fingerprints)) != 1:
             raise RuntimeError(f"DDP replicas diverged: parameter fingerprints {fingerprints}")
     if env.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(report, indent=2))
-        writer.close()
+        (run.run_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        run.writer.close()
     shutdown(env)
     return report
 
@@ -371,34 +513,6 @@ def log_prediction_images(writer: Any, model: nn.Module, dataset: Dataset, cfg: 
                                     colorize_labels(pred, d.num_classes)], axis=1)
             writer.add_image(f"predictions/{sample['name']}", panel, step, dataformats="HWC")
     model.train(was_training)
-
-
-def training_losses(cfg: Config, model: nn.Module, teacher: nn.Module | None, methods: nn.ModuleList,
-                    s_hooks: FeatureTaps, t_hooks: FeatureTaps | None, batch: dict[str, Any],
-                    device: torch.device) -> dict[str, torch.Tensor]:
-    """Named, weighted loss terms of one step: the task loss, then each method's terms."""
-    images, masks = batch["image"], batch["mask"]
-    with autocast_context(device, cfg.train.amp):
-        student_out = {**model(images), **s_hooks.pop()}
-        teacher_out = None
-        if teacher is not None and t_hooks is not None:
-            with torch.inference_mode():
-                raw = {**teacher(images), **t_hooks.pop()}
-            # inference tensors cannot enter autograd graphs; a clone outside the mode can
-            teacher_out = {k: v.clone() for k, v in raw.items()}
-        ignore = cfg.data.ignore_index
-        losses: dict[str, torch.Tensor] = {}
-        if cfg.loss.main_weight:
-            losses["task"] = cfg.loss.main_weight * task_loss(student_out["out"], masks, cfg.task, ignore)
-        if "aux" in student_out and cfg.loss.aux_weight:
-            losses["task_aux"] = cfg.loss.aux_weight * task_loss(student_out["aux"], masks, cfg.task, ignore)
-        share = cfg.loss.distill_share if len(methods) else None
-        if share is not None:
-            losses = {k: (1 - share) * v for k, v in losses.items()}
-        for method in methods:
-            for term, value in method(student_out, teacher_out, batch).items():
-                losses[f"{method.name}/{term}"] = value.float() * (1.0 if share is None else share)
-    return losses
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
