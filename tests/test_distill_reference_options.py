@@ -22,16 +22,9 @@ from segkd.distill.logits_kd import LogitsKD
 from segkd.engine.builders import build_methods, probe
 
 from engine_helpers import tiny_semantic_config
+from reference_math import kl, softmax
 
 
-def softmax(values: list[float]) -> list[float]:
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    return [e / sum(exps) for e in exps]
-
-
-def kl(p_t: list[float], p_s: list[float]) -> float:
-    return sum(t * (math.log(t) - math.log(s)) for t, s in zip(p_t, p_s))
 
 
 def unit(v: list[float]) -> list[float]:

@@ -14,6 +14,7 @@ import segkd.distill.ifvd  # noqa: F401
 import segkd.distill.logits_kd  # noqa: F401
 import segkd.distill.skd  # noqa: F401
 from segkd.distill.base import DistillMethod, build_method
+from reference_math import kl, softmax
 
 METHOD_NAMES = ["logits_kd", "feature_kd", "cwd", "skd", "ifvd", "dist", "cirkd"]
 
@@ -24,14 +25,6 @@ MASK_2X2 = [[0, 1], [1, 255]]
 
 
 # ----------------------------------------------------------------------------- plain-Python maths
-def softmax(values: list[float]) -> list[float]:
-    top = max(values)
-    exps = [math.exp(v - top) for v in values]
-    return [e / sum(exps) for e in exps]
-
-
-def kl(p_t: list[float], p_s: list[float]) -> float:
-    return sum(t * (math.log(t) - math.log(s)) for t, s in zip(p_t, p_s))
 
 
 def cosine(a: list[float], b: list[float]) -> float:

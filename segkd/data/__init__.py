@@ -6,8 +6,7 @@ torch and torchvision.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from segkd.lazy import lazy_exports
 
 _EXPORTS = {
     "BinarySegDataset": "binary",
@@ -34,21 +33,11 @@ _EXPORTS = {
     "read_pair_list": "semantic",
     "voc_pairs": "semantic",
     "make_synthetic": "synthetic",
-    "voc_palette": "synthetic",
+    "voc_palette": "classes",
     "MultiScaleCollate": "transforms",
     "build_eval_transform": "transforms",
     "build_train_transform": "transforms",
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -62,8 +62,10 @@ def flat_palette(colors: tuple[tuple[int, int, int], ...]) -> list[int]:
     return flat + [0] * (768 - len(flat))
 
 
-def bit_palette(num_colors: int = 256) -> list[int]:
-    """The VOC bit-pattern colour map, used where a data set defines no colours of its own."""
+def voc_palette(num_colors: int = 256) -> list[int]:
+    """The VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list: bit j of the class index
+    goes to bit 7 − ⌊j/3⌋ of the red, green or blue channel in turn. Used where a data set
+    defines no colours of its own."""
     palette: list[int] = []
     for index in range(num_colors):
         rgb = [0, 0, 0]
@@ -80,4 +82,4 @@ def layout_palette(layout: str) -> list[int]:
         return flat_palette(CITYSCAPES_COLORS)
     if layout == "camvid":
         return flat_palette(CAMVID_COLORS)
-    return bit_palette()
+    return voc_palette()

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from segkd.data.classes import voc_palette
 from segkd.data.config import SYNTHETIC_CLASSES
 
 FORMAT_VERSION = 1
@@ -28,19 +29,6 @@ SHAPES: tuple[str, ...] = SYNTHETIC_CLASSES[1:]
 TEXTURES: tuple[str, ...] = ("noise", "stripes", "gradient", "checker")
 
 Grid = tuple[np.ndarray, np.ndarray]  # (y, x) pixel coordinates, each H×W float
-
-
-def voc_palette(num_colors: int = 256) -> list[int]:
-    """The VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list: bit j of the class index
-    goes to bit 7 − ⌊j/3⌋ of the red, green or blue channel in turn."""
-    palette: list[int] = []
-    for index in range(num_colors):
-        rgb = [0, 0, 0]
-        for j in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((index >> (3 * j + channel)) & 1) << (7 - j)
-        palette.extend(rgb)
-    return palette
 
 
 def _shape_mask(kind: str, grid: Grid, rng: np.random.Generator) -> np.ndarray:

@@ -5,21 +5,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import (
-    check_choice,
-    deep_supervision,
-    kl_binary,
-    mutual_kl_binary,
-    require_shapes,
-)
-from segkd.distill.heads import DECODERS, PredictionHead, build_branches
+from segkd.distill.base import register_method
+from segkd.distill.branches import StageBranchMethod
+from segkd.distill.functional import deep_supervision, kl_binary, mutual_kl_binary
 
 
 @register_method("dks")
-class DKS(DistillMethod):
+class DKS(StageBranchMethod):
     """Auxiliary branches after intermediate stages, all heads teaching one another.
 
     As in the paper, each ``branch_from`` stage forks a branch that replicates the later stages
@@ -47,9 +40,6 @@ class DKS(DistillMethod):
     """
 
     paper = "Sun et al., Deeply-supervised Knowledge Synergy, CVPR 2019"
-    kind = "self"
-    task = "binary"
-    needs_teacher = False
     terms = {
         "aux_sup": "sup_weight · structure loss of each branch",
         "synergy": "synergy_weight · T² · Bernoulli KL over ordered pairs of heads, target detached; "
@@ -66,56 +56,8 @@ class DKS(DistillMethod):
         decoder: str = "copy",
         head_channels: int = 64,
     ) -> None:
-        super().__init__()
-        late = [s for s in branch_from if s not in stages[:-1]]
-        if not branch_from or late:
-            raise ValueError(
-                f"dks: 'branch_from' must name stages before the last of {list(stages)}; "
-                f"got {list(branch_from)}"
-            )
-        if temperature <= 0:
-            raise ValueError(f"dks: 'temperature' must be > 0, got {temperature}")
-        check_choice("decoder", decoder, DECODERS)
-        self.stages = tuple(stages)
-        self.branch_from = tuple(branch_from)
-        self.temperature = temperature
-        self.sup_weight = sup_weight
+        super().__init__(stages, branch_from, temperature, sup_weight, decoder, head_channels)
         self.synergy_weight = synergy_weight
-        self.decoder = decoder
-        self.head_channels = head_channels
-        self.student_taps = {name: name for name in self.stages}
-        self.branches = nn.ModuleList()
-
-    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        """Copy the stages after each fork point (and the decoder) from ``student``."""
-        self.branches = build_branches(student, self.stages, self.branch_from, self.decoder, self.name)
-
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
-        require_shapes(student_shapes, self.student_taps, self.name)
-        if self.decoder == "head":
-            channels = student_shapes[self.stages[-1]][1]
-            for branch in self.branches:
-                branch.head = PredictionHead(channels, 1, self.head_channels)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = [branch.param_groups() for branch in self.branches]
-        return {key: [p for g in groups for p in g[key]] for key in ("backbone", "head")}
-
-    def branch_logits(
-        self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
-    ) -> list[torch.Tensor]:
-        """Logits B×1×H×W of each auxiliary branch, in ``branch_from`` order."""
-        if len(self.branches) != len(self.branch_from):
-            raise RuntimeError("dks: call bind(student, teacher) before using the method")
-        shared = [student[s] for s in self.stages]
-        return [
-            branch(shared[: self.stages.index(stage) + 1], size)
-            for stage, branch in zip(self.branch_from, self.branches)
-        ]
 
     def forward(
         self,
