@@ -14,6 +14,7 @@ import segkd.distill.ifvd  # noqa: F401
 import segkd.distill.logits_kd  # noqa: F401
 import segkd.distill.skd  # noqa: F401
 from segkd.distill.base import DistillMethod, build_method
+
 from reference_math import kl, softmax
 
 METHOD_NAMES = ["logits_kd", "feature_kd", "cwd", "skd", "ifvd", "dist", "cirkd"]
