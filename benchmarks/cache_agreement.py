@@ -1,0 +1,57 @@
+"""How closely a teacher cache's carried maps match the live teacher on augmented training crops.
+
+    python benchmarks/cache_agreement.py RUN_DIR TEACHER_RUN_DIR [--samples 20]
+
+RUN_DIR is a run trained with ``distill.teacher.cache`` (its config.yaml names the cache);
+TEACHER_RUN_DIR holds the teacher's config.yaml and last.pt. For each sample, drawn through the
+training augmentation, prints the share of labelled pixels where the cached map carried through
+the transform and the teacher run on the augmented crop predict the same class, and how often
+each agrees with the label.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segkd.config import load_config
+from segkd.data import build_dataset
+from segkd.engine import builders
+from segkd.engine.checkpoint import load_model_state, read_checkpoint
+from segkd.engine.teacher_cache import CacheReader, read_manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("teacher_run", type=Path)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    cfg = load_config(args.run / "config.yaml")
+    teacher = builders.build_student(load_config(args.teacher_run / "config.yaml"))
+    load_model_state(teacher, read_checkpoint(args.teacher_run / "last.pt")["model"], "teacher")
+    teacher.eval()
+    train_set = build_dataset(cfg.data, cfg.task, "train")
+    folder = Path(cfg.distill.teacher.cache)
+    train_set.extra_maps = CacheReader(folder, ["out"], read_manifest(folder)["align_corners"])
+    step = max(1, len(train_set) // args.samples)
+    both, cached_right, live_right = [], [], []
+    for index in range(0, step * args.samples, step):
+        sample = train_set[index]
+        cached = next(v for k, v in sample.items() if k not in ("image", "mask", "name"))
+        with torch.no_grad():
+            live = teacher(sample["image"][None])["out"][0]
+        labelled = sample["mask"] != 255
+        both.append((cached.argmax(0) == live.argmax(0))[labelled].float().mean().item())
+        cached_right.append((cached.argmax(0) == sample["mask"])[labelled].float().mean().item())
+        live_right.append((live.argmax(0) == sample["mask"])[labelled].float().mean().item())
+    print(f"{len(both)} samples: cached = live on {np.mean(both):.3f} of labelled pixels; "
+          f"= label: cached {np.mean(cached_right):.3f}, live {np.mean(live_right):.3f}")
+
+
+if __name__ == "__main__":
+    main()
