@@ -3,7 +3,7 @@
     python benchmarks/cache_agreement.py RUN_DIR TEACHER_RUN_DIR [--samples 20]
 
 RUN_DIR is a run trained with ``distill.teacher.cache`` (its config.yaml names the cache);
-TEACHER_RUN_DIR holds the teacher's config.yaml and last.pt. For each sample, drawn through the
+TEACHER_RUN_DIR holds the teacher's last.pt. For each sample, drawn through the
 training augmentation, prints the share of labelled pixels where the cached map carried through
 the transform and the teacher run on the augmented crop predict the same class, and how often
 each agrees with the label.
@@ -18,9 +18,8 @@ import torch
 
 from segkd.config import load_config
 from segkd.data import build_dataset
-from segkd.engine import builders
-from segkd.engine.checkpoint import load_model_state, read_checkpoint
-from segkd.engine.teacher_cache import CacheReader, read_manifest
+from segkd.engine.run import load_trained
+from segkd.engine.teacher_cache import KEY_PREFIX, CacheReader, read_manifest
 
 
 def main() -> None:
@@ -32,20 +31,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cfg = load_config(args.run / "config.yaml")
-    teacher = builders.build_student(load_config(args.teacher_run / "config.yaml"))
-    load_model_state(teacher, read_checkpoint(args.teacher_run / "last.pt")["model"], "teacher")
-    teacher.eval()
+    _, teacher, device = load_trained(args.teacher_run / "last.pt")
     train_set = build_dataset(cfg.data, cfg.task, "train")
     folder = Path(cfg.distill.teacher.cache)
     train_set.extra_maps = CacheReader(folder, ["out"], read_manifest(folder)["align_corners"])
     step = max(1, len(train_set) // args.samples)
     both, cached_right, live_right = [], [], []
-    for index in range(0, step * args.samples, step):
+    for index in range(0, len(train_set), step)[: args.samples]:
         sample = train_set[index]
-        cached = next(v for k, v in sample.items() if k not in ("image", "mask", "name"))
+        cached = sample[KEY_PREFIX + "out"]
         with torch.no_grad():
-            live = teacher(sample["image"][None])["out"][0]
-        labelled = sample["mask"] != 255
+            live = teacher(sample["image"][None].to(device))["out"][0].cpu()
+        labelled = sample["mask"] != cfg.data.ignore_index
         both.append((cached.argmax(0) == live.argmax(0))[labelled].float().mean().item())
         cached_right.append((cached.argmax(0) == sample["mask"])[labelled].float().mean().item())
         live_right.append((live.argmax(0) == sample["mask"])[labelled].float().mean().item())

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from segkd.config import save_config
 from segkd.commands.compare import CompareConfig, compare, summarise
+from segkd.config import save_config
 
 from engine_helpers import tiny_binary_config
 

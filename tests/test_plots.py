@@ -14,7 +14,7 @@ from segkd.commands.plots import (
     plot_qualitative_grid,
     plot_training_curves,
 )
-from segkd.data.synthetic import voc_palette
+from segkd.data.classes import voc_palette
 from segkd.engine.colorize import colorize_labels, overlay
 
 THRESHOLDS = np.arange(256) / 255

@@ -31,21 +31,20 @@ def _error(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.name=fuson", "--set model.name=fuson: unknown model 'fuson'; available: "),
-    ("model.backbone=resnet19", "--set model.backbone=resnet19: unknown backbone 'resnet19'"),
-    ("distill.methods=[{name: sadd}]", "unknown distillation method 'sadd'; available: "),
-    ("train.epochs=[1,", "--set train.epochs=[1,: '[1,' is not a valid YAML value"),
-    ("data.train_split=no", "YAML reads no as the boolean False"),
-    ("train.epochz=2", "--set train.epochz=2: unknown key"),
+@pytest.mark.parametrize("override, expected, listed", [
+    ("model.name=fuson", "--set model.name=fuson: unknown model 'fuson'; available: ", "fusion"),
+    ("model.backbone=resnet19", "--set model.backbone=resnet19: unknown backbone 'resnet19'", None),
+    ("distill.methods=[{name: sadd}]", "unknown distillation method 'sadd'; available: ", "sad"),
+    ("train.epochs=[1,", "--set train.epochs=[1,: '[1,' is not a valid YAML value", None),
+    ("data.train_split=no", "YAML reads no as the boolean False", None),
+    ("train.epochz=2", "--set train.epochz=2: unknown key", None),
 ])
-def test_config_mistakes_are_one_line_blaming_the_set_argument(config, capsys, override, expected):
+def test_config_mistakes_are_one_line_blaming_the_set_argument(config, capsys, override, expected, listed):
     assert main(["check-data", str(config), "--set", override]) == 1
     err = _error(capsys)
     assert expected in err
-    if "available: " in expected:  # the list names the choice the user meant
-        choices = err.split("available: ", 1)[1].strip().split(", ")
-        assert ("fusion" if "fuson" in override else "sad") in choices
+    if listed is not None:  # the list of choices names the one the user meant
+        assert listed in err.split("available: ", 1)[1].strip().split(", ")
     assert err.split(": error: ", 1)[1].startswith("--set ")  # blamed on the argument, not the file
 
 

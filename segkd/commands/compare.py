@@ -40,14 +40,14 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from segkd.commands import plots
+from segkd.commands.benchmark import gflops, measure_latency
 from segkd.config import Config, ConfigError, apply_overrides, find_config, read_yaml, validate
 from segkd.data import build_dataset
 from segkd.data.build import resolve_root
+from segkd.data.classes import voc_palette
 from segkd.data.readers import read_binary_mask, read_image, read_label
-from segkd.data.synthetic import voc_palette
-from segkd.commands import plots
 from segkd.engine.colorize import colorize_labels
-from segkd.commands.benchmark import gflops, measure_latency
 from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
 from segkd.engine.trainer import evaluate_with_config, fit

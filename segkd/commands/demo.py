@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
 from segkd.commands.compare import CompareConfig, validate_compare
+from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
 
 
 def detect_layout(root: Path) -> tuple[str, str]:

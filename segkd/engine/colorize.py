@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segkd.data.synthetic import voc_palette
+from segkd.data.classes import voc_palette
 
 IGNORE_LABEL = 255
 

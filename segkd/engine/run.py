@@ -11,14 +11,14 @@ from PIL import Image
 
 from segkd.config import Config, apply_overrides, blame_config, load_config, validate
 from segkd.data import build_dataset
+from segkd.data.classes import voc_palette
 from segkd.data.readers import DataError, read_image
-from segkd.data.synthetic import voc_palette
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
 from segkd.engine.checkpoint import CheckpointError, load_model_state, read_checkpoint
+from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
-from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.trainer import evaluate_with_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
