@@ -96,10 +96,21 @@ class TeacherConfig(_Strict):
         "entry under its output_dir. None: the teacher runs live",
     )
 
+    cache_scales: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="with cache: the teacher's cached map is the mean of its logits over the image read at "
+        "these scales (multi-scale testing, paid once per image), e.g. [0.75, 1.0, 1.25, 1.5]",
+    )
+    cache_flip: bool = Field(False, description="with cache: also average the teacher over the mirrored image")
+
     @model_validator(mode="after")
     def _check_cache(self) -> TeacherConfig:
         if self.cache is not None and str(self.cache) == "auto":
             raise ValueError("cache: 'auto' is resolved by segkd compare only; give a folder")
+        if not self.cache_scales or any(s <= 0 for s in self.cache_scales):
+            raise ValueError(f"cache_scales: {self.cache_scales} must be a non-empty list of positive scales")
+        if self.cache is None and (self.cache_scales != [1.0] or self.cache_flip):
+            raise ValueError("cache_scales / cache_flip shape a teacher cache; set distill.teacher.cache too")
         return self
 
 

@@ -79,3 +79,6 @@ def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
     assert {caches[("kd_cached", seed)].cache for seed in cc.seeds} == {cc.output_dir / "teacher_cache" / "teacher"}
     assert all(caches[("kd", seed)].cache is None for seed in cc.seeds)  # the live entry runs its teacher
     assert caches[("kd_cached", 1)].checkpoint == caches[("kd", 1)].checkpoint
+    multiscale = caches[("kd_cached_multiscale", 1)]  # other views: its own folder, its views kept
+    assert multiscale.cache == cc.output_dir / "teacher_cache" / "teacher-scales0.75_1_1.25_1.5-flip"
+    assert (multiscale.cache_scales, multiscale.cache_flip) == ([0.75, 1.0, 1.25, 1.5], True)

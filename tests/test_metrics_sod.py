@@ -151,3 +151,27 @@ def test_bad_inputs_are_reported() -> None:
         metrics.step(PRED_A, np.zeros((2, 2, 3), dtype=np.uint8))
     with pytest.raises(RuntimeError, match="no images"):
         metrics.get_results()
+
+
+def test_the_weighted_fmeasure_equals_pysodmetrics_on_varied_masks():
+    import py_sod_metrics as pysod
+    from py_sod_metrics.utils import prepare_data
+
+    from segkd.metrics.sod import WeightedFmeasure
+
+    rng = np.random.default_rng(3)
+    ours, reference = WeightedFmeasure(), pysod.WeightedFmeasure()
+    for index in range(40):
+        height, width = rng.integers(5, 90, size=2)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        for _ in range(rng.integers(0, 4)):  # blobs, some touching the border; index 0: no foreground
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            mask[top: top + rng.integers(1, height), left: left + rng.integers(1, width)] = 255
+        if index == 1:
+            mask[:] = 255
+        pred = np.clip(mask * rng.uniform(0, 1) + rng.normal(0, 60, mask.shape), 0, 255).astype(np.uint8)
+        pred_unit, gt_bool = prepare_data(pred, mask)
+        ours.step(pred_unit, gt_bool, normalize=False)
+        reference.step(pred_unit, gt_bool, normalize=False)
+    assert np.allclose(ours.weighted_fms, reference.weighted_fms, rtol=0, atol=1e-12)
+    assert len(set(np.round(ours.weighted_fms, 6))) > 20  # varied cases, not one value

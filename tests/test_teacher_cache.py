@@ -1,6 +1,8 @@
 """Teacher cache (offline distillation): filled once, keyed, moved with the augmentation, refused when stale."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -219,3 +221,39 @@ def test_segkd_cache_teacher_fills_ahead_and_training_reuses_it(tmp_path, monkey
     assert fit(cfg)["iterations"] == 1
     assert main(["cache-teacher", str(tmp_path / "kd.yaml"), "--set", "distill.teacher.cache=null"]) == 1
     assert "distill.teacher.cache: not set" in capsys.readouterr().err
+
+
+def test_a_multi_view_cache_holds_the_mean_of_the_teachers_logits_over_scales_and_mirrors(tmp_path):
+    cfg = _cfg(tmp_path, data=PLAIN, methods=[{"name": "logits_kd", "at": "logits"}, {"name": "logits_kd", "at": "out"}])
+    cfg.distill.teacher.cache_scales, cfg.distill.teacher.cache_flip = [0.5, 1.0], True
+    student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
+    manifest = _open(cfg, teacher, {"logits", "out"}, train_set)
+    assert manifest["views"] == {"scales": [0.5, 1.0], "flip": True}
+    resize = functools.partial(torch.nn.functional.interpolate, mode="bilinear", align_corners=teacher.align_corners)
+    image = build_dataset(cfg.data, cfg.task, "train", augment=False)[3]["image"][None]
+    half = resize(image, size=(16, 16))  # 33 px at scale 0.5, rounded
+    sizes = {"out": (33, 33), "logits": (5, 5)}  # the image's; the logits' at the largest scale (1)
+    expected = {name: torch.zeros(1, 3, *size) for name, size in sizes.items()}
+    with FeatureTaps(teacher, {"logits": "logits"}) as hooks, torch.inference_mode():
+        for view in (image, half):
+            for mirrored in (False, True):
+                outputs = {**teacher(view.flip(-1) if mirrored else view), **hooks.pop()}
+                for name, size in sizes.items():
+                    value = outputs[name].flip(-1) if mirrored else outputs[name]
+                    expected[name] += resize(value, size=size) / 4
+    for name in sizes:
+        stored = torch.from_numpy(np.load(tmp_path / "cache" / "maps" / f"000003.{name}.npy")).float()
+        assert torch.allclose(stored, expected[name][0], atol=2e-3)  # fp16 storage
+    plain = _cfg(tmp_path / "plain", data=PLAIN, checkpoint=tmp_path / "teacher.pth")
+    _open(plain, teacher, {"out"}, train_set)
+    single = torch.from_numpy(np.load(tmp_path / "plain" / "cache" / "maps" / "000003.out.npy")).float()
+    assert not torch.allclose(single, expected["out"][0], atol=2e-3)  # the views changed the map
+
+
+def test_a_cache_of_other_views_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, data=PLAIN)
+    student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
+    _open(cfg, teacher, {"out"}, train_set)
+    cfg.distill.teacher.cache_scales = [0.75, 1.0]
+    with pytest.raises(TeacherCacheError, match=r"other views \(distill.teacher.cache_scales / cache_flip\)"):
+        _open(cfg, teacher, {"out"}, train_set)

@@ -117,26 +117,29 @@ def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
         teacher = next(e for e in cc.entries if e.name == entry.teacher_from)
         teacher_seed = (teacher.seeds or cc.seeds)[0]
         teacher_cfg = run_config(cc, teacher, teacher_seed)
-        cache = (raw.get("distill") or {}).get("teacher", {}).get("cache")
+        kept = {k: v for k, v in ((raw.get("distill") or {}).get("teacher") or {}).items() if k in CACHE_KEYS}
         raw.setdefault("distill", {})["teacher"] = {
             "model": teacher_cfg.model.model_dump(),
             "checkpoint": str(teacher_cfg.run_dir / "last.pt"),
-            **({"cache": cache} if cache is not None else {}),
+            **kept,
         }
     teacher_raw = (raw.get("distill") or {}).get("teacher")
     if isinstance(teacher_raw, dict) and teacher_raw.get("cache") == AUTO_CACHE:
-        teacher_raw["cache"] = str(teacher_cache_dir(cc, entry))
+        teacher_raw["cache"] = str(teacher_cache_dir(cc, entry, teacher_raw))
     return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
 
 
 AUTO_CACHE = "auto"
+CACHE_KEYS = ("cache", "cache_scales", "cache_flip")  # an entry's teacher settings kept over teacher_from's
 
 
-def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry) -> Path:
+def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry, teacher: dict[str, Any]) -> Path:
     """Where ``distill.teacher.cache: auto`` puts an entry's teacher cache: one folder per teacher
-    entry (or per entry naming its own teacher), shared by every seed and every entry distilling
-    from that teacher."""
-    return cc.output_dir / "teacher_cache" / (entry.teacher_from or entry.name)
+    entry (or per entry naming its own teacher) and views, shared by every seed and every entry
+    distilling from that teacher with those views."""
+    scales, flip = [float(s) for s in teacher.get("cache_scales", [1.0])], bool(teacher.get("cache_flip", False))
+    views = "" if scales == [1.0] and not flip else "-scales" + "_".join(f"{s:g}" for s in scales) + "-flip" * flip
+    return cc.output_dir / "teacher_cache" / f"{entry.teacher_from or entry.name}{views}"
 
 
 def stored_config(run_dir: Path) -> dict[str, Any] | None:

@@ -62,6 +62,7 @@ KEY_PARTS = {
     "training_list": "another training list",
     "normalization": "another normalisation (data.mean / data.std)",
     "long_side": "another data.long_side",
+    "views": "other views (distill.teacher.cache_scales / cache_flip)",
     "task": "another task",
 }
 
@@ -104,6 +105,7 @@ def cache_key(cfg: Config, names: list[str]) -> dict[str, Any]:
         "training_list": {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()},
         "normalization": {"mean": list(mean), "std": list(std)},
         "long_side": cfg.data.long_side,
+        "views": {"scales": list(teacher_cfg.cache_scales), "flip": teacher_cfg.cache_flip},
         "task": cfg.task,
     }
 
@@ -144,15 +146,17 @@ def check_manifest(manifest: dict[str, Any], key: dict[str, Any], maps: set[str]
 @torch.inference_mode()
 def fill(folder: Path, cfg: Config, teacher: nn.Module, maps: set[str], key: dict[str, Any],
          device: torch.device) -> dict[str, Any]:
-    """Run ``teacher`` once on every training image (un-augmented) and write its ``maps``."""
+    """Run ``teacher`` on every training image (un-augmented, at each of ``key['views']``) and write
+    its ``maps``."""
     dataset = build_dataset(cfg.data, cfg.task, "train", augment=False)
     (folder / MANIFEST).unlink(missing_ok=True)  # from here on the folder is incomplete
     taps = {"logits": "logits"} if "logits" in maps else {}
-    shown = cfg.train.progress
+    views, shown = key["views"], cfg.train.progress
+    align_corners = bool(getattr(teacher, "align_corners", False))
     with FeatureTaps(teacher, taps) as hooks:
         for index in tqdm(range(len(dataset)), desc=f"teacher cache {folder}", disable=not shown):
             image = dataset[index]["image"][None].to(device)
-            outputs = {**teacher(image), **hooks.pop()}
+            outputs = teacher_views(teacher, hooks, image, maps, views["scales"], views["flip"], align_corners)
             for name in maps:
                 with atomic_output(map_path(folder, index, name)) as tmp, open(tmp, "wb") as f:
                     np.save(f, outputs[name][0].float().cpu().numpy().astype(np.float16))
@@ -161,6 +165,30 @@ def fill(folder: Path, cfg: Config, teacher: nn.Module, maps: set[str], key: dic
     with atomic_output(folder / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def teacher_views(teacher: nn.Module, hooks: FeatureTaps, image: torch.Tensor, maps: set[str],
+                  scales: list[float], flip: bool, align_corners: bool) -> dict[str, torch.Tensor]:
+    """The teacher's ``maps`` on ``image``, their logits averaged over the image read at each scale
+    (and mirrored, with ``flip``): multi-scale testing, so the cache holds a stronger teacher than one
+    forward pass. ``out`` is kept at the image's size, ``logits`` at its size at the largest scale."""
+    if scales == [1.0] and not flip:
+        return {**teacher(image), **hooks.pop()}
+    height, width = image.shape[-2:]
+    views = [(s, mirrored) for s in scales for mirrored in ((False, True) if flip else (False,))]
+    sums: dict[str, torch.Tensor] = {}
+    for scale, mirrored in sorted(views, reverse=True):  # the largest scale first sets the logits' size
+        view = F.interpolate(image, size=(round(height * scale), round(width * scale)), mode="bilinear",
+                             align_corners=align_corners) if scale != 1.0 else image
+        view = view.flip(-1) if mirrored else view
+        outputs = {**teacher(view), **hooks.pop()}
+        for name in maps:
+            value = outputs[name].flip(-1) if mirrored else outputs[name]
+            size = sums[name].shape[-2:] if name in sums else ((height, width) if name == "out" else value.shape[-2:])
+            if tuple(value.shape[-2:]) != tuple(size):
+                value = F.interpolate(value, size=tuple(size), mode="bilinear", align_corners=align_corners)
+            sums[name] = sums[name] + value if name in sums else value
+    return {name: total / len(views) for name, total in sums.items()}
 
 
 def map_path(folder: Path, index: int, name: str) -> Path:

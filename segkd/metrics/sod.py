@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import py_sod_metrics as pysod
-from py_sod_metrics.utils import prepare_data
+from py_sod_metrics.utils import EPS, prepare_data
+from scipy.ndimage import correlate1d, distance_transform_edt
 
 # torch is imported only to resize a map or read a tensor: scoring saved maps needs no torch.
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class SODMetrics:
         self._mae = pysod.MAE()
         self._smeasure = pysod.Smeasure()
         self._emeasure = pysod.Emeasure()
-        self._weighted_fmeasure = pysod.WeightedFmeasure()
+        self._weighted_fmeasure = WeightedFmeasure()
         # FmeasureV2 derives all three from one TP/FP histogram per image.
         self._fm = pysod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=BETA_SQUARED)
         self._precision = pysod.PrecisionHandler(with_dynamic=True, with_adaptive=False)
@@ -156,6 +157,46 @@ class SODMetrics:
             "recall": mean["recall_curve"][::-1].copy(),
             "fmeasure": mean["fm_curve"][::-1].copy(),
         }
+
+
+class WeightedFmeasure(pysod.WeightedFmeasure):
+    """pysodmetrics' weighted F-measure (Margolin et al. 2014), the same sums computed faster.
+
+    The 7×7 Gaussian (σ 5) is applied as two 1-D passes (it is the outer product of one 1-D
+    kernel), the error at each background pixel's nearest foreground pixel is read with one
+    gather, distances are taken from the nearest-pixel indices for background pixels only, and
+    masks are built once. The result equals pysodmetrics' to rounding (about 1e-16;
+    a test holds it to 1e-10), at about half the cost per image.
+    """
+
+    def cal_wfm(self, pred: np.ndarray, gt: np.ndarray) -> float:
+        background = ~gt
+        # scipy's distances from its own indices cost more than the indices; only background needs them
+        nearest = distance_transform_edt(background, return_distances=False, return_indices=True)
+        rows, cols = nearest[0] - np.arange(gt.shape[0])[:, None], nearest[1] - np.arange(gt.shape[1])
+        distance = np.sqrt((rows * rows + cols * cols)[background])
+        error = np.abs(pred - gt)
+        # a foreground pixel's nearest foreground pixel is itself: one gather serves every pixel
+        error_at_edge = error[nearest[0], nearest[1]]
+        blurred = correlate1d(error_at_edge, GAUSS_7_SIGMA_5, axis=0, mode="constant", cval=0)
+        blurred = correlate1d(blurred, GAUSS_7_SIGMA_5, axis=1, mode="constant", cval=0)
+        weighted = np.where(gt & (blurred < error), blurred, error)
+        weighted[background] *= 2 - np.exp(np.log(0.5) / 5 * distance)
+        error_fg, error_bg = weighted[gt], weighted[background]
+        true_positive = np.sum(gt) - np.sum(error_fg)
+        recall = 1 - np.mean(error_fg)
+        precision = true_positive / (true_positive + np.sum(error_bg) + EPS)
+        return (1 + self.beta) * recall * precision / (recall + self.beta * precision + EPS)
+
+
+def _gauss_1d(size: int, sigma: float) -> np.ndarray:
+    """The 1-D factor of MATLAB's fspecial('gaussian', size, sigma), normalised to sum 1."""
+    x = np.arange(size) - (size - 1) / 2
+    kernel = np.exp(-(x * x) / (2 * sigma * sigma))
+    return kernel / kernel.sum()
+
+
+GAUSS_7_SIGMA_5 = _gauss_1d(7, 5.0)
 
 
 def _fmeasure(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
