@@ -264,6 +264,9 @@ def run_config_show(args: argparse.Namespace) -> int:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     _retrain_arg(p)
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the tables and plots of the runs finished so far "
+                        "(while a long comparison goes on)")
 
 
 def _retrain_arg(p: argparse.ArgumentParser) -> None:
@@ -275,11 +278,14 @@ def _retrain_arg(p: argparse.ArgumentParser) -> None:
 @command("compare", "train (or reuse) several methods with the same budget and seeds; write tables and plots", """
     segkd compare demo_semantic
     segkd compare my_comparison.yaml --set seeds=[1,2,3]
+    segkd compare my_comparison.yaml --report       # the table so far, while its runs go on
 """)(_compare_args)
 def run_compare(args: argparse.Namespace) -> int:
     from segkd.commands.compare import compare, load_compare_config
 
-    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain)
+    if args.report and args.retrain:
+        raise UsageError("--report trains nothing and --retrain trains again: give one of them")
+    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain, report_only=args.report)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")

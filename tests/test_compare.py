@@ -68,6 +68,14 @@ def test_compare_end_to_end_and_continues(tmp_path):
     messages = []
     compare(cc, log=messages.append)
     assert len(messages) == 4 and all("reused" in m for m in messages)
+    # --report: an entry not trained yet is left out of the table, named under it, and not trained
+    later = _cc(tmp_path, [*cc.model_dump()["entries"], {"name": "later", "set": ["optim.lr=0.5"]}])
+    messages = []
+    report = compare(later, log=messages.append, report_only=True)
+    assert [r["method"] for r in report["rows"]] == ["base", "sad"]
+    assert "Not finished yet (segkd compare trains them): later (0 of 2 seeds)." in report["markdown"]
+    assert messages == ["[later seed 1] not finished, left out", "[later seed 2] not finished, left out"]
+    assert not (out / "later").exists()
 
 
 def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():

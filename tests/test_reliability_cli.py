@@ -117,6 +117,8 @@ def test_eval_options_that_exclude_each_other_and_bad_label_values(tmp_path, cap
     assert "cannot be combined" in _error(capsys)
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--num-classes", "3"]) == 1
     assert "pred/a.png" in _error(capsys)
+    assert main(["compare", "demo_semantic", "--report", "--retrain"]) == 2
+    assert "--report trains nothing and --retrain trains again: give one of them" in _error(capsys)
 
 
 def test_predict_skips_unreadable_files_and_fails_at_the_end(config, tmp_path, capsys):

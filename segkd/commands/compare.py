@@ -179,13 +179,17 @@ def _set_aside(run_dir: Path) -> Path:
     return target
 
 
-def train_all(cc: CompareConfig, log=print, retrain: bool = False) -> dict[str, dict[int, dict[str, Any]]]:
+def train_all(cc: CompareConfig, log=print, retrain: bool = False,
+              report_only: bool = False) -> dict[str, dict[int, dict[str, Any]]]:
     """Train every (entry, seed) not finished yet. Returns ``{entry: {seed: metrics.json}}``.
 
     A run directory trained with another resolved config is never reused: the comparison stops
     and lists the differing keys, or with ``retrain`` the old run is moved aside and trained again.
+    ``report_only``: train nothing; return the runs finished with the current config.
     """
     stale = stale_runs(cc)
+    if report_only:
+        return finished_runs(cc, stale, log)
     if stale and not retrain:
         listed = "\n".join(f"  {name} seed {seed}: {'; '.join(diffs[:5])}" for (name, seed), diffs in stale.items())
         raise ConfigError(
@@ -208,6 +212,22 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False) -> dict[str, 
                 log(f"[{entry.name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
                 fit(cfg, resume=resume)
             results[entry.name][seed] = json.loads(done.read_text())
+    return results
+
+
+def finished_runs(cc: CompareConfig, stale: dict[tuple[str, int], list[str]], log=print) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{entry: {seed: metrics.json}}`` of the runs finished with the current config; says which are left out."""
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for entry in cc.entries:
+        results[entry.name] = {}
+        for seed in entry.seeds or cc.seeds:
+            done = run_config(cc, entry, seed).run_dir / "metrics.json"
+            if (entry.name, seed) in stale:
+                log(f"[{entry.name} seed {seed}] trained with another config, left out")
+            elif done.is_file():
+                results[entry.name][seed] = json.loads(done.read_text())
+            else:
+                log(f"[{entry.name} seed {seed}] not finished, left out")
     return results
 
 
@@ -241,14 +261,16 @@ def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], 
     verdict under ``SIGNIFICANCE_RULE``."""
     columns = SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS
     rows = []
-    for entry in cc.entries:
+    for entry in (e for e in cc.entries if results[e.name]):  # entries with no finished run have no row
         row: dict[str, Any] = {"method": entry.name, "role": entry.role, "seeds": len(results[entry.name])}
         for col in columns:
             vals = [r["student"][col] for r in results[entry.name].values() if col in r["student"]]
             if vals:
                 row[col], row[f"{col}_std"] = _mean_std(vals)
         rows.append(row)
-    base = next(r for r in rows if r["method"] == cc.baseline)
+    base = next((r for r in rows if r["method"] == cc.baseline), None)
+    if base is None:
+        raise ConfigError(f"{cc.name}: the baseline '{cc.baseline}' has no finished run; train it first")
     main = columns[0]
     for row in rows:
         row["gain"] = row[main] - base[main]
@@ -366,26 +388,31 @@ def _read_mask(path: Path, task: str) -> np.ndarray:
     return read_binary_mask(path) if task == "binary" else read_label(path)
 
 
-def compare(cc: CompareConfig, log=print, retrain: bool = False) -> dict[str, Any]:
+def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False) -> dict[str, Any]:
     """Train what is missing, then write ``results.{md,csv,json}`` and the plots.
 
     ``retrain``: train again (moving the old run aside) every run whose stored config differs.
+    ``report_only``: train nothing; the tables and plots show the runs finished so far.
     """
     first = run_config(cc, cc.entries[0], (cc.entries[0].seeds or cc.seeds)[0])
     task = first.task
     resolve_root(first.data, task)
-    results = train_all(cc, log, retrain)
+    results = train_all(cc, log, retrain, report_only)
     main = (SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)[0]
     rows = summarise(cc, results, task)
     configs: dict[str, Config] = {}
     models: dict[str, torch.nn.Module] = {}
-    for entry in cc.entries:
+    for entry in (e for e in cc.entries if results[e.name]):
         cfg = run_config(cc, entry, (entry.seeds or cc.seeds)[0])
         configs[entry.name] = cfg
         _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt")
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
     markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {len(cc.seeds)} seed(s)")
+    missing = [f"{e.name} ({len(results[e.name])} of {len(e.seeds or cc.seeds)} seeds)" for e in cc.entries
+               if len(results[e.name]) < len(e.seeds or cc.seeds)]
+    if missing:
+        markdown += f"\nNot finished yet (segkd compare trains them): {', '.join(missing)}.\n"
     write_tables(rows, cc.output_dir, markdown)
     figures = make_plots(cc, rows, configs, models, task, main)
     return {"rows": rows, "markdown": markdown, "figures": figures}
