@@ -19,12 +19,15 @@ or the rotation brings in hold the ignore label, so losses that skip ignore pixe
 The teacher thus sees the whole image at the size it is read, not the augmented crop: a cached map
 is its prediction with the whole image's context, resampled, which differs from what it would
 predict on the crop itself most where the random scale is far from 1 and near the crop's borders.
+``distill.teacher.cache_scales`` / ``cache_flip`` make the cached map the mean of the teacher's
+logits over the image read at several scales and mirrored (multi-scale testing, once per image),
+which narrows that difference and gives a teacher stronger than one forward pass.
 
 Only class maps are cached: the teacher's ``logits`` feature point and its ``out`` output.
 Every file is written atomically and ``manifest.json`` last, so an interrupted fill is never
 read as complete: it is filled again. The manifest keys the cache by the teacher (checkpoint
 bytes, model, key map), the training list (sample names, in order) and the preprocessing
-(normalisation, long side); a cache made for other ones is refused, naming what differs.
+(normalisation, long side) and the views; a cache made for other ones is refused, naming what differs.
 """
 from __future__ import annotations
 
