@@ -153,14 +153,19 @@ def test_bad_inputs_are_reported() -> None:
         metrics.get_results()
 
 
-def test_the_weighted_fmeasure_equals_pysodmetrics_on_varied_masks():
+def test_the_faster_metric_classes_equal_pysodmetrics_on_varied_masks():
     import py_sod_metrics as pysod
     from py_sod_metrics.utils import prepare_data
 
-    from segkd.metrics.sod import WeightedFmeasure
+    from segkd.metrics.sod import Emeasure, FmeasureV2, WeightedFmeasure
+
+    def handlers():
+        return {"fm": pysod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=0.3),
+                "precision": pysod.PrecisionHandler(with_dynamic=True, with_adaptive=False)}
 
     rng = np.random.default_rng(3)
-    ours, reference = WeightedFmeasure(), pysod.WeightedFmeasure()
+    pairs = [(WeightedFmeasure(), pysod.WeightedFmeasure()), (Emeasure(), pysod.Emeasure()),
+             (FmeasureV2(handlers()), pysod.FmeasureV2(handlers()))]
     for index in range(40):
         height, width = rng.integers(5, 90, size=2)
         mask = np.zeros((height, width), dtype=np.uint8)
@@ -170,8 +175,17 @@ def test_the_weighted_fmeasure_equals_pysodmetrics_on_varied_masks():
         if index == 1:
             mask[:] = 255
         pred = np.clip(mask * rng.uniform(0, 1) + rng.normal(0, 60, mask.shape), 0, 255).astype(np.uint8)
+        if index == 2:
+            pred[:] = 90  # a flat map
         pred_unit, gt_bool = prepare_data(pred, mask)
-        ours.step(pred_unit, gt_bool, normalize=False)
-        reference.step(pred_unit, gt_bool, normalize=False)
-    assert np.allclose(ours.weighted_fms, reference.weighted_fms, rtol=0, atol=1e-12)
-    assert len(set(np.round(ours.weighted_fms, 6))) > 20  # varied cases, not one value
+        for ours, reference in pairs:
+            ours.step(pred_unit, gt_bool, normalize=False)
+            reference.step(pred_unit, gt_bool, normalize=False)
+    (wfm, wfm_ref), (em, em_ref), (fm, fm_ref) = pairs
+    assert np.allclose(wfm.weighted_fms, wfm_ref.weighted_fms, rtol=0, atol=1e-12)
+    assert len(set(np.round(wfm.weighted_fms, 6))) > 20  # varied cases, not one value
+    assert np.array_equal(em.changeable_ems, em_ref.changeable_ems) and em.adaptive_ems == em_ref.adaptive_ems
+    results, expected = fm.get_results(), fm_ref.get_results()
+    for name in ("fm", "precision"):
+        assert np.array_equal(results[name]["dynamic"], expected[name]["dynamic"])
+    assert results["fm"]["adaptive"] == expected["fm"]["adaptive"]

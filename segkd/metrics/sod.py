@@ -23,7 +23,9 @@ NUM_THRESHOLDS = 256
 class SODMetrics:
     """MAE, F-measure, S-measure, E-measure and weighted F-measure over a data set.
 
-    Per-image scores come from pysodmetrics, which follows the MATLAB reference code: each
+    Per-image scores come from pysodmetrics' classes (E-measure, FmeasureV2 and the weighted
+    F-measure through subclasses below that compute the same numbers faster; tests hold them
+    equal), which follow the MATLAB reference code: each
     prediction is min-max normalised, the mask is binarised at > 128, and the dynamic curves use
     256 thresholds on the map quantised to 0–255. Every score is a mean over images.
 
@@ -55,13 +57,13 @@ class SODMetrics:
         """Forget every image seen so far."""
         self._mae = pysod.MAE()
         self._smeasure = pysod.Smeasure()
-        self._emeasure = pysod.Emeasure()
+        self._emeasure = Emeasure()
         self._weighted_fmeasure = WeightedFmeasure()
         # FmeasureV2 derives all three from one TP/FP histogram per image.
         self._fm = pysod.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=BETA_SQUARED)
         self._precision = pysod.PrecisionHandler(with_dynamic=True, with_adaptive=False)
         self._recall = pysod.RecallHandler(with_dynamic=True, with_adaptive=False)
-        self._fmeasure = pysod.FmeasureV2(
+        self._fmeasure = FmeasureV2(
             {"fm": self._fm, "precision": self._precision, "recall": self._recall}
         )
 
@@ -157,6 +159,49 @@ class SODMetrics:
             "recall": mean["recall_curve"][::-1].copy(),
             "fmeasure": mean["fm_curve"][::-1].copy(),
         }
+
+
+def _histograms(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the map quantised to 0-255 (as pysodmetrics does) on the background and on the
+    foreground: the histograms pysodmetrics takes with ``np.histogram`` over 256 unit bins, from
+    one ``bincount`` (several times faster; integer counts, so identical)."""
+    quantised = (pred * 255).astype(np.uint8)
+    joint = np.bincount(quantised.ravel().astype(np.intp) + 256 * gt.ravel(), minlength=512)
+    return joint[:256], joint[256:]
+
+
+class FmeasureV2(pysod.FmeasureV2):
+    """pysodmetrics' FmeasureV2 with its per-threshold TP / FP counts taken from one bincount."""
+
+    def dynamically_binarizing(self, pred: np.ndarray, gt: np.ndarray, FG: int, BG: int) -> dict:  # noqa: N803
+        background_hist, foreground_hist = _histograms(pred, gt)
+        true_positives, false_positives = np.cumsum(foreground_hist[::-1]), np.cumsum(background_hist[::-1])
+        return {"tp": true_positives, "fp": false_positives, "tn": BG - false_positives, "fn": FG - true_positives}
+
+
+class Emeasure(pysod.Emeasure):
+    """pysodmetrics' E-measure curve with its histograms taken from one bincount; the alignment
+    and enhancement steps are pysodmetrics' own (``generate_parts_numel_combinations``)."""
+
+    def cal_em_with_cumsumhistogram(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        background_hist, foreground_hist = _histograms(pred, gt)
+        fg_fg = np.cumsum(foreground_hist[::-1])  # predicted foreground on true foreground, per threshold
+        fg_bg = np.cumsum(background_hist[::-1])
+        pred_fg = fg_fg + fg_bg
+        pred_bg = self.gt_size - pred_fg
+        if self.gt_fg_numel == 0:
+            enhanced_sum = pred_bg
+        elif self.gt_fg_numel == self.gt_size:
+            enhanced_sum = pred_fg
+        else:
+            parts, combinations = self.generate_parts_numel_combinations(
+                fg_fg_numel=fg_fg, fg_bg_numel=fg_bg, pred_fg_numel=pred_fg, pred_bg_numel=pred_bg)
+            enhanced = np.empty((4, 256), dtype=np.float64)
+            for i, (part, (a, b)) in enumerate(zip(parts, combinations)):
+                align = 2 * (a * b) / (a**2 + b**2 + EPS)
+                enhanced[i] = (align + 1) ** 2 / 4 * part
+            enhanced_sum = enhanced.sum(axis=0)
+        return enhanced_sum / (self.gt_size - 1 + EPS)
 
 
 class WeightedFmeasure(pysod.WeightedFmeasure):
