@@ -127,7 +127,7 @@ def test_the_cached_map_moves_with_the_image(tmp_path):
             assert 0 < flipped < 8  # both flipped and unflipped samples were checked
 
 
-def test_a_changed_teacher_list_or_normalisation_is_refused_naming_it(tmp_path):
+def test_a_changed_teacher_list_or_normalisation_is_refused_and_a_map_added(tmp_path):
     cfg = _cfg(tmp_path)
     student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
     _open(cfg, teacher, {"out"}, train_set)
@@ -143,8 +143,11 @@ def test_a_changed_teacher_list_or_normalisation_is_refused_naming_it(tmp_path):
     with pytest.raises(TeacherCacheError, match=r"another normalisation \(data.mean / data.std\)") as err:
         _open(renormalised, teacher, {"out"}, train_set)
     assert "\n" not in str(err.value)
-    with pytest.raises(TeacherCacheError, match=r"holds the teacher's \['out'\].*read \['logits'\]"):
-        _open(cfg, teacher, {"logits"}, train_set)
+    maps = tmp_path / "cache" / "maps"
+    out_files = {path: path.stat().st_mtime_ns for path in maps.glob("*.out.npy")}
+    manifest = _open(cfg, teacher, {"logits"}, train_set)  # the same key: the map is added beside
+    assert manifest["maps"] == ["logits", "out"] and len(list(maps.glob("*.logits.npy"))) == len(out_files)
+    assert {path: path.stat().st_mtime_ns for path in maps.glob("*.out.npy")} == out_files  # kept as they were
 
 
 def test_an_interrupted_fill_is_not_used(tmp_path, monkeypatch):

@@ -148,9 +148,9 @@ def check_manifest(manifest: dict[str, Any], key: dict[str, Any], maps: set[str]
 
 @torch.inference_mode()
 def fill(folder: Path, cfg: Config, teacher: nn.Module, maps: set[str], key: dict[str, Any],
-         device: torch.device) -> dict[str, Any]:
+         device: torch.device, kept: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``teacher`` on every training image (un-augmented, at each of ``key['views']``) and write
-    its ``maps``."""
+    its ``maps``; ``kept``: maps already in the folder, for the same key, that the manifest keeps."""
     dataset = build_dataset(cfg.data, cfg.task, "train", augment=False)
     (folder / MANIFEST).unlink(missing_ok=True)  # from here on the folder is incomplete
     taps = {"logits": "logits"} if "logits" in maps else {}
@@ -163,7 +163,7 @@ def fill(folder: Path, cfg: Config, teacher: nn.Module, maps: set[str], key: dic
             for name in maps:
                 with atomic_output(map_path(folder, index, name)) as tmp, open(tmp, "wb") as f:
                     np.save(f, outputs[name][0].float().cpu().numpy().astype(np.float16))
-    manifest = {"format": CACHE_FORMAT, **key, "maps": sorted(maps),
+    manifest = {"format": CACHE_FORMAT, **key, "maps": sorted(set(maps) | set(kept)),
                 "align_corners": bool(getattr(teacher, "align_corners", False))}
     with atomic_output(folder / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
@@ -212,6 +212,11 @@ def open_cache(cfg: Config, teacher: nn.Module, maps: set[str], env: DistEnv, de
         if manifest is None:
             print(f"{cfg.name}: filling the teacher cache {folder} ({len(names)} training images)")
             fill(folder, cfg, teacher, maps, key, device)
+        elif all(manifest.get(part) == key[part] for part in KEY_PARTS) and maps - set(manifest["maps"]):
+            # the same teacher, list and views: add the maps this run reads beside those held
+            missing = maps - set(manifest["maps"])
+            print(f"{cfg.name}: adding the teacher's {sorted(missing)} to the teacher cache {folder}")
+            fill(folder, cfg, teacher, missing, key, device, kept=tuple(manifest["maps"]))
     barrier(env)
     manifest = read_manifest(folder)
     if manifest is None:
