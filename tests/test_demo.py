@@ -17,13 +17,13 @@ def test_demo_compares_three_seeds_with_the_same_student_data(tmp_path):
     cc = demo_config(None, tmp_path)
     assert cc.seeds == [1, 2, 3] and cc.baseline == "student"
     runs = _configs(cc)
-    student, distilled, teacher = runs["student"], runs["student+kd"], runs["teacher"]
+    student, distilled, teacher = runs["student"], runs["student+kd+cwd"], runs["teacher"]
     # the two students differ only in the distillation: same data, labels, model, optimiser, schedule
     assert student.data == distilled.data and student.model == distilled.model
     assert (student.optim, student.schedule, student.train.epochs) == (
         distilled.optim, distilled.schedule, distilled.train.epochs)
     assert student.data.synthetic.label_noise > 0  # annotations that confuse classes
-    assert distilled.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}]
+    assert distilled.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}, {"name": "cwd"}]
     assert distilled.loss.distill_share == 0.5
     # the teacher learned from a larger set annotated the same way
     assert teacher.data.synthetic.num_train > student.data.synthetic.num_train

@@ -143,9 +143,26 @@ def test_shipped_kd_configs_follow_the_recipe_and_the_source_recipe_is_kept():
     from segkd.config import load_config
 
     recipe, alone = load_config("kd_pspnet50_to_18_voc"), load_config("pspnet18_voc")
-    assert recipe.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}]
+    assert recipe.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}, {"name": "cwd"}]
     assert recipe.loss.distill_share == 0.5 and recipe.schedule.warmup == alone.schedule.warmup > 0
     assert (recipe.optim, recipe.train.epochs, recipe.data) == (alone.optim, alone.train.epochs, alone.data)
     source = load_config("kd_pspnet50_to_18_voc_source_exact")
     assert source.loss.distill_share is None and source.loss.main_weight == 0.25
     assert source.schedule.warmup == 0.0 and source.distill.methods[0]["source_exact"] is True
+
+
+def test_the_stanford_background_study_measures_the_recipe_against_a_tuned_student():
+    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.config import load_config
+
+    cc = load_compare_config("compare_sbg")
+    entries = {entry.name: entry for entry in cc.entries}
+    recipe = load_config("kd_pspnet50_to_18_voc")
+    study = run_config(cc, entries["kd_cwd"], 1)
+    assert (study.distill.methods, study.loss.distill_share) == (recipe.distill.methods, recipe.loss.distill_share)
+    baseline = run_config(cc, entries[cc.baseline], 1)
+    assert not entries[cc.baseline].teacher_from and not baseline.distill.methods
+    # the baseline differs from the distilled students only in its searched learning rate
+    assert baseline.optim.lr != study.optim.lr
+    assert (baseline.data, baseline.model, baseline.train.epochs, baseline.schedule) == (
+        study.data, study.model, study.train.epochs, study.schedule)
