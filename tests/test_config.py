@@ -70,4 +70,4 @@ def test_every_shipped_config_is_valid():
     paths = sorted(CONFIG_DIR.glob("*.yaml"))
     assert len(paths) >= 40
     for path in paths:
-        (load_compare_config if path.stem.startswith(("demo", "compare")) else load_config)(path)
+        (load_compare_config if path.stem.startswith(("demo", "compare", "search")) else load_config)(path)

@@ -158,11 +158,11 @@ def test_the_stanford_background_study_measures_the_recipe_against_a_tuned_stude
     cc = load_compare_config("compare_sbg")
     entries = {entry.name: entry for entry in cc.entries}
     recipe = load_config("kd_pspnet50_to_18_voc")
-    study = run_config(cc, entries["kd_cwd"], 1)
+    study = run_config(cc, entries["kd_cwd_lr0.02"], 1)
     assert (study.distill.methods, study.loss.distill_share) == (recipe.distill.methods, recipe.loss.distill_share)
     baseline = run_config(cc, entries[cc.baseline], 1)
     assert not entries[cc.baseline].teacher_from and not baseline.distill.methods
-    # the baseline differs from the distilled students only in its searched learning rate
-    assert baseline.optim.lr != study.optim.lr
-    assert (baseline.data, baseline.model, baseline.train.epochs, baseline.schedule) == (
-        study.data, study.model, study.train.epochs, study.schedule)
+    # the baseline and the recipe differ only in the distillation: both at their searched learning rate
+    assert (baseline.data, baseline.model, baseline.train.epochs, baseline.schedule, baseline.optim) == (
+        study.data, study.model, study.train.epochs, study.schedule, study.optim)
+    assert baseline.optim.lr == 0.02 != run_config(cc, entries["student"], 1).optim.lr
