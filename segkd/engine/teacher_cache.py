@@ -212,9 +212,8 @@ def open_cache(cfg: Config, teacher: nn.Module, maps: set[str], env: DistEnv, de
         if manifest is None:
             print(f"{cfg.name}: filling the teacher cache {folder} ({len(names)} training images)")
             fill(folder, cfg, teacher, maps, key, device)
-        elif all(manifest.get(part) == key[part] for part in KEY_PARTS) and maps - set(manifest["maps"]):
+        elif (missing := maps - set(manifest["maps"])) and all(manifest.get(part) == key[part] for part in KEY_PARTS):
             # the same teacher, list and views: add the maps this run reads beside those held
-            missing = maps - set(manifest["maps"])
             print(f"{cfg.name}: adding the teacher's {sorted(missing)} to the teacher cache {folder}")
             fill(folder, cfg, teacher, missing, key, device, kept=tuple(manifest["maps"]))
     barrier(env)
