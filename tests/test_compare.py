@@ -63,7 +63,7 @@ def test_compare_end_to_end_and_continues(tmp_path):
     assert all(r["seeds"] == 2 and r["params_M"] > 0 and r["GFLOPs"] > 0 for r in rows)
     # the inference model of a self-distillation run is exactly the baseline network
     assert rows[0]["params_M"] == rows[1]["params_M"]
-    assert "| sad |" in result["markdown"]
+    assert "| sad |" in result["markdown"] and ", 2 seed(s) per row" in result["markdown"]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
     compare(cc, log=messages.append)
@@ -74,6 +74,8 @@ def test_compare_end_to_end_and_continues(tmp_path):
     report = compare(later, log=messages.append, report_only=True)
     assert [r["method"] for r in report["rows"]] == ["base", "sad"]
     assert "Not finished yet (segkd compare trains them): later (0 of 2 seeds)." in report["markdown"]
+    one_more = _cc(tmp_path, [*cc.model_dump()["entries"][:1], {**cc.model_dump()["entries"][1], "seeds": [1]}])
+    assert ", 1-2 seed(s) per row" in compare(one_more, log=lambda *_: None, report_only=True)["markdown"]
     assert messages == ["[later seed 1] not finished, left out", "[later seed 2] not finished, left out"]
     assert not (out / "later").exists()
 
