@@ -408,8 +408,8 @@ def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bo
         _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt")
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
-    fewest, most = min(len(e.seeds or cc.seeds) for e in cc.entries), max(len(e.seeds or cc.seeds) for e in cc.entries)
-    seeds = str(most) if fewest == most else f"{fewest}-{most}"
+    counts = {len(e.seeds or cc.seeds) for e in cc.entries}
+    seeds = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else str(min(counts))
     markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row")
     missing = [f"{e.name} ({len(results[e.name])} of {len(e.seeds or cc.seeds)} seeds)" for e in cc.entries
                if len(results[e.name]) < len(e.seeds or cc.seeds)]
