@@ -410,6 +410,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ main
+# Commands that open checkpoints (a model, a teacher, a run to resume) take --trust-checkpoint.
+LOADS_CHECKPOINTS = {"train", "cache-teacher", "eval", "predict", "compare", "demo", "export", "benchmark"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segkd",
@@ -424,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_args(p)
+        if name in LOADS_CHECKPOINTS:
+            p.add_argument("--trust-checkpoint", action="store_true",
+                           help="the checkpoints this command opens come from a source you trust: let them "
+                                "hold any Python object (unpickling such a file can run code it carries; "
+                                "by default only tensors and plain values are read)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
@@ -511,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "trust_checkpoint", False):
+            from segkd.engine.checkpoint import trust_checkpoints
+
+            trust_checkpoints()
         return COMMANDS[args.command][3](args)
     except (Exception, KeyboardInterrupt) as err:
         if _debug_wanted(args):

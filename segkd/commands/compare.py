@@ -405,7 +405,8 @@ def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bo
     for entry in (e for e in cc.entries if results[e.name]):
         cfg = run_config(cc, entry, (entry.seeds or cc.seeds)[0])
         configs[entry.name] = cfg
-        _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt")
+        # the comparison's own config names the model, so an imported one was asked for
+        _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
     counts = {len(e.seeds or cc.seeds) for e in cc.entries}

@@ -1,9 +1,19 @@
-"""Checkpoints: written atomically, validated on load with messages that say what is wrong."""
+"""Checkpoints: written atomically, validated on load with messages that say what is wrong.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists
+and dicts only, so opening a file someone shared cannot run code it carries. A file that needs
+more is refused, naming what it holds, unless the user trusts it (``--trust-checkpoint``,
+``SEGKD_TRUST_CHECKPOINT=1`` or ``trust=True``).
+"""
 from __future__ import annotations
 
+import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,8 +23,46 @@ from segkd.models.weights import describe_mismatch
 CHECKPOINT_FORMAT = "segkd-checkpoint-v1"
 
 
+TRUST_HINT = ("if you trust the file's source, pass --trust-checkpoint "
+              "(environment: SEGKD_TRUST_CHECKPOINT=1; Python: trust=True)")
+
+# Checkpoints of segkd 0.1 kept NumPy's RNG state as an array: exactly what rebuilds a plain
+# array is allowed, nothing that calls code.
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+_trust = {"enabled": False}
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used for the model at hand."""
+
+
+def trust_checkpoints(enabled: bool = True) -> None:
+    """Let every later load in this process unpickle arbitrary objects (``--trust-checkpoint``)."""
+    _trust["enabled"] = enabled
+
+
+def trusted(trust: bool | None = None) -> bool:
+    """``trust`` when given, else the process-wide setting or ``SEGKD_TRUST_CHECKPOINT=1``."""
+    if trust is not None:
+        return trust
+    return _trust["enabled"] or os.environ.get("SEGKD_TRUST_CHECKPOINT", "") not in ("", "0")
+
+
+def _load(path: Path, trust: bool) -> Any:
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: holds Python objects beyond tensors and plain values{what}, and opening it could run "
+            f"code it carries; refused. {TRUST_HINT}"
+        ) from None
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -27,13 +75,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a file written by segkd; a plain state dict is returned as ``{"model": state_dict}``."""
+def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict[str, Any]:
+    """Load a file written by segkd; a plain state dict is returned as ``{"model": state_dict}``.
+
+    Only tensors and plain values are unpickled unless ``trust`` (default: the process-wide
+    setting, see :func:`trusted`); a file that needs more raises :class:`CheckpointError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = _load(path, trusted(trust))
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise CheckpointError(f"{path}: not a readable PyTorch file ({err})") from err
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:

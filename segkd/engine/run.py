@@ -15,7 +15,7 @@ from segkd.data.classes import voc_palette
 from segkd.data.readers import DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
-from segkd.engine.checkpoint import CheckpointError, load_model_state, read_checkpoint
+from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
@@ -25,13 +25,27 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def load_trained(checkpoint: str | Path, config: str | Path | None = None,
-                 overrides: list[str] | None = None) -> tuple[Config, torch.nn.Module, torch.device]:
-    """The config (stored in the checkpoint unless ``config`` is given) and the loaded model, in eval mode."""
-    ckpt = read_checkpoint(checkpoint)
+                 overrides: list[str] | None = None, *, trust: bool | None = None,
+                 allow_import: bool = False) -> tuple[Config, torch.nn.Module, torch.device]:
+    """The config (stored in the checkpoint unless ``config`` is given) and the loaded model, in eval mode.
+
+    A stored config that builds its model by importing code (``model.name: import``) is refused
+    unless ``trust`` (default: ``--trust-checkpoint`` / ``SEGKD_TRUST_CHECKPOINT=1``) or
+    ``allow_import`` (the caller's own config asked for that import, as a comparison's runs do).
+    """
+    ckpt = read_checkpoint(checkpoint, trust)
     if config is not None:
         cfg = load_config(config, overrides)
     elif "config" in ckpt:
-        cfg = validate(apply_overrides(ckpt["config"], overrides or []), f"{checkpoint} (stored config)")
+        stored = ckpt["config"]
+        model_name = stored.get("model", {}).get("name") if isinstance(stored, dict) else None
+        if model_name == "import" and not (allow_import or trusted(trust)):
+            target = stored["model"].get("target")
+            raise CheckpointError(
+                f"{checkpoint}: its stored config builds the model by importing code ({target!r}), which "
+                f"segkd runs only when asked; {TRUST_HINT}, or give --config"
+            )
+        cfg = validate(apply_overrides(stored, overrides or []), f"{checkpoint} (stored config)")
     else:
         raise CheckpointError(f"{checkpoint}: a plain state dict holds no config; pass --config")
     device = pick_device(cfg.train.device)
