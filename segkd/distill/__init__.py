@@ -1,7 +1,23 @@
 """Distillation methods. Importing this package registers every method in ``METHODS``."""
-# Each import registers its method(s). Teacher → student:
-# Self-distillation (binary object segmentation):
-from segkd.distill import afdcd, byot, cirkd, cwd, dhm, dist, dks, feature_kd, frskd, ifvd, logits_kd, pspsd, sad, skd, tfkd  # noqa: E402,F401  # noqa: E402,F401
+# Each import registers its method(s): teacher → student, then self-distillation (binary object
+# segmentation), then the named full recipes built from them.
+from segkd.distill import (  # noqa: F401
+    afdcd,
+    byot,
+    cirkd,
+    cwd,
+    dhm,
+    dist,
+    dks,
+    feature_kd,
+    frskd,
+    ifvd,
+    logits_kd,
+    pspsd,
+    sad,
+    skd,
+    tfkd,
+)
 from segkd.distill.base import METHODS, DistillMethod, build_method, register_method
 from segkd.distill.hooks import FeatureTaps
 

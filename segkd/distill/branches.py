@@ -8,7 +8,8 @@ from torch import nn
 
 from segkd.distill.base import DistillMethod
 from segkd.distill.functional import check_choice, require_shapes
-from segkd.distill.heads import DECODERS, PredictionHead, build_branches
+from segkd.distill.heads import PredictionHead
+from segkd.distill.replicas import DECODERS, build_branches
 
 
 class StageBranchMethod(DistillMethod):

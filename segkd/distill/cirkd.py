@@ -11,7 +11,12 @@ from torch import Tensor, nn
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.cirkd_memory import ClassQueues, memory_kl
 from segkd.distill.functional import (
-    check_choice, full_precision, kl_rows, labels_at, resize_like, tap_channels,
+    check_choice,
+    full_precision,
+    kl_rows,
+    labels_at,
+    resize_like,
+    tap_channels,
 )
 
 TAPPED = "cirkd_input"

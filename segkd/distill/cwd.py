@@ -7,15 +7,8 @@ from typing import Any
 import torch
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import (
-    MAPPING_MODES,
-    check_choice,
-    full_precision,
-    kl_rows,
-    mapped_pair,
-    pair_mapping,
-    resize_like,
-)
+from segkd.distill.functional import check_choice, full_precision, kl_rows, resize_like
+from segkd.distill.mapping import MAPPING_MODES, mapped_pair, pair_mapping
 
 TAPPED = "cwd_input"
 

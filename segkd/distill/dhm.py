@@ -19,7 +19,7 @@ class DHM(StageBranchMethod):
     student up to the last of ``stages`` (copied in :meth:`bind`, so they start from the
     student's current, e.g. ImageNet, weights). With ``decoder="copy"`` (default) each branch
     then runs a copy of the student's decoder (same design, freshly initialised: see
-    :func:`~segkd.distill.heads.fresh_decoder`) over the shared shallow stages and its own deeper
+    :func:`~segkd.distill.replicas.fresh_decoder`) over the shared shallow stages and its own deeper
     ones, so every branch predicts at full resolution like the inference head; ``"head"`` puts a
     small prediction head on the branch's stride-32 map instead (weaker: ``out`` then imitates a
     coarser map). With the student's ``out`` as one more head::

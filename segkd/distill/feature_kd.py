@@ -8,14 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import (
-    MAPPING_MODES,
-    build_mapping,
-    check_choice,
-    full_precision,
-    resize_like,
-    tap_channels,
-)
+from segkd.distill.functional import check_choice, full_precision, resize_like, tap_channels
+from segkd.distill.mapping import MAPPING_MODES, build_mapping
 
 # Tapped tensors get this local name, so a tap on the feature point "aux" never hides the
 # model's own "aux" output in the merged dict.

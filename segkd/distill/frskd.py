@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.bifpn import BiFPNSelfTeacher
 from segkd.distill.functional import attention_transfer, check_choice, kl_binary, require_shapes
-from segkd.distill.heads import BiFPNSelfTeacher
 from segkd.models.losses import structure_loss
 
 __all__ = ["FRSKD", "attention_transfer", "ramp_factor"]
@@ -40,7 +40,7 @@ class FRSKD(DistillMethod):
 
         L = S(self-teacher) + r(t)·β·Σ_l AT(g_l, f̂_l) + r(t)·α·KL_T(σ(ẑ/T) ‖ σ(z/T))
 
-    The self-teacher (:class:`~segkd.distill.heads.BiFPNSelfTeacher`, ``bifpn_layers`` stacked
+    The self-teacher (:class:`~segkd.distill.bifpn.BiFPNSelfTeacher`, ``bifpn_layers`` stacked
     BiFPN layers: two in the official segmentation code) reads the student's ``levels`` taps
     and gives refined features ``f̂_l`` and logits ``ẑ`` (both detached as targets). Attention
     transfer runs on the student's ``at_levels`` ``g_l``: the fusion network's neck features

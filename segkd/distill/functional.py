@@ -9,12 +9,8 @@ import torch.nn.functional as F
 from segkd.models.losses import structure_loss
 
 
-def kl_softmax(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    temperature: float = 1.0,
-    valid: torch.Tensor | None = None,
-) -> torch.Tensor:
+def kl_softmax(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel-wise KL(p_teacher || p_student) of class distributions softened at ``temperature``.
 
     Args:
@@ -35,11 +31,7 @@ def kl_softmax(
     return per_pixel.mean() * t * t
 
 
-def kl_binary(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    temperature: float = 1.0,
-) -> torch.Tensor:
+def kl_binary(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Pixel-wise KL between Bernoulli distributions p = sigmoid(z / T) (binary masks).
 
     ``p_t log(p_t/p_s) + (1-p_t) log((1-p_t)/(1-p_s))`` averaged over pixels, times T². This is the
@@ -50,9 +42,7 @@ def kl_binary(
     zs, zt = student_logits.float() / t, teacher_logits.float() / t
     p_t = torch.sigmoid(zt)
     # logsigmoid keeps the log terms finite when a probability saturates
-    kl = p_t * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - p_t) * (
-        F.logsigmoid(-zt) - F.logsigmoid(-zs)
-    )
+    kl = p_t * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - p_t) * (F.logsigmoid(-zt) - F.logsigmoid(-zs))
     return kl.mean() * t * t
 
 
@@ -75,12 +65,8 @@ def mutual_kl_binary(logits: list[torch.Tensor], temperature: float = 1.0) -> to
     so each pair is mimicked in both directions. Shapes: a list of equal-shape B×1×H×W logits.
     """
     targets = [z.detach() for z in logits]
-    terms = [
-        kl_binary(z, targets[j], temperature)
-        for i, z in enumerate(logits)
-        for j in range(len(logits))
-        if i != j
-    ]
+    terms = [kl_binary(z, targets[j], temperature)
+             for i, z in enumerate(logits) for j in range(len(logits)) if i != j]
     return torch.stack(terms).sum()
 
 
@@ -102,8 +88,6 @@ def require_shapes(
 
 # --- teacher-student helpers ---
 
-MAPPING_MODES = ("auto", "none", "conv_bn", "conv", "auto_conv")
-
 
 def check_choice(option: str, value: object, choices: tuple[object, ...]) -> None:
     """Raise a ``ValueError`` naming ``option`` when ``value`` is not one of ``choices``."""
@@ -122,56 +106,12 @@ def tap_channels(
     return int(shapes[key][1])
 
 
-def build_mapping(
-    mode: str, in_channels: int, out_channels: int, method: str
-) -> torch.nn.Module | None:
-    """A regressor (1×1 conv, with or without BN) that maps student channels onto the teacher's.
-
-    ``mode``: ``"auto"`` builds a 1×1 conv + BN only when the channel counts differ,
-    ``"conv_bn"`` always; ``"auto_conv"`` / ``"conv"`` the same with a plain bias-free 1×1 conv
-    (the mapping of the CIRKD benchmark code: CWD maps only when counts differ, FitNets always);
-    ``"none"`` never (an error names ``method`` when the counts differ: nothing could compare
-    them).
-    """
-    check_choice("mapping", mode, MAPPING_MODES)
-    only_if_needed = mode in ("auto", "auto_conv")
-    if mode == "none" or (only_if_needed and in_channels == out_channels):
-        if in_channels != out_channels:
-            raise ValueError(
-                f"method '{method}': mapping='none' but the student has {in_channels} channels "
-                f"and the teacher {out_channels}; use mapping='auto' or 'conv_bn'"
-            )
-        return None
-    conv = torch.nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
-    if mode in ("conv", "auto_conv"):
-        return conv
-    return torch.nn.Sequential(conv, torch.nn.BatchNorm2d(out_channels))
-
-
 def labels_at(mask: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Resize a B×H×W int64 label map to ``size`` with nearest neighbour (labels never blend)."""
     if mask.shape[-2:] == tuple(size):
         return mask
     resized = F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")
     return resized[:, 0].long()
-
-
-def pair_mapping(mode: str, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size],
-                 key: str, method: str) -> torch.nn.Module | None:
-    """:func:`build_mapping` between the student's and the teacher's tapped tensor ``key``."""
-    return build_mapping(
-        mode,
-        tap_channels(student_shapes, key, "student", method),
-        tap_channels(teacher_shapes, key, "teacher", method),
-        method,
-    )
-
-
-def mapped_pair(student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor], key: str,
-                mapping: torch.nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the student's ``key`` through ``mapping``, the teacher's ``key`` cut from the graph)."""
-    source = student[key]
-    return (mapping(source) if mapping is not None else source), teacher[key].detach()
 
 
 def full_precision(reference: torch.Tensor) -> torch.autocast:

@@ -8,15 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import (
-    MAPPING_MODES,
-    check_choice,
-    full_precision,
-    labels_at,
-    mapped_pair,
-    pair_mapping,
-    resize_like,
-)
+from segkd.distill.functional import check_choice, full_precision, labels_at, resize_like
+from segkd.distill.mapping import MAPPING_MODES, mapped_pair, pair_mapping
 
 TAPPED = "ifvd_input"
 
