@@ -71,7 +71,7 @@ def test_checkpoints_of_the_previous_format_still_load(trained, tmp_path):
 @pytest.mark.parametrize("command", ["eval", "predict", "export", "benchmark"])
 def test_a_crafted_checkpoint_runs_nothing(trained, tmp_path, capsys, command):
     path, marker = _crafted(tmp_path, trained)
-    images = trained.data.root / "val" / "Image"
+    images = trained.data.root / "Image"
     argv = {"eval": ["eval", "--checkpoint", str(path)],
             "predict": ["predict", "--checkpoint", str(path), "--input", str(images), "--output", str(tmp_path / "p")],
             "export": ["export", str(path), "--output", str(tmp_path / "m.onnx")],

@@ -4,10 +4,12 @@ Small helpers the trainer and ``segkd compare`` call; none of them trains anythi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,47 @@ _TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # segkd.io.atomic_outp
 
 class ResumeError(ConfigError):
     """``--resume`` with a config that differs from the stored one in a result-changing key."""
+
+
+class RunFolderError(FileExistsError):
+    """A run folder that another live run holds, or that holds results a start would replace."""
+
+
+RESULT_FILES = ("best.pt", "metrics.json")  # what a run leaves that is worth keeping
+
+
+@contextlib.contextmanager
+def hold_run_folder(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (``.lock``, with the holder's process id) while training.
+
+    Raises:
+        RunFolderError: another live process holds it; the message names that process.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: train unguarded
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / ".lock"
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunFolderError(
+                f"{run_dir} is in use by another training (process {holder}); wait for it to end, "
+                "or choose another output_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -98,8 +141,20 @@ def prepare_run_dir(run_dir: Path, resumed_iteration: int | None) -> list[Path]:
 
     Temporary checkpoint files of processes no longer alive go. On resume, ``history.jsonl`` is
     cut back to the resumed iteration so no iteration is logged twice; on a fresh start the
-    history, ``best.pt`` and ``metrics.json`` of a run that never checkpointed are removed.
+    history of a run that never checkpointed is removed. Results are never removed.
+
+    Raises:
+        RunFolderError: a fresh start (or a resume with no ``last.pt``) into a folder that holds
+            ``best.pt`` or ``metrics.json``.
     """
+    if resumed_iteration is None:
+        results = [name for name in RESULT_FILES if (run_dir / name).exists()]
+        if results:
+            raise RunFolderError(
+                f"{run_dir} holds the results of an earlier run ({', '.join(results)}) but no last.pt to "
+                "resume from; starting here would replace them. Move or delete them to start over, "
+                "or choose another output_dir"
+            )
     removed = []
     for path in run_dir.glob(".*.tmp"):
         match = _TMP_NAME.match(path.name)
@@ -108,10 +163,9 @@ def prepare_run_dir(run_dir: Path, resumed_iteration: int | None) -> list[Path]:
             removed.append(path)
     history = run_dir / "history.jsonl"
     if resumed_iteration is None:
-        for name in ("history.jsonl", "best.pt", "metrics.json"):
-            if (run_dir / name).exists():
-                (run_dir / name).unlink()
-                removed.append(run_dir / name)
+        if history.exists():
+            history.unlink()
+            removed.append(history)
     elif history.is_file():
         kept = [line for line in history.read_text().splitlines()
                 if line.strip() and json.loads(line).get("iteration", 0) <= resumed_iteration]
