@@ -2,7 +2,7 @@
 
 Layout::
 
-    ROOT/Image/NAME.jpg   (or .png, .jpeg, .bmp; the folder may be called image/)
+    ROOT/Image/NAME.jpg   (or .png, .jpeg, .bmp, .tif, .webp; the folder may be called image/)
     ROOT/Mask/NAME.png    (grey masks, 0/255 (>= 128 is foreground) or 0/1; the folder may be mask/)
     ROOT/{split}.txt      (one NAME per line, without extension)
 """
@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segkd.data.readers import (
-    IMAGE_EXTENSIONS,
+    IMAGE_SUFFIXES,
     DataError,
     Listing,
     SamplePaths,
@@ -26,31 +26,31 @@ from segkd.data.readers import (
 )
 from segkd.data.transforms import JointTransform, to_tv_tensors
 
-MASK_EXTENSIONS: tuple[str, ...] = (".png", *(e for e in IMAGE_EXTENSIONS if e != ".png"))
-
 
 def _find_folder(root: Path, names: tuple[str, ...]) -> Path | None:
     return next((root / name for name in names if (root / name).is_dir()), None)
 
 
-def _files_by_stem(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
-    """``{stem: path}`` from one directory scan; earlier extensions win when a stem repeats."""
-    rank = {ext: index for index, ext in enumerate(extensions)}
-    found: dict[str, Path] = {}
-    for path in folder.iterdir():
-        ext = path.suffix.lower()
-        if ext not in rank or not path.is_file():
-            continue
-        best = found.get(path.stem)
-        if best is None or rank[ext] < rank[best.suffix.lower()]:
-            found[path.stem] = path
+def _files_by_stem(folder: Path) -> dict[str, list[Path]]:
+    """``{stem: [paths]}`` of the image files of ``folder``, from one directory scan, sorted."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.setdefault(path.stem, []).append(path)
     return found
+
+
+def _ambiguous(name: str, paths: list[Path], role: str) -> str:
+    # Which of a.jpg and a.png is meant cannot be told; `segkd eval --pred` refuses the same.
+    return (f"{paths[0].parent / name}.*: {role} name '{name}' is ambiguous: "
+            f"{' and '.join(path.name for path in paths)}; keep one")
 
 
 def list_binary_samples(root: Path | str, split: str) -> Listing:
     """Pair every name in ``ROOT/{split}.txt`` with its image and mask.
 
-    Names without an image or a mask become problems of the returned listing.
+    Names without an image or a mask, or with two (``a.jpg`` and ``a.png``), become problems of
+    the returned listing.
 
     Raises:
         DataError: the list file is missing or empty, or an image/mask folder is missing.
@@ -66,21 +66,22 @@ def list_binary_samples(root: Path | str, split: str) -> Listing:
     if missing:
         raise DataError("\n".join(missing))
     assert image_dir is not None and mask_dir is not None
-    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS)
-    masks = _files_by_stem(mask_dir, MASK_EXTENSIONS)
+    images, masks = _files_by_stem(image_dir), _files_by_stem(mask_dir)
     listing = Listing()
     for name in names:
-        image, mask = images.get(name), masks.get(name)
-        if image is None:
+        image, mask = images.get(name, []), masks.get(name, [])
+        if not image:
             listing.problems.append(
                 f"{image_dir / name}.*: no image for '{name}' listed in {root / split}.txt"
             )
-        if mask is None:
+        if not mask:
             listing.problems.append(
                 f"{mask_dir / name}.png: no mask for '{name}' listed in {root / split}.txt"
             )
-        if image is not None and mask is not None:
-            listing.samples.append(SamplePaths(name, image, mask))
+        listing.problems += [_ambiguous(name, paths, role)
+                             for role, paths in (("image", image), ("mask", mask)) if len(paths) > 1]
+        if len(image) == 1 and len(mask) == 1:
+            listing.samples.append(SamplePaths(name, image[0], mask[0]))
     return listing
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from segkd.data.build import list_samples, split_file_name
 from segkd.data.config import DataConfig, Split, Task
@@ -14,10 +15,10 @@ from segkd.data.layouts import LAYOUTS, LabelMap
 from segkd.data.readers import (
     DataError,
     SamplePaths,
+    binarize_mask,
     check_label_values,
     check_same_size,
     mask_convention,
-    read_binary_mask,
     read_grey,
     read_image,
     read_label,
@@ -26,22 +27,37 @@ from segkd.data.readers import (
 __all__ = ["DataError", "check_data"]
 
 
+@dataclass
+class _Inspection:
+    """What reading one sample found: its problems, how its files were read, its mask convention."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[tuple[str, Path]] = field(default_factory=list)  # (kind, file): see DataSummary
+    convention: str | None = None  # binary masks: "0/1" or "0/255"
+
+
 def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: int,
-             label_map: LabelMap | None = None) -> list[str]:
+             label_map: LabelMap | None = None) -> _Inspection:
     """Every problem of one sample: unreadable files, size mismatch, invalid label values."""
-    problems: list[str] = []
+    found = _Inspection()
+    problems = found.problems
     try:
-        image = read_image(sample.image)
+        image = read_image(sample.image, found.notes)
     except DataError as exc:
         problems.append(str(exc))
         image = None
     try:
-        mask = read_binary_mask(sample.mask) if task == "binary" else read_label(sample.mask)
+        if task == "binary":
+            grey = read_grey(sample.mask, notes=found.notes)
+            found.convention = mask_convention(grey)
+            mask = binarize_mask(grey)
+        else:
+            mask = read_label(sample.mask, found.notes)
         if label_map is not None and task == "semantic":
             mask = label_map(mask, sample.mask)
     except DataError as exc:
         problems.append(str(exc))
-        return problems
+        return found
     checks = [] if image is None else [partial(check_same_size, image, mask, sample)]
     if task == "semantic":
         checks.append(partial(check_label_values, mask, num_classes, ignore_index, sample.mask))
@@ -50,7 +66,7 @@ def _inspect(sample: SamplePaths, task: Task, num_classes: int, ignore_index: in
             check()
         except DataError as exc:
             problems.append(str(exc))
-    return problems
+    return found
 
 
 def check_data(
@@ -59,14 +75,18 @@ def check_data(
 ) -> list[str]:
     """All problems of the configured data, each a line naming the file and the problem.
 
-    Looks for: missing or empty list files, listed names without an image or a mask, unreadable
-    or corrupt files, masks whose size differs from their image, and (semantic) label values
-    outside ``[0, num_classes) ∪ {ignore_index}``. Files are decoded on several threads.
+    Looks for: missing or empty list files, listed names without an image or a mask or with two
+    (``a.jpg`` and ``a.png``), unreadable or corrupt files, images or masks whose values cannot be
+    read right (32-bit or float photos, masks whose colour and transparency disagree), masks
+    whose size differs from their image (naming the image's EXIF orientation when that is the
+    cause), and (semantic) label values outside ``[0, num_classes) ∪ {ignore_index}``. Files are
+    decoded on several threads.
 
     Args:
         splits: ``"train"`` and/or ``"val"``; default both.
-        summary: when given, filled with the image count of each split and the binary mask
-            conventions met (see :class:`DataSummary`).
+        summary: when given, filled with the image count of each split, the binary mask
+            conventions met and the files read in an unusual way: turned upright by their EXIF
+            orientation, scaled from 16 bits, read from their alpha (see :class:`DataSummary`).
 
     Returns:
         The problems (empty when the data is fine), in list order, without repeats.
@@ -89,21 +109,41 @@ def check_data(
             problems.extend(str(exc).splitlines())
             continue
         problems.extend(listing.problems)
+        split_name = split_file_name(cfg, task, split)
+        if summary is not None:
+            summary.images[split_name] = len(listing.samples)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for sample_problems in pool.map(inspect, listing.samples):
-                problems.extend(sample_problems)
-            if summary is not None:
-                _summarise(summary, pool, listing.samples, split_file_name(cfg, task, split), task)
+            for found in pool.map(inspect, listing.samples):
+                problems.extend(found.problems)
+                if summary is not None:
+                    summary.add(split_name, found)
     # Train and val may list the same files; report each problem once.
     return list(dict.fromkeys(problems))
 
 
+# How files were read that a user may not expect, by kind: the line check-data prints for each.
+_READING_NOTES = {
+    "exif": "file(s) carry an EXIF orientation and are read turned upright, as viewers show them",
+    "16-bit": "16-bit file(s) are read scaled from 0-65535 to 0-255",
+    "alpha": "mask(s) of one colour are read from their transparency (alpha): opaque pixels are the object",
+}
+
+
 @dataclass
 class DataSummary:
-    """What ``check_data`` saw: images per split and, for binary masks, the label convention."""
+    """What ``check_data`` saw: images per split, binary mask conventions, unusual readings."""
 
     images: dict[str, int] = field(default_factory=dict)  # split list name → listed samples
     conventions: dict[str, Counter[str]] = field(default_factory=dict)  # split → {"0/255": n, ...}
+    readings: dict[str, list[Path]] = field(default_factory=dict)  # kind of _READING_NOTES → files
+
+    def add(self, split_name: str, found: _Inspection) -> None:
+        if found.convention is not None:
+            self.conventions.setdefault(split_name, Counter())[found.convention] += 1
+        for kind, path in found.notes:
+            files = self.readings.setdefault(kind, [])
+            if path not in files:  # train and val may list the same files
+                files.append(path)
 
     def lines(self, task: Task) -> list[str]:
         out = []
@@ -114,23 +154,11 @@ class DataSummary:
                 kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(conv.items()))
                 line += f"; masks {kinds}"
             out.append(line)
+        out += [f"note: {len(files)} {_READING_NOTES[kind]} (e.g. {files[0]})"
+                for kind, files in self.readings.items()]
         if task == "binary":
             out.append("binary masks: a mask whose largest value is 1 is read as 0/1, any other "
                        "is foreground where >= 128")
         else:
             out.append("semantic labels: pixel values are class ids (palette or grey PNG)")
         return out
-
-
-def _convention(sample: SamplePaths) -> str | None:
-    try:
-        return mask_convention(read_grey(sample.mask))
-    except DataError:  # already reported by _inspect
-        return None
-
-
-def _summarise(summary: DataSummary, pool: ThreadPoolExecutor, samples: list[SamplePaths],
-               split_name: str, task: Task) -> None:
-    summary.images[split_name] = len(samples)
-    if task == "binary":
-        summary.conventions[split_name] = Counter(c for c in pool.map(_convention, samples) if c)

@@ -34,7 +34,7 @@ from segkd.data.classes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABEL_IDS,
 )
-from segkd.data.readers import IMAGE_EXTENSIONS, DataError
+from segkd.data.readers import IMAGE_SUFFIXES, DataError
 
 PathPair = tuple[Path, Path]
 LabelMap = Callable[[np.ndarray, Path], np.ndarray]
@@ -86,7 +86,7 @@ def camvid_label_map(label: np.ndarray, path: Path) -> np.ndarray:
 def _images(folder: Path, pattern: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    images = sorted(p for p in folder.rglob(pattern) if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = sorted(p for p in folder.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{folder}: no images matching '{pattern}'")
     return images

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+# The one list of image file suffixes: data layouts, prediction inputs and scored folders alike.
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Modes whose pixel values are class indices (P: palette indices, L: grey levels, I: 32/16-bit).
-INDEX_MODES = ("P", "L", "I", "I;16")
+INDEX_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
 
 
 class DataError(Exception):
@@ -51,9 +52,11 @@ def read_list_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"{path}: list file not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig drops the byte-order mark some Windows editors write, which would otherwise
+        # become part of the first name and make its file "missing".
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read list file ({exc})") from exc
+        raise DataError(f"{path}: cannot read list file ({exc}); save it as UTF-8 text") from exc
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
     lines = [(number, line) for number, line in lines if line]
     if not lines:
@@ -74,9 +77,57 @@ def _load(path: Path, what: str) -> Image.Image:
     return image
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image as an H×W×3 uint8 array."""
+# EXIF orientation tag values that rotate or mirror the stored pixels, and what each does.
+EXIF_ORIENTATION_TAG = 0x0112
+_ORIENTATIONS = {2: "mirrored left to right", 3: "rotated 180°", 4: "flipped upside down",
+                 5: "mirrored and rotated 90° anticlockwise", 6: "rotated 90° clockwise",
+                 7: "mirrored and rotated 90° clockwise", 8: "rotated 90° anticlockwise"}
+
+
+def _orientation_of(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels are still readable as stored
+        return 1
+    return value if value in _ORIENTATIONS else 1
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation of ``path`` (1, upright as stored, when it has none or is unreadable)."""
+    try:
+        with Image.open(path) as image:
+            return _orientation_of(image)
+    except (OSError, SyntaxError, ValueError):
+        return 1
+
+
+def _upright(image: Image.Image, path: Path, notes: list[tuple[str, Path]] | None) -> Image.Image:
+    """``image`` turned as its EXIF orientation says, i.e. as image viewers and annotation tools show it."""
+    if _orientation_of(image) == 1:
+        return image
+    if notes is not None:
+        notes.append(("exif", path))
+    return ImageOps.exif_transpose(image)
+
+
+def read_image(path: Path, notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
+    """An RGB image as an H×W×3 uint8 array, upright as its EXIF orientation says.
+
+    16-bit grey images are scaled from 0-65535 (Pillow's own conversion would clip them to
+    white); 32-bit integer and floating-point images, whose range is unknown, are refused.
+    ``notes`` (when given) receives ``("exif" | "16-bit", path)`` for each such reading.
+    """
     with _load(path, "image") as image:
+        image = _upright(image, path, notes)
+        if image.mode in ("I", "F"):
+            kind = "32-bit integer" if image.mode == "I" else "floating-point"
+            raise DataError(f"{path}: {kind} image (mode {image.mode}) has no known value range; "
+                            "save it as an 8- or 16-bit image")
+        if image.mode.startswith("I;16"):
+            if notes is not None:
+                notes.append(("16-bit", path))
+            grey = np.rint(np.asarray(image, dtype=np.float64) * (255 / 65535)).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
         return np.array(image.convert("RGB"))
 
 
@@ -98,24 +149,77 @@ def binarize_mask(grey: np.ndarray) -> np.ndarray:
     return (grey >= BINARY_THRESHOLD).astype(np.uint8)
 
 
-def read_grey(path: Path, what: str = "mask") -> np.ndarray:
-    """A single-channel H×W uint8 array of the grey levels of ``path``."""
+def grey_levels(image: Image.Image, path: Path, what: str = "mask",
+                notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
+    """H×W uint8 grey levels of a decoded mask, by the rules below.
+
+    - Transparency: a mask whose alpha is constant is read by its colour; one whose colour is
+      constant, by its alpha (the object drawn as opaque pixels); one where both vary is read
+      when they mark the same pixels and refused when they do not.
+    - 16- and 32-bit integer masks: values up to 255 (an 8-bit mask saved in a wider file, 0/1
+      included) are read as they are; wider values are scaled from 0-65535.
+    - Floating-point masks: values in [0, 1] are scaled to 0-255; others are refused.
+    """
+    if image.has_transparency_data:
+        return _alpha_or_colour(image, path, what, notes)
+    if image.mode == "F" or image.mode == "I" or image.mode.startswith("I;16"):
+        return _wide_grey(np.asarray(image), path, what, notes)
+    return np.array(image.convert("L"))
+
+
+def _alpha_or_colour(image: Image.Image, path: Path, what: str,
+                     notes: list[tuple[str, Path]] | None) -> np.ndarray:
+    rgba = image.convert("RGBA")
+    colour = np.array(rgba.convert("L"))
+    alpha = np.array(rgba.getchannel("A"))
+    if alpha.min() == alpha.max():
+        return colour
+    if colour.min() == colour.max():
+        if notes is not None:
+            notes.append(("alpha", path))
+        return alpha
+    if (binarize_mask(colour) == binarize_mask(alpha)).all():
+        return colour
+    raise DataError(f"{path}: {what} has colours and transparency (alpha) that mark different pixels; "
+                    "save it as a grey PNG, object white on black")
+
+
+def _wide_grey(values: np.ndarray, path: Path, what: str, notes: list[tuple[str, Path]] | None) -> np.ndarray:
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if values.dtype.kind == "f":
+        if not (0 <= low and high <= 1):
+            raise DataError(f"{path}: floating-point {what} holds values in [{low:g}, {high:g}]; "
+                            "expected [0, 1] (or save it as an 8-bit grey PNG)")
+        return np.rint(values * 255.0).astype(np.uint8)
+    if low < 0 or high > 65535:
+        raise DataError(f"{path}: {what} holds values in [{low}, {high}], beyond 16 bits; "
+                        "save it as an 8-bit grey PNG")
+    if high <= 255:
+        return values.astype(np.uint8)
+    if notes is not None:
+        notes.append(("16-bit", path))
+    return np.rint(values.astype(np.float64) * (255 / 65535)).astype(np.uint8)
+
+
+def read_grey(path: Path, what: str = "mask", notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
+    """A single-channel H×W uint8 array of the grey levels of ``path`` (see :func:`grey_levels`)."""
     with _load(path, what) as image:
-        return np.array(image.convert("L"))
+        return grey_levels(_upright(image, path, notes), path, what, notes)
 
 
-def read_binary_mask(path: Path) -> np.ndarray:
+def read_binary_mask(path: Path, notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
     """A binary mask as an H×W uint8 array in {0, 1}, by :func:`binarize_mask`'s rule."""
-    return binarize_mask(read_grey(path))
+    return binarize_mask(read_grey(path, notes=notes))
 
 
-def read_label(path: Path) -> np.ndarray:
+def read_label(path: Path, notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
     """A semantic label map as an H×W integer array of class indices.
 
     Palette PNGs (mode "P", the VOC format) hold the indices behind the colours; grey PNGs hold
     them as grey levels. Colour (RGB) label images are refused: their colours are not indices.
     """
     with _load(path, "label") as image:
+        image = _upright(image, path, notes)
         if image.mode not in INDEX_MODES:
             raise DataError(
                 f"{path}: label image has mode {image.mode}; expected class indices "
@@ -142,12 +246,24 @@ def check_label_values(label: np.ndarray, num_classes: int, ignore_index: int, p
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, sample: SamplePaths) -> None:
-    """Raise ``DataError`` naming both files if the mask's H×W differs from the image's."""
-    if image.shape[:2] != mask.shape[:2]:
-        raise DataError(
-            f"{sample.mask}: mask size {_hw(mask)} differs from image {sample.image} size "
-            f"{_hw(image)} (H×W)"
-        )
+    """Raise ``DataError`` naming both files if the mask's H×W differs from the image's.
+
+    Both are compared upright (EXIF orientation applied); when the image's EXIF orientation is
+    what makes them differ, the message says so rather than blaming a mis-sized mask.
+    """
+    if image.shape[:2] == mask.shape[:2]:
+        return
+    message = (f"{sample.mask}: mask size {_hw(mask)} differs from image {sample.image} size "
+               f"{_hw(image)} (H×W)")
+    orientation = exif_orientation(sample.image)
+    if orientation != 1:
+        stored = image.shape[1::-1] if orientation >= 5 else image.shape[:2]
+        message += (f" as shown upright: the image's EXIF orientation {orientation} "
+                    f"({_ORIENTATIONS[orientation]}) turns its stored {stored[0]}×{stored[1]} pixels")
+        if tuple(mask.shape[:2]) == tuple(stored):
+            message += ("; the mask fits the stored pixels, not the photo as viewers show it: save the "
+                        "image upright (without the orientation tag) or the mask turned to match")
+    raise DataError(message)
 
 
 def _hw(array: np.ndarray) -> str:

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segkd.data.readers import DataError, binarize_mask
+from segkd.data.readers import IMAGE_SUFFIXES, INDEX_MODES, DataError, binarize_mask, read_grey
 from segkd.metrics.sod import SODMetrics
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _MAX_LISTED = 20
 # Shards per worker process: several, so that a worker given large images does not finish last
 # while the others wait.
@@ -42,8 +41,10 @@ def evaluate_folders(
 
     Files are paired by name with the extension aside (``x.png`` matches ``x.jpg``).
 
-    - ``num_classes=None`` (binary task): predictions are read as grey maps, masks by the
-      package's one mask rule (:func:`segkd.data.readers.binarize_mask`: 0/1 or >= 128), and
+    - ``num_classes=None`` (binary task): predictions are read as grey maps on one scale (16-bit
+      ones scaled from 0-65535, float ones as probabilities in [0, 1]; 32-bit integer ones are
+      refused), masks by the package's one mask rule (:func:`segkd.data.readers.read_grey`, then
+      :func:`segkd.data.readers.binarize_mask`: 0/1 or >= 128), and
       scored with :class:`SODMetrics`; a prediction of another size is resized bilinearly (the
       SOD convention) and counted in ``"resized"``.
     - ``num_classes=C`` (semantic task): both are label-id maps (palette PNG indices or grey
@@ -164,14 +165,38 @@ def _score_binary_shard(pairs: list[tuple[Path, Path]]) -> tuple[dict[str, list[
     metrics = SODMetrics()
     resized = 0
     for pred_path, gt_path in pairs:
-        pred = np.asarray(_open(pred_path).convert("L"))
-        gt = binarize_mask(np.asarray(_open(gt_path).convert("L"))).astype(bool)
+        pred = _prediction_map(_open(pred_path), pred_path)
+        try:
+            gt = binarize_mask(read_grey(gt_path)).astype(bool)
+        except DataError as error:
+            raise FolderError(str(error)) from error
         resized += pred.shape != gt.shape
         try:
             metrics.step(pred, gt)
         except (ValueError, TypeError) as error:
             raise FolderError(f"{gt_path} / {pred_path}: {error}") from error
     return metrics.state(), resized
+
+
+def _prediction_map(image: Image.Image, path: Path) -> np.ndarray:
+    """H×W map on one scale whatever the file's bit depth: uint8 0-255, or float in [0, 1].
+
+    16-bit maps are scaled from 0-65535 (and quantised to 0-255, as scoring does anyway), so a
+    map scores the same saved as 8- or 16-bit; float maps must hold probabilities in [0, 1].
+    """
+    if image.mode.startswith("I;16"):
+        return np.rint(np.asarray(image, dtype=np.float64) * (255 / 65535)).astype(np.uint8)
+    if image.mode == "F":
+        values = np.asarray(image)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not (0.0 <= low and high <= 1.0):
+            raise FolderError(f"{path}: floating-point prediction holds values in [{low:g}, {high:g}]; "
+                              "expected probabilities in [0, 1]")
+        return values
+    if image.mode == "I":
+        raise FolderError(f"{path}: 32-bit integer prediction (mode I) has no known value range; "
+                          "save it as an 8- or 16-bit grey PNG, or a float map in [0, 1]")
+    return np.asarray(image.convert("L"))
 
 
 def _evaluate_semantic(
@@ -208,7 +233,7 @@ def _evaluate_semantic(
 
 def _label_ids(image: Image.Image, path: Path) -> np.ndarray:
     """H×W int64 class ids of a palette or single-channel label map."""
-    if image.mode not in ("P", "L", "I", "I;16"):
+    if image.mode not in INDEX_MODES:
         raise FolderError(
             f"{path}: label map has mode {image.mode!r}; expected a palette (P) or single-channel"
             " (L, I) image whose pixel values are class ids"
