@@ -12,7 +12,7 @@ from PIL import Image
 from segkd.config import Config, apply_overrides, blame_config, load_config, validate
 from segkd.data import build_dataset
 from segkd.data.classes import voc_palette
-from segkd.data.readers import DataError, read_image
+from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
@@ -20,8 +20,6 @@ from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
 from segkd.engine.trainer import evaluate_with_config
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def load_trained(checkpoint: str | Path, config: str | Path | None = None,
@@ -78,7 +76,7 @@ def list_images(source: str | Path, skipped: list[str] | None = None) -> list[Pa
             skipped += [f"{p}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"
                         for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     elif source.suffix.lower() == ".txt":
-        lines = [line.split()[0] for line in source.read_text().splitlines() if line.strip()]
+        lines = [line.split()[0] for line in source.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         images = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
     elif source.is_file():
         images = [source]
