@@ -162,8 +162,8 @@ def angle(a: float) -> list[float]:
 def test_cirkd_memory_terms_match_the_hand_computed_value():
     tau, kd_tau = 0.5, 2.0
     method = cirkd(tau=tau, kd_tau=kd_tau, pixel_memory_weight=1.0, region_memory_weight=1.0,
-                   pixel_memory_size=2, region_memory_size=1, pixel_contrast_size=2,
-                   region_contrast_size=1).eval()  # eval: the memory stays as set here
+                   pixel_memory_size=2, region_memory_size=1, pixel_contrast_size=6,
+                   region_contrast_size=3).eval()  # totals over 3 classes: every slot; eval: memory stays
     pixel_bank = [angle(0.3 * k) for k in range(6)]
     region_bank = [angle(-1.0 + k) for k in range(3)]
     method.memory.pixels.copy_(torch.tensor(pixel_bank).view(3, 2, 2))
@@ -312,14 +312,17 @@ def test_skd_discriminator_is_the_references_at_its_score_map_size():
     assert ScoreMapDiscriminator(3, (4, 4))(torch.randn(2, 3, 4, 4)).shape == (2, 1, 1, 1)  # tiny maps too
 
 
-def test_skd_one_backward_gives_the_references_student_and_critic_gradients():
+def test_skd_student_term_and_critic_step_are_the_references():
     # a linear critic D(x) = w·x + b per position makes every quantity hand-computable:
     # ∇ₓ Σ D = w at each of the h·w positions, so the penalty is (‖w‖·√(h·w) − 1)² for any mix
-    method = build_method({"name": "skd", "adv_weight": 0.1, "gp_weight": 10.0, "d_lr_scale": 0.25})
-    method.discriminator = nn.Conv2d(2, 1, 1)
+    from segkd.distill.critic import SelfTrainedCritic
+
+    method = build_method({"name": "skd", "adv_weight": 0.1, "gp_weight": 10.0})
+    net = nn.Conv2d(2, 1, 1)
     with torch.no_grad():
-        method.discriminator.weight.copy_(torch.tensor([0.6, -0.8]).view(1, 2, 1, 1))  # ‖w‖ = 1
-        method.discriminator.bias.fill_(0.3)
+        net.weight.copy_(torch.tensor([0.6, -0.8]).view(1, 2, 1, 1))  # ‖w‖ = 1
+        net.bias.fill_(0.3)
+    method.critic = SelfTrainedCritic(net, lr=0.5, weight_decay=0.0, gp_weight=10.0, loss_weight=0.1)
     s = torch.tensor([[[[1.0, 2.0]], [[0.5, -1.0]]]], requires_grad=True)  # 1×2 classes×1×2
     t = torch.tensor([[[[0.0, 1.0]], [[2.0, 0.5]]]])
     terms = method.holistic(s, t)
@@ -329,18 +332,20 @@ def test_skd_one_backward_gives_the_references_student_and_critic_gradients():
     assert terms["skd_adv"].item() == pytest.approx(-0.1 * sum(d_s) / 2, rel=1e-6)
     assert terms["skd_adv_d"].item() == pytest.approx(
         0.1 * (sum(d_s) / 2 - sum(d_t) / 2 + 10.0 * penalty), rel=1e-5)
-
-    (terms["skd_adv"] + terms["skd_adv_d"]).backward()
-    # the student gets only its own term's gradient: −λ_d · w / (h·w) at each pixel
-    expected_s = torch.tensor([0.6, -0.8]).view(1, 2, 1, 1).expand(1, 2, 1, 2) * (-0.1 / 2)
-    assert torch.allclose(s.grad, expected_s, atol=1e-7)
-    # the critic gets only its own loss's gradient, times d_lr_scale:
+    assert not terms["skd_adv_d"].requires_grad  # logged only
+    # the critic stepped once with its own SGD (lr 0.5, first momentum step = the gradient):
     # ∂/∂w = λ_d (mean s − mean t + λ_gp · 2(‖w‖√2 − 1) √2 w/‖w‖), ∂/∂b = 0
     mean_s, mean_t = s.detach().mean(dim=(0, 2, 3)), t.mean(dim=(0, 2, 3))
     w = torch.tensor([0.6, -0.8])
     grad_w = 0.1 * (mean_s - mean_t + 10.0 * 2 * (math.sqrt(2) - 1) * math.sqrt(2) * w)
-    assert torch.allclose(method.discriminator.weight.grad.view(2), 0.25 * grad_w, atol=1e-6)
-    assert method.discriminator.bias.grad.abs().item() < 1e-7
+    assert torch.allclose(net.weight.detach().view(2), w - 0.5 * grad_w, atol=1e-6)
+    assert net.bias.item() == pytest.approx(0.3, abs=1e-7)
+    assert all(p.grad is None for p in net.parameters())  # nothing left for another optimiser
+    # the student's gradient comes from the critic as it was before its step: −λ_d · w / (h·w)
+    terms["skd_adv"].backward()
+    expected_s = w.view(1, 2, 1, 1).expand(1, 2, 1, 2) * (-0.1 / 2)
+    assert torch.allclose(s.grad, expected_s, atol=1e-7)
+    assert all(p.grad is None for p in net.parameters())
 
 
 def test_logits_kd_compares_a_student_at_another_stride_at_the_teachers_size():

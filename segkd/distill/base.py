@@ -3,6 +3,8 @@
 A method is a small ``nn.Module`` registered with ``@register_method("name")``. It declares
 what it reads, and returns a dict of named losses that are already multiplied by their configured
 weights; the trainer sums them and logs each term. The trainer knows no method by name.
+A sub-module with ``steps_itself = True`` (SKD's critic) trains by its own optimiser inside
+``forward``; ``parameters()`` leaves it out, so no trainer optimiser holds it.
 
 What a method sees in ``forward(student, teacher, batch)``:
 
@@ -71,9 +73,8 @@ class DistillMethod(nn.Module):
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once before ``setup`` with the models themselves (default: nothing).
 
-        For methods that must copy parts of the student (DHM grows branches that replicate the
-        later stages). Never store the student as a sub-module: its parameters would be counted
-        twice and leak into the method's state. Deep-copy what you need instead.
+        For methods that copy parts of the student (DHM's branches replicate the later stages).
+        Never store the student as a sub-module (its parameters would count twice): deep-copy.
         """
 
     def setup(
@@ -91,12 +92,18 @@ class DistillMethod(nn.Module):
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """``nn.Module``'s, without the parameters of sub-modules that step themselves."""
+        own = {id(p) for m in self.modules() if getattr(m, "steps_itself", False) for p in m.parameters()}
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            if id(p) not in own:
+                yield name, p
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"backbone": [...], "head": [...]}``: which learning rate each parameter trains at.
 
-        Default: every parameter of the method in ``"head"`` (new layers, at the head's LR).
-        Methods that copy pretrained backbone stages (DHM, DKS) put those copies in
-        ``"backbone"``, so they train at the rate of the stages they copy.
+        Default: every parameter in ``"head"`` (new layers). DHM puts its copies of pretrained
+        backbone stages in ``"backbone"``, so they train at the rate of the stages they copy.
         """
         return {"backbone": [], "head": list(self.parameters())}
 

@@ -10,14 +10,7 @@ from torch import Tensor, nn
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.cirkd_memory import ClassQueues, memory_kl
-from segkd.distill.functional import (
-    check_choice,
-    full_precision,
-    kl_rows,
-    labels_at,
-    resize_like,
-    tap_channels,
-)
+from segkd.distill.functional import check_choice, full_precision, kl_rows, labels_at, resize_like, tap_channels
 
 TAPPED = "cirkd_input"
 
@@ -38,20 +31,22 @@ class CrossImageRelationalKD(DistillMethod):
       image) per class, filled with random unit vectors at the start and updated with the
       current batch of every DDP rank *before* the loss, as the reference. Each labelled
       student pixel, through the projection head, gets a distribution over a sample of the
-      memory (the same ``*_contrast_size`` random slots of every class),
-      ``softmax(sᵀ m / (τ·τ_kd))``, matched to the teacher pixel's: KL summed over the sample,
-      averaged over anchors, × τ_kd². Terms ``cirkd_pixel_memory`` and ``cirkd_region_memory``.
+      memory, ``softmax(sᵀ m / (τ·τ_kd))``, matched to the teacher pixel's: KL summed over the
+      sample, averaged over anchors, × τ_kd². Terms ``cirkd_pixel_memory`` and
+      ``cirkd_region_memory``. The sample: the same ``size // K + 1`` random slots of each of
+      the K classes, ``size`` being ``pixel_contrast_size`` / ``region_contrast_size``, totals
+      as in the reference's training script (4096 → 216 pixels, 1024 → 54 regions per class on
+      Cityscapes). Each anchor is scored against about 4096 + 1024 memory entries.
 
-    Defaults from the authors' code: τ = 0.1, τ_kd = 1, weights 1 (in-batch), 0.1 (pixel
-    memory), 0.1 (region memory; its VOC scripts use 0.01 for both memories), memories of 20000
-    pixels / 2000 regions per class, 16 pixels per class and image enqueued, 4096 / 1024 slots
-    per class sampled, a projection head 1×1 conv → BN → ReLU → 1×1 conv on the student
-    (``projection="always"``; ``"auto"`` only when channels differ; ``"none"`` never).
-    Where the reference code errs, segkd does not: its pixel enqueue draws random pixels of the
-    whole image for each class; here they are pixels of that class. The class count is the
-    teacher's output channels; labels outside it or equal to the ignore index are not stored.
-    Cost: each labelled pixel is scored against K·(4096 + 1024) memory entries per step, cheap on
-    a GPU, slow on a CPU: lower the ``*_contrast_size`` options there.
+    Defaults from the authors' code (``train_cirkd.py`` / ``losses/cirkd_memory.py`` of
+    winycg/CIRKD): τ = 0.1, τ_kd = 1, weights 1 (in-batch), 0.1 (pixel memory), 0.1 (region
+    memory; its VOC scripts use 0.01 for both), memories of 20000 pixels / 2000 regions per
+    class, 16 pixels per class and image enqueued, contrast totals 4096 / 1024, a projection
+    head 1×1 conv → BN → ReLU → 1×1 conv on the student (``projection="always"``; ``"auto"``
+    only when channels differ; ``"none"`` never). The reference's pixel enqueue indexes the
+    image's pixels in raster order (all classes) with a random permutation of ``range(n_c)``,
+    n_c the class's pixel count: it stores random pixels among the image's first n_c, whatever
+    their class; segkd stores random pixels of that class. K: the teacher's output channels.
 
     Returns ``{"cirkd_batch", "cirkd_pixel_memory", "cirkd_region_memory"}``, each weighted.
     """
@@ -115,6 +110,8 @@ class CrossImageRelationalKD(DistillMethod):
             raise ValueError(f"method 'cirkd': projection='none' but the student has {s_ch} "
                              f"channels and the teacher {t_ch}; use 'auto' or 'always'")
         num_classes = tap_channels(teacher_shapes, "out", "teacher", self.name)
+        self.per_class = {key: self.sizes[key] // num_classes + 1
+                          for key in ("pixel_contrast_size", "region_contrast_size")}
         self.memory = ClassQueues(num_classes, t_ch, self.sizes["pixel_memory_size"],
                                   self.sizes["region_memory_size"], self.sizes["pixels_per_image"])
 
@@ -135,8 +132,8 @@ class CrossImageRelationalKD(DistillMethod):
             if self.training:
                 self.memory.enqueue(t_emb, labels, self.ignore_index)
             valid = labels != self.ignore_index
-            pixel_bank = self.memory.sample(self.memory.pixels, self.sizes["pixel_contrast_size"])
-            region_bank = self.memory.sample(self.memory.regions, self.sizes["region_contrast_size"])
+            pixel_bank = self.memory.sample(self.memory.pixels, self.per_class["pixel_contrast_size"])
+            region_bank = self.memory.sample(self.memory.regions, self.per_class["region_contrast_size"])
             pixel_term = memory_kl(anchors, t_emb, valid, pixel_bank, self.tau, self.kd_tau)
             region_term = memory_kl(anchors, t_emb, valid, region_bank, self.tau, self.kd_tau)
         values = (batch_term, pixel_term, region_term)

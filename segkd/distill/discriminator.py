@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -63,19 +61,6 @@ class ScoreMapDiscriminator(nn.Module):
         return self.net(scores)
 
 
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Build graphs through ``module`` that send no gradient to its parameters (inputs still get one)."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean over samples of (‖∇ₓ D(x̂)‖₂ − 1)², x̂ on the line
     between a detached real and fake sample (one uniform draw per sample). Kept in the graph so
@@ -85,8 +70,3 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
-
-
-def scale_gradient(value: Tensor, factor: float) -> Tensor:
-    """``value`` unchanged, its gradient multiplied by ``factor`` (logs show the true value)."""
-    return value * factor + (value * (1 - factor)).detach()

@@ -25,6 +25,10 @@ class LogitsKD(DistillMethod):
     mask being resized with nearest neighbour to the logits' size (and a student's logits
     bilinearly to the teacher's when their output strides differ).
 
+    ``mask_ignore=False`` averages over every pixel instead, as the KD of the CIRKD benchmark code
+    (``CriterionKD``: CIRKD, Af-DCD), SKD's pixel-wise term and IFVD's do: none of them masks
+    the ignore label (SKD's also sums over the batch and IFVD's divides by the class count).
+
     Defaults follow the segmentation references (SKD's pixel-wise term, CIRKD's and its
     successors' KD baseline): T = 1 on the classifier's logits before upsampling (feature point
     ``logits``, 1/8 of the input at output stride 8). ``at="out"`` distils the logits upsampled to
@@ -51,6 +55,7 @@ class LogitsKD(DistillMethod):
             when a model names no ``logits`` feature point (a user's own network).
         source_exact: reproduce the source repo's formula and its unmasked pixels.
         standardize: z-score each pixel's logits over classes first (Sun et al., CVPR 2024).
+        mask_ignore: skip pixels labelled ``data.ignore_index`` (False: the references' mean over all).
 
     Binary models (one output channel) use the per-pixel Bernoulli distribution sigmoid(z/T)
     instead of a softmax, the two-class case of the same loss (``kl_binary``), over all pixels.
@@ -74,6 +79,7 @@ class LogitsKD(DistillMethod):
         at: str | None = None,
         source_exact: bool = False,
         standardize: bool = False,
+        mask_ignore: bool = True,
     ) -> None:
         super().__init__()
         self.at_given = at is not None
@@ -88,6 +94,7 @@ class LogitsKD(DistillMethod):
         self.weight = weight
         self.source_exact = source_exact
         self.standardize = standardize
+        self.mask_ignore = mask_ignore
         self._place(at)
 
     def _place(self, at: str) -> None:
@@ -123,7 +130,8 @@ class LogitsKD(DistillMethod):
                 loss = self._source_repo_loss(student_logits.float(), teacher_logits.float())
             else:
                 labels = labels_at(batch["mask"], student_logits.shape[-2:])
-                loss = kl_softmax(student_logits, teacher_logits, self.T, valid=labels != self.ignore_index)
+                valid = labels != self.ignore_index if self.mask_ignore else None
+                loss = kl_softmax(student_logits, teacher_logits, self.T, valid=valid)
         return {"kd": self.weight * loss}
 
     def _source_repo_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

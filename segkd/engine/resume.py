@@ -190,7 +190,7 @@ def weight_problems(*modules: nn.Module) -> list[str]:
     bad = []
     for module in modules:
         for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point() or tensor.numel() == 0:
+            if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:  # extra state
                 continue
             largest = tensor.detach().abs().max().item()
             if not math.isfinite(largest) or largest > DIVERGED_MAGNITUDE:

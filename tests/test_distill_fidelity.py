@@ -1,0 +1,110 @@
+"""Each method as its authors' code has it: CIRKD's memory sample, SKD's self-trained critic,
+the named full recipes, FRSKD's neck, BYOT's hint, DKS apart from DHM, KD's ignore mask."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from segkd.distill import build_method
+from segkd.engine import builders
+from segkd.engine.distiller import Distiller
+from segkd.engine.trainer import training_losses
+
+from engine_helpers import tiny_semantic_config
+
+
+# ----------------------------------------------------------------------------- CIRKD
+@pytest.mark.parametrize("num_classes", [3, 19])
+def test_cirkd_samples_the_contrast_totals_divided_by_the_class_count(num_classes, monkeypatch):
+    from segkd.distill import cirkd as cirkd_module
+
+    method = build_method({"name": "cirkd", "pixel_memory_size": 300, "region_memory_size": 60})
+    shapes = {"cirkd_input": torch.Size([2, 8, 4, 4]), "out": torch.Size([2, num_classes, 4, 4])}
+    method.setup(shapes, shapes)
+    banks = []
+    real = cirkd_module.memory_kl
+    monkeypatch.setattr(cirkd_module, "memory_kl", lambda a, t, v, bank, *rest: banks.append(bank) or real(
+        a, t, v, bank, *rest))
+    student = {"cirkd_input": torch.randn(2, 8, 4, 4)}
+    teacher = {"cirkd_input": torch.randn(2, 8, 4, 4)}
+    method.eval()(student, teacher, {"mask": torch.randint(0, num_classes, (2, 4, 4))})
+    # the reference's training script: 4096 // K + 1 pixel and 1024 // K + 1 region slots per class
+    assert [b.shape[0] for b in banks] == [num_classes * min(4096 // num_classes + 1, 300),
+                                          num_classes * min(1024 // num_classes + 1, 60)]
+    assert method.per_class == {"pixel_contrast_size": 4096 // num_classes + 1,
+                                "region_contrast_size": 1024 // num_classes + 1}
+
+
+# ----------------------------------------------------------------------------- SKD's critic
+def _skd_run(tmp_path, share: float, head_lr_mult: float):
+    teacher = {"model": {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
+               "checkpoint": str(tmp_path / "unused.pt")}
+    cfg = tiny_semantic_config(tmp_path, distill={"teacher": teacher, "methods": [{"name": "skd"}]},
+                               loss={"distill_share": share}, optim={"head_lr_mult": head_lr_mult})
+    torch.manual_seed(0)
+    student = builders.build_student(cfg)
+    teacher_model = builders.build_student(cfg).eval().requires_grad_(False)
+    images, mask = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    distiller = Distiller(student, teacher_model, builders.build_methods(cfg), example=images)
+    return cfg, student, distiller, {"image": images, "mask": mask}
+
+
+def test_skd_critic_trains_at_its_own_rate_whatever_the_share_and_head_lr(tmp_path):
+    critics = []
+    for share, head_lr_mult in [(0.5, 1.0), (1.0, 1.0), (0.5, 10.0), (1.0, 10.0)]:
+        cfg, student, distiller, batch = _skd_run(tmp_path / f"{share}_{head_lr_mult}", share, head_lr_mult)
+        critic = distiller.methods[0].critic
+        optimizer = builders.build_optimizer(cfg, student, distiller.methods)
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert not in_optimizer & {id(p) for p in critic.parameters()}  # the student's SGD never holds D
+        assert critic.lr == pytest.approx(4e-4)
+        torch.manual_seed(1)  # the same gradient-penalty draw in every run
+        losses = training_losses(cfg, student, distiller, batch, torch.device("cpu"))
+        assert losses["skd/skd_adv_d"].requires_grad is False  # logged, never back-propagated
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        critics.append([p.detach().clone() for p in critic.parameters()])
+    for other in critics[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(critics[0], other))
+    assert not all(torch.equal(a, b) for a, b in zip(critics[0], _skd_run(tmp_path / "fresh", 1.0, 1.0)[2]
+                                                      .methods[0].critic.parameters()))  # D did move
+
+
+def _skd_with_critic(seed: int = 0):
+    torch.manual_seed(seed)
+    method = build_method({"name": "skd"})
+    shapes = {"skd_input": torch.Size([2, 8, 8, 8]), "skd_scores": torch.Size([2, 3, 16, 16])}
+    method.setup(shapes, shapes)
+    return method
+
+
+def _skd_step(method, seed: int):
+    torch.manual_seed(seed)
+    s = {k: torch.randn(2, *shape, requires_grad=True) for k, shape in
+         (("skd_input", (8, 8, 8)), ("skd_scores", (3, 16, 16)), ("out", (3, 16, 16)))}
+    t = {k: torch.randn_like(v) for k, v in s.items()}
+    return method(s, t, {})
+
+
+def test_skd_critic_resumes_exactly_from_a_weights_only_checkpoint():
+    method = _skd_with_critic()
+    for step in range(3):
+        method.set_progress(step / 10)
+        _skd_step(method, step)
+    buffer = io.BytesIO()
+    torch.save(nn.ModuleList([method]).state_dict(), buffer)
+    buffer.seek(0)
+    resumed = _skd_with_critic(seed=7)  # other initial weights: everything must come from the file
+    nn.ModuleList([resumed]).load_state_dict(torch.load(buffer, weights_only=True))
+    momentum = [resumed.critic.optimizer.state[p]["momentum_buffer"] for p in resumed.critic.parameters()]
+    assert all(m.abs().sum() > 0 for m in momentum)
+    for model in (method, resumed):
+        model.set_progress(0.3)
+        _skd_step(model, 3)
+    assert resumed.critic.lr == pytest.approx(4e-4 * 0.7 ** 0.9)
+    for a, b in zip(method.critic.state_dict().values(), resumed.critic.state_dict().values()):
+        assert torch.equal(a, b) if torch.is_tensor(a) else a.keys() == b.keys()
