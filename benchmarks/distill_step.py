@@ -35,7 +35,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,8 @@ from torch import nn
 
 from segkd.config import Config, load_config
 from segkd.distill import METHODS, FeatureTaps, build_method
-from segkd.engine.builders import build_optimizer, build_student, model_kwargs, prepare_methods
+from segkd.engine.builders import build_optimizer, build_student, model_kwargs
+from segkd.engine.distiller import Distiller
 from segkd.engine.teacher import LiveTeacher
 from segkd.engine.teacher_cache import CachedTeacher, CacheReader, map_path
 from segkd.engine.trainer import training_losses
@@ -102,8 +102,9 @@ def interleaved(steps: Mapping[str, Step], student: Step, teacher: Step, device:
 class StepFactory:
     """Builds closures doing one full optimisation step of ``student`` with some methods.
 
-    Each closure installs its feature hooks for its own step only, so configurations that share
-    the student do not record tensors for one another.
+    Each closure holds a ``segkd.Distiller``, the trainer's loss step. Its taps stay on the student
+    from the start, so a configuration's forward pass also records (one dict entry per tap) into
+    the distillers of the others that share the student; each step reads its own fresh tensors.
     """
 
     def __init__(self, cfg: Config, batch: dict[str, torch.Tensor], device: torch.device) -> None:
@@ -115,15 +116,14 @@ class StepFactory:
                  batch: dict[str, torch.Tensor] | None = None) -> Step:
         batch = batch or self.batch
         methods = nn.ModuleList(build_method(spec) for spec in specs)
-        student_taps, teacher_taps = prepare_methods(methods, student, teacher, batch["image"])
-        methods.to(self.device)
+        distiller = Distiller(student, teacher, methods, example=batch["image"])
+        if teacher is not None:
+            distiller.teacher_source = teacher_source(teacher, distiller.teacher_taps)
         optimizer = build_optimizer(self.cfg, student, methods)
 
         def step() -> None:
             student.train()
-            with FeatureTaps(student, student_taps) as hooks, \
-                    (teacher_source(teacher, teacher_taps) if teacher is not None else nullcontext()) as source:
-                losses = training_losses(self.cfg, student, source, methods, hooks, batch, self.device)
+            losses = training_losses(self.cfg, student, distiller, batch, self.device)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(sum(losses.values())).backward()
             self.scaler.step(optimizer)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             for at in ("logits", "out"):
                 cached = ReadFromCache(Path(cache_dir), {at: at}, teacher, batch["image"])
                 steps[f"cached teacher: logits_kd at {at}"] = make_step(
-                    student, [{"name": "logits_kd", "at": at}], teacher, lambda *_, c=cached: nullcontext(c))
+                    student, [{"name": "logits_kd", "at": at}], teacher, lambda *_, c=cached: c)
             cl_student = copy.deepcopy(student).to(memory_format=torch.channels_last)
             cl_teacher = copy.deepcopy(teacher).to(memory_format=torch.channels_last)
             cl_batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}

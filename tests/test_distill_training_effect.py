@@ -1,7 +1,8 @@
 """Every registered distillation method changes what the student learns in a short real run.
 
 Each method's loss is checked against hand-computed values in the other ``test_distill_*`` files;
-here ten SGD steps on one fixed batch, through the trainer's own ``training_losses``, show that
+here ten SGD steps on one fixed batch, through the trainer's own ``training_losses`` (and so
+``segkd.Distiller``), show that
 the method also changes the student:
 
 - teacher → student (PSPNet-18 student, a different frozen PSPNet teacher, 3 classes): the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,8 @@ from torch import nn
 
 from segkd.config import Config
 from segkd.distill import METHODS, FeatureTaps, build_method
-from segkd.engine.builders import build_optimizer, prepare_methods
-from segkd.engine.teacher import LiveTeacher
+from segkd.engine.builders import build_optimizer
+from segkd.engine.distiller import Distiller
 from segkd.engine.trainer import parameter_fingerprint, training_losses
 from segkd.models import build_model
 
@@ -129,16 +129,13 @@ def train(cfg: Config, student: nn.Module, teacher: nn.Module | None, specs: lis
     """``steps`` SGD steps of ``student`` (+ methods) on ``batch``; returns each step's loss terms."""
     torch.manual_seed(TRAIN_SEED)
     methods = nn.ModuleList(build_method(spec) for spec in specs)
-    student_taps, teacher_taps = prepare_methods(methods, student, teacher, batch["image"])
-    for method in methods:
-        method.set_progress(1.0)  # fully switched on: SAD's late start and FRSKD's ramp are past
-    optimizer = build_optimizer(cfg, student, methods)
     history: list[dict[str, float]] = []
-    student.train()
-    live_teacher = LiveTeacher(teacher, teacher_taps) if teacher is not None else nullcontext()
-    with FeatureTaps(student, student_taps) as s_hooks, live_teacher as t_source:
+    with Distiller(student, teacher, methods, ignore_index=IGNORE, example=batch["image"]) as distiller:
+        distiller.set_progress(1.0)  # fully switched on: SAD's late start and FRSKD's ramp are past
+        optimizer = build_optimizer(cfg, student, methods)
+        student.train()
         for _ in range(steps):
-            losses = training_losses(cfg, student, t_source, methods, s_hooks, batch, CPU)
+            losses = training_losses(cfg, student, distiller, batch, CPU)
             history.append({term: value.item() for term, value in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()

@@ -35,15 +35,15 @@ def test_distilled_student_checkpoint_holds_exactly_the_plain_student(tmp_path, 
     seen = {}
     real = trainer_module.training_losses
 
-    def spy(cfg_, model, teacher, methods_, *args, **kwargs):
-        losses = real(cfg_, model, teacher, methods_, *args, **kwargs)
-        seen["teacher"], seen["methods"] = teacher, methods_
+    def spy(cfg_, model, distiller, *args, **kwargs):
+        losses = real(cfg_, model, distiller, *args, **kwargs)
+        seen["teacher"], seen["methods"] = distiller.teacher, distiller.methods
         return losses
 
     monkeypatch.setattr(trainer_module, "training_losses", spy)
     report = fit(cfg)
     # the teacher is frozen, in eval mode, and never gets a gradient
-    teacher = seen["teacher"].model
+    teacher = seen["teacher"]
     assert not teacher.training
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     # the learned mapping exists in the method, and trained

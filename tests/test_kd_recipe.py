@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from segkd.data import build_dataset
-from segkd.distill import FeatureTaps, build_method
+from segkd.distill import build_method
 from segkd.engine import builders
+from segkd.engine.distiller import Distiller
 from segkd.engine.schedule import lr_factor
-from segkd.engine.teacher import LiveTeacher
 from segkd.engine.trainer import evaluate_with_config, training_losses
 from segkd.models.losses import semantic_ce
 
@@ -73,8 +73,7 @@ def test_an_exact_copy_as_teacher_gives_a_zero_distillation_term(tmp_path):
     student.eval()  # same mode as the frozen teacher: any difference would come from the inputs
     batch = {"image": torch.stack([train_set[i]["image"] for i in range(2)]),
              "mask": torch.stack([train_set[i]["mask"] for i in range(2)])}
-    builders.prepare_methods(methods, student, teacher, batch["image"])
-    losses = training_losses(cfg, student, LiveTeacher(teacher, {}), methods, FeatureTaps(student, {}),
+    losses = training_losses(cfg, student, Distiller(student, teacher, methods, example=batch["image"]),
                              batch, torch.device("cpu"))
     assert losses["logits_kd/kd"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["task"].item() > 0.1
@@ -87,14 +86,13 @@ def test_distilling_a_trained_student_from_its_own_copy_does_not_make_it_worse(t
 
     def train(model, steps, teacher=None, alpha=0.0):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        taps = FeatureTaps(model, {})
-        live_teacher = LiveTeacher(teacher, {}) if teacher is not None else None
+        example = torch.zeros(2, 3, cfg.data.crop_size, cfg.data.crop_size)  # shapes only
+        distiller = Distiller(model, teacher, methods if teacher is not None else [], example=example)
         done = 0
         while done < steps:
             for batch in loader:
                 model.train()
-                losses = training_losses(cfg, model, live_teacher, methods if teacher is not None else [],
-                                         taps, batch, torch.device("cpu"))
+                losses = training_losses(cfg, model, distiller, batch, torch.device("cpu"))
                 total = (1 - alpha) * (losses["task"] + losses.get("task_aux", 0)) + alpha * losses.get(
                     "logits_kd/kd", 0)
                 optimizer.zero_grad()
@@ -106,7 +104,6 @@ def test_distilling_a_trained_student_from_its_own_copy_does_not_make_it_worse(t
     val_set = build_dataset(cfg.data, cfg.task, "val")
     trained = train(student, 40)
     teacher = copy.deepcopy(trained).eval().requires_grad_(False)
-    builders.prepare_methods(methods, trained, teacher, next(iter(loader))["image"])
     torch.manual_seed(1)
     alone = train(copy.deepcopy(trained), 20)
     torch.manual_seed(1)
@@ -126,12 +123,11 @@ def test_distill_share_scales_task_terms_by_one_minus_alpha_and_methods_by_alpha
     student.eval()
     batch = {"image": torch.stack([train_set[i]["image"] for i in range(2)]),
              "mask": torch.stack([train_set[i]["mask"] for i in range(2)])}
-    builders.prepare_methods(methods, student, teacher, batch["image"])
+    distiller = Distiller(student, teacher, methods, example=batch["image"])
 
     def losses(share):
         run = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"distill_share": share})})
-        return training_losses(run, student, LiveTeacher(teacher, {}), methods, FeatureTaps(student, {}),
-                               batch, torch.device("cpu"))
+        return training_losses(run, student, distiller, batch, torch.device("cpu"))
 
     plain, mixed = losses(None), losses(0.25)
     assert plain["logits_kd/kd"].item() > 1e-6

@@ -13,6 +13,7 @@ from segkd.distill import DistillMethod, FeatureTaps, build_method
 from segkd.distill.hooks import resolve_path
 from segkd.engine.checkpoint import load_model_state, read_checkpoint, remap_keys
 from segkd.models import MODELS, build_model
+from segkd.models.outputs import model_outputs
 
 
 def model_kwargs(model_cfg: ModelConfig, cfg: Config) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def probe(model: nn.Module, taps: dict[str, str], example: torch.Tensor, train_m
     model.train(train_mode)
     try:
         with FeatureTaps(model, taps) as hooks:  # hooks go even if the forward pass fails
-            outputs = dict(model(example))
+            outputs = model_outputs(model(example), example.shape[-2:], who=f"{role} ({type(model).__name__})")
             captured = hooks.pop()
     finally:
         model.train(was_training)
@@ -126,6 +127,23 @@ def prepare_methods(
     return student_taps, teacher_taps
 
 
+def method_param_groups(methods: nn.ModuleList) -> dict[str, list[nn.Parameter]]:
+    """``{"backbone": [...], "head": [...]}``: the methods' parameters by the LR group each declares."""
+    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": []}
+    for method in methods:
+        declared = method.param_groups()
+        unknown = sorted(set(declared) - set(groups))
+        if unknown:
+            raise ValueError(f"method '{method.name}': param_groups() returned unknown group(s) {unknown}; "
+                             "use 'backbone' and 'head'")
+        placed = [id(p) for params in declared.values() for p in params]
+        if sorted(placed) != sorted(id(p) for p in method.parameters()):
+            raise ValueError(f"method '{method.name}': param_groups() must list each of its parameters once")
+        for name, params in declared.items():
+            groups[name] += params
+    return groups
+
+
 def build_optimizer(cfg: Config, student: nn.Module, methods: nn.ModuleList) -> torch.optim.Optimizer:
     """SGD with separate LRs for the backbone and the head.
 
@@ -137,18 +155,9 @@ def build_optimizer(cfg: Config, student: nn.Module, methods: nn.ModuleList) -> 
         groups = student.param_groups()
     else:
         groups = {"backbone": [], "head": list(student.parameters())}
-    backbone, head = list(groups["backbone"]), list(groups["head"])
-    for method in methods:
-        declared = method.param_groups()
-        unknown = sorted(set(declared) - {"backbone", "head"})
-        if unknown:
-            raise ValueError(f"method '{method.name}': param_groups() returned unknown group(s) {unknown}; "
-                             "use 'backbone' and 'head'")
-        placed = [id(p) for params in declared.values() for p in params]
-        if sorted(placed) != sorted(id(p) for p in method.parameters()):
-            raise ValueError(f"method '{method.name}': param_groups() must list each of its parameters once")
-        backbone += declared.get("backbone", [])
-        head += declared.get("head", [])
+    declared = method_param_groups(methods)
+    backbone = list(groups["backbone"]) + declared["backbone"]
+    head = list(groups["head"]) + declared["head"]
     param_groups = [
         {"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
         {"params": head, "lr": o.lr * o.head_lr_mult, "name": "head"},
@@ -171,6 +180,7 @@ __all__ = [
     "build_optimizer",
     "build_student",
     "build_teacher",
+    "method_param_groups",
     "needs_teacher",
     "prepare_methods",
     "probe",

@@ -16,6 +16,7 @@ from segkd.config import Config
 from segkd.distill import FeatureTaps
 from segkd.engine.distributed import DistEnv
 from segkd.engine.teacher_cache import open_cached_teacher
+from segkd.models.outputs import model_outputs
 
 
 class TeacherSource(Protocol):
@@ -37,8 +38,9 @@ class LiveTeacher:
         self.hooks = FeatureTaps(model, taps)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        images = batch["image"]
         with torch.inference_mode():
-            raw = {**self.model(batch["image"]), **self.hooks.pop()}
+            raw = {**model_outputs(self.model(images), images.shape[-2:], who="the teacher"), **self.hooks.pop()}
         # inference tensors cannot enter autograd graphs; a clone outside the mode can
         return {k: v.clone() for k, v in raw.items()}
 

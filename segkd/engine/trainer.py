@@ -29,11 +29,11 @@ from segkd.config import Config, blame_config, save_config
 from segkd.data import DataError, build_dataset, check_data
 from segkd.data.build import resolve_root
 from segkd.data.transforms import resize_batch
-from segkd.distill import FeatureTaps
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
 from segkd.engine.colorize import colorize_labels
 from segkd.engine.determinism import SeededSamples, parameter_fingerprint, rng_state, seed_everything, set_rng_state
+from segkd.engine.distiller import Distiller
 from segkd.engine.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -56,7 +56,7 @@ from segkd.engine.resume import (
     weight_problems,
 )
 from segkd.engine.schedule import lr_factor
-from segkd.engine.teacher import TeacherSource, teacher_source
+from segkd.engine.teacher import teacher_source
 from segkd.models.losses import task_loss
 
 
@@ -160,8 +160,7 @@ class TrainingRun:
     methods: nn.ModuleList
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    student_hooks: FeatureTaps | None = None  # the student's taps, installed last
-    teacher: TeacherSource | None = None
+    distiller: Distiller | None = None  # the methods' loss step: taps, teacher, terms
     writer: Any = None  # TensorBoard, on the main process
     iteration: int = 0
     best: dict[str, Any] | None = None
@@ -224,21 +223,21 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
         with blame_config("distill.teacher"):
             teacher_model = builders.build_teacher(cfg.distill.teacher, cfg, device)
     example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
-    with blame_config("distill.methods"):
-        student_taps, teacher_taps = builders.prepare_methods(methods, student, teacher_model, example)
-    methods.to(device)
-    if env.enabled and cfg.train.sync_bn:
+    if env.enabled and cfg.train.sync_bn:  # before the taps go on: conversion replaces the BatchNorm modules
         if device.type == "cuda":
             student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
         elif env.is_main:
             warnings.warn("train.sync_bn is ignored on the CPU: PyTorch's SyncBatchNorm needs CUDA", stacklevel=1)
-    optimizer = builders.build_optimizer(cfg, student, methods)
+    with blame_config("distill.methods"):  # the loss step of segkd.Distiller; its hooks go however the run ends
+        distiller = cleanup.enter_context(Distiller(student, teacher_model, methods,
+                                                    ignore_index=cfg.data.ignore_index, example=example))
+    optimizer = builders.build_optimizer(cfg, student, distiller.methods)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
     run = TrainingRun(
         cfg=cfg, env=env, device=device, progress=progress, train_set=train_set, val_set=val_set,
         iters_per_epoch=iters_per_epoch, max_iters=max_iters, student=student, model=student,
-        methods=methods, optimizer=optimizer, scaler=scaler,
+        methods=distiller.methods, optimizer=optimizer, scaler=scaler, distiller=distiller,
     )
     if resume_from is not None:
         restore(run, resume_from)
@@ -248,12 +247,10 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
         from torch.utils.tensorboard import SummaryWriter
 
         run.writer = SummaryWriter(str(run.run_dir / "tb"))
-    # hooks are removed however the run ends
-    run.student_hooks = cleanup.enter_context(FeatureTaps(student, student_taps))
     if teacher_model is not None:  # live, or read from a teacher cache (filled here on first use)
-        run.teacher = cleanup.enter_context(teacher_source(
-            cfg, teacher_model, methods, teacher_taps, train_set.dataset, example, env, device))
-    run.tick = time.perf_counter()
+        distiller.teacher_source = teacher_source(
+            cfg, teacher_model, distiller.methods, distiller.teacher_taps, train_set.dataset, example, env, device)
+    run.tick = run.started = time.perf_counter()
     return run
 
 
@@ -353,10 +350,9 @@ def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str,
                        cfg.schedule.warmup)
     for group in run.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
-    for method in run.methods:
-        method.set_progress(iteration / run.max_iters)
+    run.distiller.set_progress(iteration / run.max_iters)
 
-    losses = training_losses(cfg, run.model, run.teacher, run.methods, run.student_hooks, batch, run.device)
+    losses = training_losses(cfg, run.model, run.distiller, batch, run.device)
     total = sum(losses.values())
     if not torch.isfinite(total):
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -367,10 +363,7 @@ def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str,
         )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(total).backward()
-    if run.env.enabled:  # method parts live outside DDP: average their gradients by hand
-        for p in run.methods.parameters():
-            if p.grad is not None:
-                all_reduce_sum(p.grad, run.env).div_(run.env.world_size)
+    run.distiller.average_gradients()  # method parts live outside DDP: averaged by hand
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.iteration += 1
@@ -378,28 +371,27 @@ def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str,
     return losses
 
 
-def training_losses(cfg: Config, model: nn.Module, teacher: TeacherSource | None, methods: nn.ModuleList,
-                    s_hooks: FeatureTaps, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+def training_losses(cfg: Config, model: nn.Module, distiller: Distiller, batch: dict[str, Any],
+                    device: torch.device) -> dict[str, torch.Tensor]:
     """Named, weighted loss terms of one step: the task loss, then each method's terms.
 
-    ``teacher``: where the teacher's tensors come from (``segkd.engine.teacher``), or None.
+    The methods' terms come from ``distiller`` (``segkd.Distiller``, whose taps, teacher source
+    and methods the run set up), as they would in a user's own loop.
     """
     images, masks = batch["image"], batch["mask"]
     with autocast_context(device, cfg.train.amp):
-        student_out = {**model(images), **s_hooks.pop()}
-        teacher_out = teacher(batch) if teacher is not None else None
+        student_out = model(images)
         ignore = cfg.data.ignore_index
         losses: dict[str, torch.Tensor] = {}
         if cfg.loss.main_weight:
             losses["task"] = cfg.loss.main_weight * task_loss(student_out["out"], masks, cfg.task, ignore)
         if "aux" in student_out and cfg.loss.aux_weight:
             losses["task_aux"] = cfg.loss.aux_weight * task_loss(student_out["aux"], masks, cfg.task, ignore)
-        share = cfg.loss.distill_share if len(methods) else None
+        share = cfg.loss.distill_share if len(distiller.methods) else None
         if share is not None:
             losses = {k: (1 - share) * v for k, v in losses.items()}
-        for method in methods:
-            for term, value in method(student_out, teacher_out, batch).items():
-                losses[f"{method.name}/{term}"] = value.float() * (1.0 if share is None else share)
+        for term, value in distiller(student_out, batch).items():
+            losses[term] = value * (1.0 if share is None else share)
     return losses
 
 
@@ -472,13 +464,12 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
     cfg, env = run.cfg, run.env
     if not metrics:  # resumed a run that had already finished: score it rather than report nothing
         metrics = evaluate_with_config(run.student, run.val_set, cfg, run.device, env)
-    run.student_hooks.remove()
+    run.distiller.close()
     report: dict[str, Any] = {"student": _scalars(metrics), "best": run.best, "iterations": run.iteration,
                               "selection": "best.pt on the validation split" if run.picks_best
                               else "last model (the validation data is the test split)"}
-    if run.teacher is not None:
-        run.teacher.close()
-        report["teacher"] = _scalars(evaluate_with_config(run.teacher.model, run.val_set, cfg, run.device, env))
+    if run.distiller.teacher is not None:
+        report["teacher"] = _scalars(evaluate_with_config(run.distiller.teacher, run.val_set, cfg, run.device, env))
     if env.enabled:  # DDP must leave every replica with the same weights: check it, don't assume it
         fingerprints = gather_objects(parameter_fingerprint(run.student), env)
         report["replica_fingerprints"] = fingerprints
