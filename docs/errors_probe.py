@@ -102,9 +102,11 @@ def case(what: str, argv: list[str], patch: Callable[[], contextlib.AbstractCont
     shown = [line for line in err.getvalue().splitlines() if line.strip()]
     shown += [f"warning: {w.message}" for w in seen if issubclass(w.category, UserWarning)]
     shown += [line for line in printed if line.startswith("note:")]
-    if not shown:
-        start = next((i for i, line in enumerate(printed) if "problem(s) found" in line), None)
-        shown = printed[start:start + 5] if start is not None else printed[:2] + printed[-1:]
+    start = next((i for i, line in enumerate(printed) if "problem(s) found" in line), None)
+    if start is not None:  # the problems, then any notes printed before them
+        shown = printed[start:start + 5] + shown
+    elif not shown:
+        shown = printed[:2] + printed[-1:]
     text = " ⏎ ".join(line.strip() for line in shown[:5]).replace(str(ROOT), "…").replace("|", "\\|")
     command = "segkd " + " ".join(a.replace(str(ROOT), "…") for a in argv)
     ROWS.append((what, command, code, text[:500]))
@@ -264,6 +266,50 @@ def run() -> None:
                                        "seeds": [1], "baseline": "base", "set": ["train.epochs=2"],
                                        "entries": [{"name": "base"}]}))
     case("compare after the comparison's config changed", ["compare", s(cmp_cfg)])
+    # ---- reading images, masks, list files and prediction maps as the user sees them
+    wide = binary_set(ROOT / "wide")
+    Image.fromarray(np.full((32, 32), 30000, np.uint16)).save(wide / "Image" / "a.png")
+    case("16-bit image (read scaled, not white)", ["check-data", s(config("wide", wide))])
+    floaty = binary_set(ROOT / "floaty")
+    (floaty / "Image" / "a.png").unlink()
+    Image.fromarray(np.full((32, 32), 0.5, np.float32)).save(floaty / "Image" / "a.tif")
+    case("floating-point photo", ["check-data", s(config("floaty", floaty))])
+    alpha = binary_set(ROOT / "alpha")
+    square = np.pad(np.full((16, 16), 255, np.uint8), 8)
+    Image.fromarray(np.dstack([np.zeros((32, 32, 3), np.uint8), square]), "RGBA").save(alpha / "Mask" / "a.png")
+    case("binary mask drawn in the alpha channel", ["check-data", s(config("alpha", alpha))])
+    clash = binary_set(ROOT / "clash")
+    shifted = np.roll(square, 8, axis=1)  # the alpha marks other pixels than the colour
+    Image.fromarray(np.dstack([np.repeat(square[..., None], 3, 2), shifted]), "RGBA").save(clash / "Mask" / "a.png")
+    case("binary mask whose colour and alpha disagree", ["check-data", s(config("clash", clash))])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise
+    upright = binary_set(ROOT / "upright")
+    (upright / "Image" / "a.png").unlink()
+    Image.new("RGB", (24, 32)).save(upright / "Image" / "a.jpg", exif=exif)  # stored 32×24 (H×W), shown 24×32
+    grey(upright / "Mask" / "a.png", np.zeros((24, 32)))
+    case("photo with an EXIF orientation, mask drawn upright", ["check-data", s(config("upright", upright))])
+    stored = binary_set(ROOT / "stored")
+    (stored / "Image" / "a.png").unlink()
+    Image.new("RGB", (24, 32)).save(stored / "Image" / "a.jpg", exif=exif)
+    grey(stored / "Mask" / "a.png", np.zeros((32, 24)))
+    case("rotated photo whose mask fits the stored pixels", ["check-data", s(config("stored", stored))])
+    twins = binary_set(ROOT / "twins")
+    grey(twins / "Image" / "a.jpg", np.zeros((32, 32, 3)))
+    case("a.jpg and a.png both in Image/", ["check-data", s(config("twins", twins))])
+    bom = binary_set(ROOT / "bom")
+    (bom / "train.txt").write_text("a\nb\nc\nd\n", encoding="utf-8-sig")
+    case("list file starting with a byte-order mark", ["check-data", s(config("bom", bom))])
+    maps = np.pad(np.full((8, 8), 200), 4) + np.arange(16)[None, :] * 3  # a soft map: scores not all perfect
+    for kind, values, suffix in (("p8", maps.astype(np.uint8), ".png"), ("p16", maps.astype(np.uint16) * 257, ".png"),
+                                 ("pbig", maps.astype(np.float32), ".tif"), ("pint", maps.astype(np.int32), ".tif")):
+        for name in ("a", "b"):
+            (ROOT / kind).mkdir(exist_ok=True)
+            Image.fromarray(values).save(ROOT / kind / f"{name}{suffix}")
+    case("eval --pred: 8-bit maps (reference)", ["eval", "--pred", s(ROOT / "p8"), "--gt", s(gt)])
+    case("eval --pred: the same maps at 16 bits", ["eval", "--pred", s(ROOT / "p16"), "--gt", s(gt)])
+    case("eval --pred: float maps outside [0, 1]", ["eval", "--pred", s(ROOT / "pbig"), "--gt", s(gt)])
+    case("eval --pred: 32-bit integer maps", ["eval", "--pred", s(ROOT / "pint"), "--gt", s(gt)])
 
     print("| # | bad input | command | exit | what the user sees |")
     print("|---|---|---|---|---|")
