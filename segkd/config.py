@@ -10,16 +10,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segkd.data.config import DataConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# The metrics validation computes per task, any of which may pick best.pt (eval.metric).
+TASK_METRICS = {
+    "semantic": ("mIoU", "mAcc", "allAcc"),
+    "binary": ("MAE", "maxFm", "meanFm", "adpFm", "Sm", "maxEm", "meanEm", "adpEm", "wFm", "maxFm_datasetPR"),
+}
+# Below this side a training crop (data.crop_size) or resize (data.train_size) gives networks whose
+# features are 1/8 of the input or smaller next to nothing to learn from.
+MIN_TRAINING_SIDE = 16
 
 
 class ConfigError(ValueError):
@@ -120,7 +131,8 @@ class DistillConfig(_Strict):
         "methods that need one; cache: read its logits from a teacher cache instead of running it each step "
         "(offline distillation, filled on first use)")
     methods: list[dict[str, Any]] = Field(
-        default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]"
+        default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]; a method listed twice (e.g. "
+        "cwd at two layers) runs twice, its terms logged as cwd/... and cwd_2/..."
     )
 
     @model_validator(mode="after")
@@ -140,8 +152,8 @@ class DistillConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    main_weight: float = Field(1.0, description="weight of the supervised loss on the main output")
-    aux_weight: float = Field(0.4, description="weight of the supervised loss on the aux output (PSPNet)")
+    main_weight: float = Field(1.0, ge=0.0, description="weight of the supervised loss on the main output")
+    aux_weight: float = Field(0.4, ge=0.0, description="weight of the supervised loss on the aux output (PSPNet)")
     distill_share: float | None = Field(
         None, ge=0.0, le=1.0,
         description="share α of the loss given to the distillation terms: the task terms are scaled "
@@ -151,12 +163,20 @@ class LossConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(0.01, description="base learning rate of SGD (scaled by the LR multipliers and the schedule)")
-    momentum: float = Field(0.9, description="SGD momentum")
-    weight_decay: float = Field(1e-4, description="L2 weight decay")
+    lr: float = Field(0.01, ge=0.0,
+                      description="base learning rate of SGD (scaled by the LR multipliers and the schedule)")
+    momentum: float = Field(0.9, ge=0.0, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay")
     nesterov: bool = Field(False, description="Nesterov momentum")
-    backbone_lr_mult: float = Field(1.0, description="LR factor of backbone parameters")
-    head_lr_mult: float = Field(10.0, description="LR factor of head (and method) parameters")
+    backbone_lr_mult: float = Field(1.0, ge=0.0, description="LR factor of backbone parameters")
+    head_lr_mult: float = Field(10.0, ge=0.0, description="LR factor of head (and method) parameters")
+
+    @model_validator(mode="after")
+    def _check_nesterov(self) -> OptimConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs a momentum above 0; set optim.momentum or "
+                             "optim.nesterov=false")
+        return self
 
 
 class ScheduleConfig(_Strict):
@@ -178,7 +198,7 @@ class TrainConfig(_Strict):
     seed: int = Field(1, description="seed of weights, data order and augmentation")
     deterministic: bool = Field(False, description="deterministic kernels (slower; bit-exact reruns)")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on CUDA")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ... (mps on Apple silicon)")
     sync_bn: bool = Field(False, description="DDP on CUDA: synchronise BatchNorm statistics across GPUs")
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
     log_every: int = Field(10, ge=1, description="log the losses every N iterations (history.jsonl, TensorBoard)")
@@ -186,6 +206,13 @@ class TrainConfig(_Strict):
         None, ge=1, description="also checkpoint every N iterations, not only each epoch"
     )
     progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.fullmatch(value):
+            raise ValueError(f"unknown device '{value}'; use auto, cpu, cuda, cuda:N (the N-th GPU) or mps")
+        return value
 
 
 class EvalConfig(_Strict):
@@ -195,6 +222,20 @@ class EvalConfig(_Strict):
     stride_rate: float = Field(2 / 3, description="semantic: sliding-window stride as a fraction of the crop")
     metric: str | None = Field(None, description="metric that picks best.pt on the validation split (default "
                                "mIoU / MAE); a run whose validation data is the test split picks none")
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if not value or any(s <= 0 for s in value):
+            raise ValueError(f"{value} must be a non-empty list of positive scales, e.g. [1.0] or [0.75, 1.0, 1.25]")
+        return value
+
+    @field_validator("stride_rate")
+    @classmethod
+    def _stride_in_unit_interval(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"{value} must lie in (0, 1]: the window moves by this fraction of the crop")
+        return value
 
 
 class Config(_Strict):
@@ -271,6 +312,9 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: give one config file, got {base!r}; a list of bases is not supported "
+                          "yet (chain them instead: each base may name its own base)")
     base_path = path.parent / base
     if not base_path.is_file():
         base_path = find_config(base)
@@ -312,13 +356,15 @@ def _override_for(loc: str, overrides: list[str]) -> str | None:
     return None
 
 
-def _format_errors(err: ValidationError, source: str, overrides: list[str] = ()) -> str:
+def _format_errors(err: ValidationError | list[tuple[str, str]], source: str, overrides: list[str] = ()) -> str:
+    """The message of a config that failed validation; ``err``: pydantic's errors, or ``(key, message)``
+    pairs found after it."""
     lines = [f"{source}: invalid config"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+    problems = err if isinstance(err, list) else [
+        (".".join(str(p) for p in e["loc"]) or "(top level)",
+         "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, "))
+        for e in err.errors()]
+    for loc, msg in problems:
         item = _override_for(loc, list(overrides))
         if item is not None:
             value = item.split("=", 1)[1].strip()
@@ -335,10 +381,51 @@ def _format_errors(err: ValidationError, source: str, overrides: list[str] = ())
 
 
 def validate(raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
+    """The validated config; settings that only fail together (``eval.metric`` and ``task``) are checked
+    here too, so a run never stops at its first validation; settings that train to nothing warn."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source, overrides or [])) from None
+    problems = _cross_check(cfg)
+    if problems:
+        raise ConfigError(_format_errors(problems, source, overrides or []))
+    for message in _suspicious(cfg):
+        warnings.warn(f"{source}: {message}", UserWarning, stacklevel=2)
+    return cfg
+
+
+def _cross_check(cfg: Config) -> list[tuple[str, str]]:
+    """``(key, message)`` for settings that are valid alone but not in this config."""
+    problems = []
+    metrics = TASK_METRICS[cfg.task]
+    if cfg.eval.metric is not None and cfg.eval.metric not in metrics:
+        import difflib
+
+        close = [m for m in metrics if m.lower() == cfg.eval.metric.lower()]
+        close = close or difflib.get_close_matches(cfg.eval.metric, metrics, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(("eval.metric", f"'{cfg.eval.metric}' is not a metric of the {cfg.task} task{hint}; "
+                                        f"choose one of {', '.join(metrics)}"))
+    if cfg.loss.main_weight == 0 and not cfg.distill.methods:
+        problems.append(("loss.main_weight", "0 with distill.methods empty: nothing would train the model's "
+                                             "output; give a weight above 0 or a distillation method"))
+    return problems
+
+
+def _suspicious(cfg: Config) -> list[str]:
+    """Settings that are valid but train to nothing, worth a warning before a run spends its time."""
+    found = []
+    o = cfg.optim
+    if o.lr == 0 or o.backbone_lr_mult == o.head_lr_mult == 0:
+        found.append(f"optim.lr is {o.lr} with LR factors {o.backbone_lr_mult} (backbone) and {o.head_lr_mult} "
+                     "(head): training will not change the weights")
+    key, side = ("data.crop_size", cfg.data.crop_size) if cfg.task == "semantic" else (
+        "data.train_size", cfg.data.train_size)
+    if side < MIN_TRAINING_SIDE:
+        found.append(f"{key} is {side}: training on images under {MIN_TRAINING_SIDE} pixels a side leaves the "
+                     "network next to nothing to learn from (its features are 1/8 of that or smaller)")
+    return found
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -103,9 +103,13 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
+class ExportSizeError(ValueError):
+    """An example input size the model cannot be exported at; the message says why and what to give."""
+
+
 def _check_input_size(input_size: tuple[int, int]) -> tuple[int, int]:
     if len(input_size) != 2 or any(int(s) < 1 for s in input_size):
-        raise ValueError(f"input_size must be (height, width) of positive ints, got {input_size!r}")
+        raise ExportSizeError(f"input_size must be (height, width) of positive ints, got {input_size!r}")
     return int(input_size[0]), int(input_size[1])
 
 
@@ -139,7 +143,12 @@ def prepare_for_export(model: nn.Module, input_size: tuple[int, int]) -> nn.Modu
                 "output depends on the batch; export needs a model with running statistics"
             )
     with torch.inference_mode():
-        outputs = copied(_example(1, size, _SEED))
+        try:
+            outputs = copied(_example(1, size, _SEED))
+        except RuntimeError as err:  # e.g. a kernel larger than the feature map it meets
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ExportSizeError(f"{type(model).__name__} cannot run on a {size[0]}×{size[1]} input ({reason}); "
+                                  "give a larger size") from err
     if not isinstance(outputs, Mapping) or not isinstance(outputs.get("out"), torch.Tensor):
         found = sorted(outputs) if isinstance(outputs, Mapping) else type(outputs).__name__
         raise ValueError(f"model output must be a dict with an 'out' tensor in eval mode, got {found}")
@@ -173,7 +182,18 @@ def _compare_onnx(path: Path, reference: nn.Module, shapes: list[tuple[int, int,
         image = _example(shape[0], shape[2:], _SEED + 1 + index)
         with torch.inference_mode():
             expected = reference(image).numpy()
-        (actual,) = session.run(["out"], {"image": image.numpy()})
+        try:
+            (actual,) = session.run(["out"], {"image": image.numpy()})
+        except Exception as err:  # onnxruntime's own error types; the traced size (index 0) is a bug
+            if index == 0:
+                raise
+            traced = "×".join(map(str, shapes[0][2:]))
+            reason = str(err).split("Status Message:")[-1].strip().splitlines()[0]
+            raise ExportSizeError(
+                f"the ONNX graph traced at {traced} does not run at {shape[2]}×{shape[3]} ({reason}): at {traced} the "
+                "model takes shape-dependent shortcuts that tracing bakes in (a feature map of one pixel, or as "
+                "large as a pooling grid); export at another size, such as the training crop, or with fixed input "
+                "sizes (segkd export --static)") from None
         if actual.shape != expected.shape:
             raise RuntimeError(
                 f"{path.name}: ONNX output shape {actual.shape} != PyTorch {expected.shape} "

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from segkd.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -25,11 +27,24 @@ class DistEnv:
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """The device ``train.device`` names; one this machine lacks is a ``ConfigError`` saying what to use."""
     if preference == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is '{preference}' but CUDA is not available")
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device '{preference}'; use auto, cpu, cuda, cuda:N or mps") from None
+    instead = "use --set train.device=auto (or cpu)"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device is '{preference}' but CUDA is not available on this machine; {instead}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device is '{preference}' but this machine has {torch.cuda.device_count()} "
+                              f"GPU(s), numbered from 0; {instead}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device is 'mps' but MPS (Apple silicon) is not available; {instead}")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device: '{preference}' is not a device segkd trains on; use auto, cpu, cuda or mps")
     return device
 
 

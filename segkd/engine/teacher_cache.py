@@ -122,12 +122,31 @@ def file_sha256(path: Path) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a completely filled cache, or None (no cache, or an interrupted fill)."""
+    """The manifest of a completely filled cache, or None (no cache, or an interrupted fill).
+
+    The manifest is written atomically and last, so one that cannot be read was damaged after the
+    fill: it is refused rather than filled over, since the folder may serve other runs.
+    """
     path = folder / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
-    return manifest if manifest.get("format") == CACHE_FORMAT else None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(path, folder, f"unreadable ({err})") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, folder, "not a teacher-cache manifest")
+    if manifest.get("format") != CACHE_FORMAT:
+        return None
+    missing = sorted({"maps", "align_corners", *KEY_PARTS} - set(manifest))
+    if missing or not isinstance(manifest["maps"], list):
+        raise _damaged(path, folder, f"incomplete (it lacks {missing or ['a list of maps']})")
+    return manifest
+
+
+def _damaged(path: Path, folder: Path, what: str) -> TeacherCacheError:
+    return TeacherCacheError(f"distill.teacher.cache: {path} is {what}; delete the folder {folder} to fill "
+                             "the cache again, or give another cache folder")
 
 
 def check_manifest(manifest: dict[str, Any], key: dict[str, Any], maps: set[str], folder: Path) -> None:
@@ -225,20 +244,28 @@ def open_cache(cfg: Config, teacher: nn.Module, maps: set[str], env: DistEnv, de
 
 
 class CacheReader:
-    """The cached maps of one training sample at its image's size (``SemanticSegDataset.extra_maps``)."""
+    """The cached maps of one training sample at its image's size (``SemanticSegDataset.extra_maps``).
 
-    def __init__(self, folder: Path, maps: list[str], align_corners: bool) -> None:
-        self.folder, self.maps, self.align_corners = folder, maps, align_corners
+    ``channels``: the class count every map must have (None: not checked).
+    """
+
+    def __init__(self, folder: Path, maps: list[str], align_corners: bool, channels: int | None = None) -> None:
+        self.folder, self.maps, self.align_corners, self.channels = folder, maps, align_corners, channels
 
     def __call__(self, index: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         out = {}
         for name in self.maps:
             path = map_path(self.folder, index, name)
+            again = f"delete {self.folder / MANIFEST} to fill the cache again"
             try:
                 stored = torch.from_numpy(np.load(path)).float()
-            except (OSError, ValueError) as err:
-                raise TeacherCacheError(f"distill.teacher.cache: {path} is unreadable ({err}); delete "
-                                        f"{self.folder / MANIFEST} to fill the cache again") from None
+            except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
+                raise TeacherCacheError(f"distill.teacher.cache: {path} is unreadable "
+                                        f"({err or type(err).__name__}); {again}") from None
+            if stored.ndim != 3 or (self.channels is not None and stored.shape[0] != self.channels):
+                raise TeacherCacheError(
+                    f"distill.teacher.cache: {path} holds a map of shape {tuple(stored.shape)}, not "
+                    f"{self.channels or 'C'}×H×W (one channel per class of this run); {again}")
             if tuple(stored.shape[-2:]) != tuple(size):  # the teacher's grid → the image's, as the model upsamples
                 stored = F.interpolate(stored[None], size=size, mode="bilinear",
                                        align_corners=self.align_corners)[0]
@@ -302,7 +329,8 @@ def open_cached_teacher(cfg: Config, model: nn.Module, methods: nn.ModuleList, t
     needed = needed_maps(methods, model, taps)
     maps = sorted(set(needed.values()))
     manifest = open_cache(cfg, model, set(maps), env, device, [s.name for s in train_set.samples])
-    train_set.extra_maps = CacheReader(Path(cfg.distill.teacher.cache), maps, manifest["align_corners"])
+    train_set.extra_maps = CacheReader(Path(cfg.distill.teacher.cache), maps, manifest["align_corners"],
+                                       channels=cfg.data.num_classes)
     return CachedTeacher(model, needed, example, manifest["align_corners"])
 
 
