@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if folder_opts and model_opts:
         raise UsageError(f"{' '.join(folder_opts)} (score saved maps) and {' '.join(model_opts)} "
                          "(score a model) cannot be combined; run them as two commands")
+    if args.output and Path(args.output).is_dir():  # found before scoring, not after it
+        raise UsageError(f"--output {args.output} is a folder; give a file for the metrics, "
+                         f"e.g. {Path(args.output) / 'metrics.json'}")
     if folder_opts:
         if not (args.pred and args.gt):
             raise UsageError("--pred and --gt go together")
         if args.workers is not None and args.workers < 1:
             raise UsageError(f"--workers must be at least 1, got {args.workers}")
+        if args.num_classes is not None and args.num_classes < 1:
+            raise UsageError(f"--num-classes must be at least 1, got {args.num_classes} (leave it out for binary maps)")
         from segkd.metrics import evaluate_folders
 
         names = None
@@ -338,21 +344,36 @@ def run_export(args: argparse.Namespace) -> int:
     from segkd.commands.export import export_onnx, export_torchscript, onnx_metadata
     from segkd.engine.run import load_trained
 
+    if args.size and min(args.size) < 1:
+        raise UsageError(f"--size {args.size[0]} {args.size[1]}: height and width must be at least 1 pixel")
     cfg, model, _ = load_trained(args.checkpoint)
     side = cfg.data.test_size if cfg.task == "binary" else cfg.data.crop_size
     size = tuple(args.size) if args.size else (side, side)
     stem = Path(args.checkpoint).with_suffix("")
     if args.format in ("onnx", "both"):
         path = Path(args.output) if args.output and args.format == "onnx" else stem.with_suffix(".onnx")
-        info = export_onnx(model, path, input_size=size, dynamic=not args.static, metadata=onnx_metadata(cfg))
+        with _blame_export_size(size, given=bool(args.size)):
+            info = export_onnx(model, path, input_size=size, dynamic=not args.static, metadata=onnx_metadata(cfg))
         print(f"wrote {path} (ONNX opset {info['opset']}; "
               f"onnxruntime vs PyTorch max |diff| {info['max_abs_diff']:.2e})")
     if args.format in ("torchscript", "both"):
         own = args.output and args.format == "torchscript"
         path = Path(args.output) if own else stem.with_suffix(".torchscript.pt")
-        info = export_torchscript(model, path, input_size=size)
+        with _blame_export_size(size, given=bool(args.size)):
+            info = export_torchscript(model, path, input_size=size)
         print(f"wrote {path} (TorchScript; max |diff| vs eager {info['max_abs_diff']:.2e})")
     return 0
+
+
+@contextlib.contextmanager
+def _blame_export_size(size: tuple[int, int], given: bool) -> Iterator[None]:
+    """A size the model cannot be exported at is the --size argument's fault (or the config's, by default)."""
+    from segkd.commands.export import ExportSizeError
+
+    try:
+        yield
+    except ExportSizeError as err:
+        raise UsageError(f"{'--size' if given else 'the default size'} {size[0]} {size[1]}: {err}") from None
 
 
 # ------------------------------------------------------------------ benchmark

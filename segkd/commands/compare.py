@@ -365,7 +365,7 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
             return label if label.max() > 1 else (label * 255).astype(np.uint8)
         return colorize_labels(label, first.data.num_classes)
 
-    grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task))}
+    grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task, dataset))}
             for s in samples]
     curves: dict[str, dict[str, Any]] = {}
     for name, cfg in configs.items():
@@ -384,8 +384,13 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
     return written
 
 
-def _read_mask(path: Path, task: str) -> np.ndarray:
-    return read_binary_mask(path) if task == "binary" else read_label(path)
+def _read_mask(path: Path, task: str, dataset: Any) -> np.ndarray:
+    """The ground truth as the data set reads it: a layout's label file (Cityscapes, ADE20K, CamVid)
+    goes through its label map, so the figure shows train ids, as the predictions do."""
+    if task == "binary":
+        return read_binary_mask(path)
+    label_map = getattr(dataset, "label_map", None)
+    return label_map(read_label(path), path) if label_map is not None else read_label(path)
 
 
 def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False) -> dict[str, Any]:
