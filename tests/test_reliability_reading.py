@@ -82,6 +82,15 @@ def test_16bit_mask_is_read_by_its_range(tmp_path):
     assert read_binary_mask(tmp_path / "soft.png").sum() == 48
 
 
+def test_0_1_palette_mask_is_read_by_its_indices(tmp_path):
+    from segkd.data.classes import voc_palette
+
+    mask = Image.fromarray(_square(1)).convert("P")
+    mask.putpalette(voc_palette())  # index 1 is dark red: grey level 38, below the 128 threshold
+    mask.save(tmp_path / "m.png")
+    assert read_binary_mask(tmp_path / "m.png").sum() == 48  # was 0
+
+
 # ---------------------------------------------------------------- masks in the alpha channel
 
 

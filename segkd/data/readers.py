@@ -153,6 +153,7 @@ def grey_levels(image: Image.Image, path: Path, what: str = "mask",
                 notes: list[tuple[str, Path]] | None = None) -> np.ndarray:
     """H×W uint8 grey levels of a decoded mask, by the rules below.
 
+    - Palette masks whose indices are 0/1 are read by their indices, whatever the colours.
     - Transparency: a mask whose alpha is constant is read by its colour; one whose colour is
       constant, by its alpha (the object drawn as opaque pixels); one where both vary is read
       when they mark the same pixels and refused when they do not.
@@ -162,6 +163,9 @@ def grey_levels(image: Image.Image, path: Path, what: str = "mask",
     """
     if image.has_transparency_data:
         return _alpha_or_colour(image, path, what, notes)
+    if image.mode == "P" and int(np.asarray(image).max(initial=0)) == 1:
+        # a 0/1 palette mask (the VOC palette draws index 1 dark red, grey level 38): its indices
+        return np.array(image)
     if image.mode == "F" or image.mode == "I" or image.mode.startswith("I;16"):
         return _wide_grey(np.asarray(image), path, what, notes)
     return np.array(image.convert("L"))
