@@ -108,3 +108,59 @@ def test_skd_critic_resumes_exactly_from_a_weights_only_checkpoint():
     assert resumed.critic.lr == pytest.approx(4e-4 * 0.7 ** 0.9)
     for a, b in zip(method.critic.state_dict().values(), resumed.critic.state_dict().values()):
         assert torch.equal(a, b) if torch.is_tensor(a) else a.keys() == b.keys()
+
+
+# ----------------------------------------------------------------------------- named full recipes
+@pytest.mark.parametrize("name, parts", [
+    ("skd_full", {"logits_kd/kd": ("logits_kd", {"T": 1.0, "weight": 10.0, "at": "logits"}),
+                  "skd/skd_pairwise": ("skd", {"adv_weight": 0.0})}),
+    ("ifvd_full", {"logits_kd/kd": ("logits_kd", {"T": 1.0, "weight": 10.0, "at": "logits"}),
+                   "ifvd/ifvd": ("ifvd", {})}),
+])
+def test_full_recipes_are_their_parts_at_the_papers_weights(tmp_path, name, parts):
+    teacher = {"model": {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
+               "checkpoint": str(tmp_path / "unused.pt")}
+    images, mask = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    mask[:, :4] = 255
+
+    def losses(specs):
+        cfg = tiny_semantic_config(tmp_path, distill={"teacher": teacher, "methods": specs})
+        torch.manual_seed(0)
+        student = builders.build_student(cfg).eval()
+        teacher_model = builders.build_student(cfg).eval().requires_grad_(False)
+        distiller = Distiller(student, teacher_model, builders.build_methods(cfg), example=images)
+        return distiller, training_losses(cfg, student, distiller, {"image": images, "mask": mask},
+                                          torch.device("cpu"))
+
+    distiller, whole = losses([{"name": name}])
+    recipe = distiller.methods[0]
+    assert {k.split("/")[1] for k in whole if "/" in k} == set(type(recipe).terms)
+    for term, (part, options) in parts.items():
+        alone = losses([{"name": part, **options}])[1][term]
+        assert whole[f"{name}/{term.split('/')[1]}"].item() == pytest.approx(alone.item(), rel=1e-5)
+    critic = recipe.parts[-1].critic
+    assert isinstance(critic.optimizer, torch.optim.Adam if name == "ifvd_full" else torch.optim.SGD)
+    assert recipe.parts[-1].adv_weight == (0.001 if name == "ifvd_full" else 0.1)
+    assert all(part.ignore_index == 255 for part in recipe.parts)
+
+
+# ----------------------------------------------------------------------------- BYOT's hint
+def test_byot_hint_is_on_pooled_features_where_either_is_positive_summed_over_the_batch():
+    from segkd.distill.byot import BYOT
+
+    torch.manual_seed(0)
+    student = {"s1": torch.randn(2, 4, 8, 8), "deep": torch.randn(2, 8, 2, 2), "out": torch.randn(2, 1, 16, 16)}
+    method = BYOT(stages=["s1"], deepest="deep", hint_weight=1.0)
+    assert method.hint_on == "pooled"
+    method.setup({k: v.shape for k, v in student.items()}, None)
+    losses = method(student, None, {"mask": (torch.rand(2, 1, 16, 16) > 0.5).float()})
+    feature = method.branches(student, (16, 16))[0][0].detach()
+    pooled, target = feature.mean(dim=(2, 3)), student["deep"].mean(dim=(2, 3))
+    expected = sum(float((a - b) ** 2) for row, row_t in zip(pooled, target)
+                   for a, b in zip(row, row_t) if a > 0 or b > 0)
+    assert losses["hint"].item() == pytest.approx(expected, rel=1e-5)
+    full_map = BYOT(stages=["s1"], deepest="deep", hint_weight=1.0, hint_on="map")
+    full_map.setup({k: v.shape for k, v in student.items()}, None)
+    full_map.load_state_dict(method.state_dict())
+    on_maps = full_map(student, None, {"mask": torch.zeros(2, 1, 16, 16)})["hint"].item()
+    assert on_maps != pytest.approx(expected, rel=0.1)  # the former full-map term, kept as an option

@@ -103,7 +103,7 @@ def test_byot_builds_from_shapes(channels: dict[str, int]) -> None:
 
 def test_byot_value_matches_numpy() -> None:
     student = features({"s1": 4, "s2": 6, "deep": 8}, {"s1": 8, "s2": 4, "deep": 2})
-    method = BYOT(stages=["s1", "s2"], deepest="deep", temperature=2.0, alpha=0.3, hint_weight=0.01)
+    method = BYOT(stages=["s1", "s2"], deepest="deep", temperature=2.0, alpha=0.3, hint_weight=0.01, hint_on="map")
     method.setup(shapes_of(student), None)
     batch = binary_batch()
     losses = method(student, None, batch)

@@ -14,6 +14,7 @@ from segkd.distill import (  # noqa: F401
     ifvd,
     logits_kd,
     pspsd,
+    recipes,
     sad,
     skd,
     tfkd,

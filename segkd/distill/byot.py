@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import kl_binary, require_shapes, resize_like
+from segkd.distill.functional import check_choice, kl_binary, require_shapes, resize_like
 from segkd.distill.heads import PredictionHead, adaptation
 from segkd.models.losses import structure_loss
 
@@ -24,23 +24,23 @@ class BYOT(DistillMethod):
 
     S is the structure loss (the binary counterpart of the paper's cross-entropy). The softened
     prediction is a per-pixel Bernoulli ``σ(z/T)``; ``out`` (the student's final logits) and
-    ``F_deep`` (the ``deepest`` tap) are detached targets. ``‖·‖²`` sums over C×h×w and is
-    averaged over the batch (the official code also sums over the batch, which ties λ to the
-    batch size); ``F_i`` is resized (bilinear) to ``F_deep`` when their sizes differ.
+    ``F_deep`` (the ``deepest`` tap) are detached targets. The paper scales the deepest head's own
+    loss by (1 − α) too: set the config's ``loss.main_weight`` to ``1 − alpha`` to follow it.
 
-    The paper also scales the deepest classifier's own loss by (1 − α). The trainer adds the
-    student's structure loss, so set its task-loss weight in the config's ``loss:`` section to
-    ``1 − alpha`` (0.9 by default) to follow the paper exactly.
+    Defaults follow the reimplementation that has the hint term (luanyunteng/pytorch-be-your-
+    own-teacher, ``train.py``, ``models/resnet.py``: α 0.1, T 3, λ 1e-6); the authors' own code
+    (ArchipLab-LinfengZhang/pytorch-self-distillation-final, ``train.py``) has no hint term and
+    uses α 0.3. The hint is taken there on globally average-pooled features (``hint_on=
+    "pooled"``): ``‖·‖²`` over the C channels of ``pool(F_i)`` and ``pool(F_deep)``, counted only
+    where either is positive, summed over the batch too, as that code. ``hint_on="map"`` takes it
+    on the full maps (unmasked, summed over C×h×w, mean over the batch, ``F_i`` resized to
+    ``F_deep``); λ is then about h·w/B times too large: scale it down by that.
 
-    Where segkd differs from the authors' code: (1) adaptation: the reference gives each
-    shallow section one bottleneck whose middle conv has kernel = stride = the stride ratio to
-    the deepest section (8, 4, 2), straight to the deepest channels; segkd chains stride-2
-    bottlenecks (one per halving, channels doubling, width out/4), which works for any stride
-    ratio and keeps 3×3 kernels. (2) hint: the reference masks the squared difference to
-    positions where either feature is positive and sums it over the batch too; segkd does not
-    mask and averages over the batch. (3) the reference's KD term is the soft cross-entropy
-    −Σ p_t log p_s, which has the gradient of the KL used here (they differ by the target's
-    entropy, a constant).
+    Adaptation: the reference gives each shallow section one bottleneck whose middle conv has
+    kernel = stride = the stride ratio to the deepest section; segkd chains stride-2
+    bottlenecks (one per halving), which works for any stride ratio and keeps 3×3 kernels.
+    The reference's KD term is the soft cross-entropy −Σ p_t log p_s: the KL used here has its
+    gradient (they differ by the target's entropy, a constant).
 
     Returns ``{"aux_sup", "kd", "hint"}``, already weighted.
     """
@@ -55,7 +55,8 @@ class BYOT(DistillMethod):
     terms = {
         "aux_sup": "(1 − alpha) · Σ_i structure loss of shallow head i",
         "kd": "alpha · T² · Σ_i Bernoulli KL(out detached ‖ head i)",
-        "hint": "hint_weight · Σ_i ‖F_i − F_deepest (detached)‖², summed over C×h×w, mean over the batch",
+        "hint": "hint_weight · Σ_i ‖pool(F_i) − pool(F_deepest) (detached)‖² where either > 0, summed over "
+                "C and the batch (hint_on='map': over C×h×w, mean over the batch)",
     }
 
     def __init__(
@@ -66,8 +67,10 @@ class BYOT(DistillMethod):
         alpha: float = 0.1,
         hint_weight: float = 1e-6,
         head_channels: int = 64,
+        hint_on: str = "pooled",
     ) -> None:
         super().__init__()
+        check_choice("hint_on", hint_on, ("pooled", "map"))
         if not stages or deepest in stages:
             raise ValueError(f"byot: 'stages' must be non-empty and exclude deepest '{deepest}'")
         if not 0.0 <= alpha <= 1.0:
@@ -80,6 +83,7 @@ class BYOT(DistillMethod):
         self.alpha = alpha
         self.hint_weight = hint_weight
         self.head_channels = head_channels
+        self.hint_on = hint_on
         self.student_taps = {name: name for name in (*self.stages, deepest)}
         self.adapters = nn.ModuleList()
         self.heads = nn.ModuleList()
@@ -118,10 +122,17 @@ class BYOT(DistillMethod):
         for feature, logits in self.branches(student, out.shape[-2:]):
             sup.append(structure_loss(logits, batch["mask"]))
             kd.append(kl_binary(logits, target_logits, self.temperature))
-            diff = resize_like(feature.float(), target_feature) - target_feature
-            hint.append(diff.pow(2).sum() / diff.shape[0])
+            hint.append(self.hint(feature.float(), target_feature))
         return {
             "aux_sup": (1 - self.alpha) * torch.stack(sup).sum(),
             "kd": self.alpha * torch.stack(kd).sum(),
             "hint": self.hint_weight * torch.stack(hint).sum(),
         }
+
+    def hint(self, feature: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """‖F_i − F_deep‖² of one head (see the class doc for ``hint_on``)."""
+        if self.hint_on == "map":
+            return (resize_like(feature, target) - target).pow(2).sum() / feature.shape[0]
+        pooled, pooled_target = feature.mean(dim=(2, 3)), target.mean(dim=(2, 3))
+        either_positive = (pooled > 0) | (pooled_target > 0)
+        return ((pooled - pooled_target).pow(2) * either_positive).sum()
