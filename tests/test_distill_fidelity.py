@@ -164,3 +164,25 @@ def test_byot_hint_is_on_pooled_features_where_either_is_positive_summed_over_th
     full_map.load_state_dict(method.state_dict())
     on_maps = full_map(student, None, {"mask": torch.zeros(2, 1, 16, 16)})["hint"].item()
     assert on_maps != pytest.approx(expected, rel=0.1)  # the former full-map term, kept as an option
+
+
+# ----------------------------------------------------------------------------- FRSKD's neck
+def test_frskd_default_self_teacher_reads_the_neck_and_transfers_attention_there():
+    from segkd.distill.hooks import FeatureTaps
+    from segkd.models.fusion import fusion
+
+    torch.manual_seed(0)
+    net = fusion(backbone="resnet18", width=8)
+    method = build_method({"name": "frskd"})
+    neck = [f"fused{i}" for i in range(1, 5)]
+    assert list(method.levels) == neck and list(method.at_levels) == neck
+    assert set(method.student_taps) == set(neck)  # no backbone stage is read
+    x = torch.randn(2, 3, 64, 64)
+    with FeatureTaps(net, method.student_taps) as taps:
+        student = {**net(x), **taps.pop()}
+    method.setup({k: v.shape for k, v in student.items()}, None)
+    assert [lateral[0].in_channels for lateral in method.self_teacher.laterals] == [8] * 4  # the neck's width
+    method.set_progress(1.0)
+    losses = method(student, None, {"mask": (torch.rand(2, 1, 64, 64) > 0.5).float()})
+    losses["feature"].backward()
+    assert net.fusers[0][0].weight.grad is not None  # attention transfer reaches the neck

@@ -156,12 +156,15 @@ def test_pspsd_option_errors(spec: dict, error: type, words: str) -> None:
 def test_setup_names_missing_tap() -> None:
     student = make_student()
     del student["stage3"]
-    for name in ("pspsd", "frskd"):
+    for spec in ({"name": "pspsd"}, {"name": "frskd", **FRSKD_HYBRID}):
         with pytest.raises(KeyError, match="stage3"):
-            set_up({"name": name}, student)
+            set_up(spec, student)
 
 
 # ---------------------------------------------------------------- FRSKD
+# segkd's former default: backbone stages feed the self-teacher, attention transfer on the neck
+FRSKD_HYBRID = {"levels": [f"stage{i}" for i in range(1, 5)], "at_levels": [f"fused{i}" for i in range(1, 5)]}
+
 def test_attention_transfer_hand_computed() -> None:
     student = torch.tensor([[[[1.0, 0.0]]]])  # 1×1×1×2: attention [1, 0]
     target = torch.ones(1, 2, 1, 2)  # attention [1, 1] → normalised [1/√2, 1/√2]
@@ -174,7 +177,7 @@ def test_attention_transfer_hand_computed() -> None:
 def test_frskd_terms_match_hand_computed() -> None:
     torch.manual_seed(0)  # the self-teacher's initial weights: a map that is all zero has no direction to compare
     student, mask = make_student(), make_mask()
-    spec = {"name": "frskd", "width": 8, "alpha": 2.0, "beta": 50.0, "temperature": 3.0}
+    spec = {"name": "frskd", "width": 8, "alpha": 2.0, "beta": 50.0, "temperature": 3.0, **FRSKD_HYBRID}
     method = set_up(spec, student)
     method.set_progress(1.0)
     losses = method(student, None, {"mask": mask})
@@ -196,13 +199,13 @@ def test_frskd_terms_match_hand_computed() -> None:
 @pytest.mark.parametrize("channels", CHANNEL_SETS)
 def test_frskd_builds_from_shapes(channels: tuple[int, ...]) -> None:
     student = make_student(channels)
-    method = set_up({"name": "frskd", "width": 8}, student)
+    method = set_up({"name": "frskd", "width": 8, **FRSKD_HYBRID}, student)
     assert [lat[0].in_channels for lat in method.self_teacher.laterals] == list(channels)
     assert len(method.self_teacher.layers) == 2  # two stacked BiFPN layers, as the official code
     refined, teacher = method.self_teacher(stages(student), torch.Size((SIZE, SIZE)))
     assert [tuple(r.shape) for r in refined] == [(2, 8, SIZE >> k, SIZE >> k) for k in (2, 3, 4, 5)]
     assert tuple(teacher.shape) == (2, 1, SIZE, SIZE)
-    one = set_up({"name": "frskd", "width": 8, "bifpn_layers": 1}, student)
+    one = set_up({"name": "frskd", "width": 8, "bifpn_layers": 1, **FRSKD_HYBRID}, student)
     assert len(one.self_teacher.layers) == 1
     assert sum(p.numel() for p in one.parameters()) < sum(p.numel() for p in method.parameters())
 
@@ -247,7 +250,7 @@ def test_frskd_linear_ramp_option() -> None:
 
 def test_frskd_gradients_and_detached_targets() -> None:
     student = make_student()
-    method = set_up({"name": "frskd", "width": 8}, student)
+    method = set_up({"name": "frskd", "width": 8, **FRSKD_HYBRID}, student)
     method.set_progress(1.0)
     losses = method(student, None, {"mask": make_mask()})
     (losses["feature"] + losses["soft"]).backward(retain_graph=True)

@@ -41,14 +41,17 @@ class FRSKD(DistillMethod):
         L = S(self-teacher) + r(t)·β·Σ_l AT(g_l, f̂_l) + r(t)·α·KL_T(σ(ẑ/T) ‖ σ(z/T))
 
     The self-teacher (:class:`~segkd.distill.bifpn.BiFPNSelfTeacher`, ``bifpn_layers`` stacked
-    BiFPN layers: two in the official segmentation code) reads the student's ``levels`` taps
-    and gives refined features ``f̂_l`` and logits ``ẑ`` (both detached as targets). Attention
-    transfer runs on the student's ``at_levels`` ``g_l``: the fusion network's neck features
-    ``fused1..4`` by default, as the official code does on its neck (``at_levels=null``: on
-    ``levels`` themselves, as the classification paper). ``z``: the student's ``out``. S is the
-    structure loss (the binary counterpart of the paper's CE). The softened prediction is a
-    per-pixel Bernoulli σ(z/T), KL by ``kl_binary`` (× T²). The self-teacher's own loss reaches
-    the student's features, as in the paper. BiFPN fusion is fast normalised.
+    BiFPN layers: two in the official segmentation code) reads the student's ``levels`` taps and
+    gives refined features ``f̂_l`` and logits ``ẑ`` (both detached as targets); attention
+    transfer runs on the student's ``at_levels`` ``g_l`` (unset: ``levels`` themselves). The
+    default is the official segmentation code's set-up (MingiJi/FRSKD, ``segmentation/main.py``,
+    ``segmentation/utils/BiFPN.py``): the fusion network's neck ``fused1..4`` feeds the
+    self-teacher and takes the attention transfer. ``levels=[stage1..4]`` with
+    ``at_levels=[fused1..4]`` is segkd's former hybrid; ``levels=[stage1..4]`` alone is the
+    classification paper's (backbone stages). ``z``: the student's ``out``. S is the structure
+    loss (the binary counterpart of the paper's CE). The softened prediction is a per-pixel
+    Bernoulli σ(z/T), KL by ``kl_binary`` (× T²). The self-teacher's own loss reaches the
+    student's features, as in the paper. BiFPN fusion is fast normalised.
 
     α = 1, β = 50, T = 1 are the official segmentation defaults, and so is the schedule r(t)
     (:func:`ramp_factor`, given by the trainer through ``set_progress``): 0 for the first two
@@ -72,8 +75,8 @@ class FRSKD(DistillMethod):
 
     def __init__(
         self,
-        levels: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
-        at_levels: Sequence[str] | None = ("fused1", "fused2", "fused3", "fused4"),
+        levels: Sequence[str] = ("fused1", "fused2", "fused3", "fused4"),
+        at_levels: Sequence[str] | None = None,
         width: int = 64,
         bifpn_layers: int = 2,
         alpha: float = 1.0,
