@@ -310,6 +310,65 @@ def run() -> None:
     case("eval --pred: the same maps at 16 bits", ["eval", "--pred", s(ROOT / "p16"), "--gt", s(gt)])
     case("eval --pred: float maps outside [0, 1]", ["eval", "--pred", s(ROOT / "pbig"), "--gt", s(gt)])
     case("eval --pred: 32-bit integer maps", ["eval", "--pred", s(ROOT / "pint"), "--gt", s(gt)])
+    # ---- settings found before training, settings that train nothing, devices, caches, arguments
+    case("eval.metric misspelled (found before training)", ["train", s(good), "--set", "eval.metric=mae"])
+    case("eval.scales empty (found before training)", ["train", s(good), "--set", "eval.scales=[]"])
+    twice = config("twice", data, distill={"methods": [{"name": "sad", "start": 0.0},
+                                                       {"name": "sad", "start": 0.0, "weight": 0.2}]})
+    case("the same method listed twice (terms sad/… and sad_2/…)", ["train", s(twice)])
+    case("optim.lr 0 (a warning)", ["check-data", s(good), "--set", "optim.lr=0"])
+    semantic = config("semantic", semantic_set(ROOT / "semantic"), "semantic")
+    case("data.crop_size 1 (a warning)", ["check-data", s(semantic), "--set", "data.crop_size=1"])
+    listed = ROOT / "configs" / "listed.yaml"
+    listed.write_text(yaml.safe_dump({"base": [s(good), s(good)], "name": "listed"}))
+    case("base: given a list", ["check-data", s(listed)])
+    case("negative learning rate", ["train", s(good), "--set", "optim.lr=-0.01"])
+    case("loss.main_weight 0 with no method", ["train", s(good), "--set", "loss.main_weight=0"])
+    case("train.device cuda on a machine without CUDA", ["train", s(good), "--set", "train.device=cuda"],
+         lambda: patched(torch.cuda, "is_available", lambda: False))
+    case("unknown device string", ["train", s(good), "--set", "train.device=gpu"])
+    from segkd.models import build_model
+
+    pspnet = {"name": "pspnet", "backbone": "resnet18", "output_stride": 8}
+    torch.save(build_model("pspnet", num_classes=3, backbone="resnet18", output_stride=8).state_dict(),
+               ROOT / "teacher.pth")
+    cache = ROOT / "teacher_cache"
+    kd = config("kd_cache", ROOT / "semantic", "semantic", distill={
+        "teacher": {"model": pspnet, "checkpoint": s(ROOT / "teacher.pth"), "cache": s(cache)},
+        "methods": [{"name": "logits_kd", "at": "out"}]})
+    case("teacher cache filled ahead (reference)", ["cache-teacher", s(kd)])
+    manifest = (cache / "manifest.json").read_text()
+    (cache / "manifest.json").write_text("")
+    case("teacher cache whose manifest is empty", ["cache-teacher", s(kd)])
+    (cache / "manifest.json").write_text("{\"format\": \"segkd-teacher-cache-v1\", \"maps\": [")
+    case("teacher cache whose manifest is corrupt", ["train", s(kd)])
+    (cache / "manifest.json").write_text(manifest)
+    maps = sorted((cache / "maps").glob("*.npy"))
+    for path in maps:
+        path.write_bytes(b"")
+    case("teacher cache with empty map files", ["train", s(kd)])
+    for path in maps:
+        np.save(path, np.zeros((5, 32, 32), np.float16))
+    case("teacher cache map with another class count", ["train", s(kd)])
+    camvid = ROOT / "camvid"
+    for split in ("train", "val"):
+        for name in ("f0", "f1", "f2", "f3"):
+            grey(camvid / split / f"{name}.png", np.full((32, 32, 3), 90))
+            label = np.full((32, 32), 11)  # CamVid's void, read as 255
+            label[4:20, 4:20] = 1
+            grey(camvid / f"{split}annot" / f"{name}.png", label)
+    camvid_run = config("camvid", camvid, "semantic", data={"layout": "camvid", "root": s(camvid), "crop_size": 32,
+                                                            "base_size": 32, "batch_size": 2, "num_workers": 0})
+    camvid_cmp = ROOT / "configs" / "cmp_camvid.yaml"
+    camvid_cmp.write_text(yaml.safe_dump({
+        "name": "camvid", "run_config": s(camvid_run), "output_dir": s(ROOT / "cmpcv"), "seeds": [1],
+        "baseline": "base", "entries": [{"name": "base"}], "qualitative_images": 2, "latency_size": 32}))
+    case("compare on a layout whose labels are mapped (CamVid's void)", ["compare", s(camvid_cmp)])
+    case("eval --num-classes 0", ["eval", "--pred", s(ROOT / "p8"), "--gt", s(gt), "--num-classes", "0"])
+    case("eval --output naming a folder", ["eval", "--pred", s(ROOT / "p8"), "--gt", s(gt), "--output", s(ROOT)])
+    case("export --size 0 0", ["export", s(last), "--size", "0", "0"])
+    case("export --size too small for the model", ["export", s(last), "--size", "8", "8", "--output",
+                                                   s(ROOT / "small.onnx")])
 
     print("| # | bad input | command | exit | what the user sees |")
     print("|---|---|---|---|---|")

@@ -225,7 +225,7 @@ def test_export_sizes_are_one_line(binary_config, tmp_path, capsys):
     checkpoint = tmp_path / "run" / "last.pt"
     # the fusion network's deepest features are 1/32 of the input: at 8×8 one pixel, which tracing bakes in
     assert main(["export", str(checkpoint), "--size", "8", "8", "--output", str(tmp_path / "m.onnx")]) == 2
-    _one_line_error(capsys, "--size 8 8: the ONNX graph traced at 8×8 does not run at 40×72", "--static")
+    _one_line_error(capsys, "--size 8 8: the ONNX graph traced at 8×8 fails in ONNX Runtime at 40×72", "--static")
     assert not (tmp_path / "m.onnx").exists()
     assert main(["export", str(checkpoint), "--size", "8", "8", "--static", "--output", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").is_file()

@@ -188,12 +188,11 @@ def _compare_onnx(path: Path, reference: nn.Module, shapes: list[tuple[int, int,
             if index == 0:
                 raise
             traced = "×".join(map(str, shapes[0][2:]))
-            reason = str(err).split("Status Message:")[-1].strip().splitlines()[0]
-            raise ExportSizeError(
-                f"the ONNX graph traced at {traced} does not run at {shape[2]}×{shape[3]} ({reason}): at {traced} the "
+            raise ExportSizeError(  # onnxruntime's own words name C++ internals: kept as the cause (--debug)
+                f"the ONNX graph traced at {traced} fails in ONNX Runtime at {shape[2]}×{shape[3]}: at {traced} the "
                 "model takes shape-dependent shortcuts that tracing bakes in (a feature map of one pixel, or as "
                 "large as a pooling grid); export at another size, such as the training crop, or with fixed input "
-                "sizes (segkd export --static)") from None
+                "sizes (segkd export --static)") from err
         if actual.shape != expected.shape:
             raise RuntimeError(
                 f"{path.name}: ONNX output shape {actual.shape} != PyTorch {expected.shape} "
