@@ -373,7 +373,7 @@ def _blame_export_size(size: tuple[int, int], given: bool) -> Iterator[None]:
     try:
         yield
     except ExportSizeError as err:
-        raise UsageError(f"{'--size' if given else 'the default size'} {size[0]} {size[1]}: {err}") from None
+        raise UsageError(f"{'--size' if given else 'the default size'} {size[0]} {size[1]}: {err}") from err
 
 
 # ------------------------------------------------------------------ benchmark
