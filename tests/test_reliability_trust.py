@@ -118,3 +118,9 @@ def test_a_stored_config_that_imports_code_is_refused(trained, tmp_path, capsys)
     # trusted, the import runs (and then fails: os.makedirs returns no network)
     assert main(["eval", "--checkpoint", str(tmp_path / "import.pt"), "--trust-checkpoint"]) == 1
     assert marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_not_called_unsafe(tmp_path):
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file \\(corrupt, truncated or another format\\)"):
+        read_checkpoint(tmp_path / "notes.pt")

@@ -53,12 +53,12 @@ def _load(path: Path, trust: bool) -> Any:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found is None:  # not an object it refused: the bytes are no pickle at all
+            raise CheckpointError(f"{path}: not a readable PyTorch file (corrupt, truncated or another format)") from None
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        what = f" ({found.group(1)})" if found else ""
+        what = f" ({found.group(1)})"
         raise CheckpointError(
             f"{path}: holds Python objects beyond tensors and plain values{what}, and opening it could run "
             f"code it carries; refused. {TRUST_HINT}"
