@@ -186,3 +186,31 @@ def test_frskd_default_self_teacher_reads_the_neck_and_transfers_attention_there
     losses = method(student, None, {"mask": (torch.rand(2, 1, 64, 64) > 0.5).float()})
     losses["feature"].backward()
     assert net.fusers[0][0].weight.grad is not None  # attention transfer reaches the neck
+
+
+# ----------------------------------------------------------------------------- DKS apart from DHM
+def test_dks_and_dhm_at_defaults_differ_in_structure_and_in_loss():
+    from segkd.distill.heads import SynergyBranch
+    from segkd.distill.hooks import FeatureTaps
+    from segkd.distill.replicas import StageBranch
+    from segkd.models.fusion import fusion
+
+    torch.manual_seed(0)
+    net = fusion(backbone="resnet18", width=8)
+    x, mask = torch.randn(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.5).float()
+    losses, built = {}, {}
+    for name in ("dhm", "dks"):
+        torch.manual_seed(1)
+        method = build_method({"name": name})
+        method.bind(net, None)
+        with FeatureTaps(net, method.student_taps) as taps:
+            student = {**net(x), **taps.pop()}
+        method.setup({k: v.shape for k, v in student.items()}, None)
+        losses[name], built[name] = method(student, None, {"mask": mask}), method
+    assert all(isinstance(b, StageBranch) for b in built["dhm"].branches)  # copies of layer3/layer4 + decoder
+    assert all(isinstance(b, SynergyBranch) for b in built["dks"].branches)  # fresh blocks + a head
+    shapes = {name: sorted(tuple(p.shape) for p in m.parameters()) for name, m in built.items()}
+    assert shapes["dhm"] != shapes["dks"]
+    assert built["dhm"].param_groups()["backbone"] and not built["dks"].param_groups()["backbone"]
+    assert losses["dhm"]["aux_sup"].item() != pytest.approx(losses["dks"]["aux_sup"].item(), rel=1e-3)
+    assert losses["dhm"]["mimic"].item() != pytest.approx(losses["dks"]["synergy"].item(), rel=1e-3)

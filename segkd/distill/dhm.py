@@ -5,24 +5,26 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from segkd.distill.base import register_method
-from segkd.distill.branches import StageBranchMethod
-from segkd.distill.functional import deep_supervision, mutual_kl_binary
+from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.functional import check_choice, deep_supervision, mutual_kl_binary, require_shapes
+from segkd.distill.heads import PredictionHead
+from segkd.distill.replicas import DECODERS, build_branches
 
 
 @register_method("dhm")
-class DHM(StageBranchMethod):
+class DHM(DistillMethod):
     """Side branches that replicate the later stages, all heads mimicking one another.
 
     A branch forks at each ``branch_from`` stage and runs copies of every later module of the
     student up to the last of ``stages`` (copied in :meth:`bind`, so they start from the
-    student's current, e.g. ImageNet, weights). With ``decoder="copy"`` (default) each branch
-    then runs a copy of the student's decoder (same design, freshly initialised: see
-    :func:`~segkd.distill.replicas.fresh_decoder`) over the shared shallow stages and its own deeper
-    ones, so every branch predicts at full resolution like the inference head; ``"head"`` puts a
-    small prediction head on the branch's stride-32 map instead (weaker: ``out`` then imitates a
-    coarser map). With the student's ``out`` as one more head::
+    student's current, e.g. ImageNet, weights), as the authors' code (d-li14/DHM,
+    ``models/cifar/resnet.py``) replicates the later stages. With ``decoder="copy"`` (default)
+    each branch then runs a copy of the student's decoder (same design, freshly initialised:
+    see :func:`~segkd.distill.replicas.fresh_decoder`) over the shared shallow stages and its own
+    deeper ones, so every branch predicts at full resolution like the inference head; ``"head"``
+    puts a small prediction head on the branch's stride-32 map instead. With ``out``::
 
         L = sup_weight·Σ_b S(z_b, mask) + α·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
@@ -41,6 +43,9 @@ class DHM(StageBranchMethod):
         "Li & Chen, Dynamic Hierarchical Mimicking Towards Consistent Optimization Objectives, "
         "CVPR 2020"
     )
+    kind = "self"
+    task = "binary"
+    needs_teacher = False
     terms = {
         "aux_sup": "sup_weight · structure loss of each branch",
         "mimic": "alpha · T² · Bernoulli KL over every ordered pair of heads (branches and out), target detached",
@@ -56,15 +61,47 @@ class DHM(StageBranchMethod):
         decoder: str = "copy",
         head_channels: int = 64,
     ) -> None:
-        super().__init__(stages, branch_from, temperature, sup_weight, decoder, head_channels)
-        self.alpha = alpha
+        super().__init__()
+        late = [s for s in branch_from if s not in tuple(stages)[:-1]]
+        if not branch_from or late:
+            raise ValueError(f"dhm: 'branch_from' must name stages before the last of {list(stages)}; "
+                             f"got {list(branch_from)}")
+        if temperature <= 0:
+            raise ValueError(f"dhm: 'temperature' must be > 0, got {temperature}")
+        check_choice("decoder", decoder, DECODERS)
+        self.stages, self.branch_from = tuple(stages), tuple(branch_from)
+        self.temperature, self.alpha, self.sup_weight = temperature, alpha, sup_weight
+        self.decoder, self.head_channels = decoder, head_channels
+        self.student_taps = {name: name for name in self.stages}
+        self.branches = nn.ModuleList()
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Copy the stages after each fork point (and the decoder) from ``student``."""
+        self.branches = build_branches(student, self.stages, self.branch_from, self.decoder, self.name)
+
+    def setup(self, student_shapes: Mapping[str, torch.Size],
+              teacher_shapes: Mapping[str, torch.Size] | None) -> None:
+        require_shapes(student_shapes, self.student_taps, self.name)
+        if self.decoder == "head":  # a small head on each branch's deepest map
+            channels = student_shapes[self.stages[-1]][1]
+            for branch in self.branches:
+                branch.head = PredictionHead(channels, 1, self.head_channels)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = [branch.param_groups() for branch in self.branches]
+        return {key: [p for g in groups for p in g[key]] for key in ("backbone", "head")}
+
+    def branch_logits(self, student: Mapping[str, torch.Tensor],
+                      size: torch.Size | tuple[int, int]) -> list[torch.Tensor]:
+        """Logits B×1×H×W of each branch, in ``branch_from`` order."""
+        if len(self.branches) != len(self.branch_from):
+            raise RuntimeError(f"{self.name}: call bind(student, teacher) before using the method")
+        shared = [student[s] for s in self.stages]
+        return [branch(shared[: self.stages.index(stage) + 1], size)
+                for stage, branch in zip(self.branch_from, self.branches)]
+
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         out = student["out"]
         logits = self.branch_logits(student, out.shape[-2:])
         sup = deep_supervision(logits, batch["mask"])

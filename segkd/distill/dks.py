@@ -5,74 +5,91 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from segkd.distill.base import register_method
-from segkd.distill.branches import StageBranchMethod
-from segkd.distill.functional import deep_supervision, kl_binary, mutual_kl_binary
+from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
+from segkd.distill.heads import SynergyBranch
 
 
 @register_method("dks")
-class DKS(StageBranchMethod):
-    """Auxiliary branches after intermediate stages, all heads teaching one another.
-
-    As in the paper, each ``branch_from`` stage forks a branch that replicates the later stages
-    of the network (here: copies of the student's later stages, taken in :meth:`bind`, so they
-    start from its current, e.g. ImageNet, weights; the paper initialises its branches afresh).
-    With ``decoder="copy"`` (default) each branch ends in a copy of the student's decoder (same
-    design, freshly initialised: see :func:`~segkd.distill.heads.fresh_decoder`) over the shared
-    shallow stages and its own deeper ones: a full-resolution prediction like ``out``. With these
-    defaults DKS builds the same branches as :class:`~segkd.distill.dhm.DHM` and its synergy term
-    equals DHM's mimicking term (both papers: every head supervised, every ordered pair of heads
-    matched by KL with the target detached); they differ with ``decoder="head"``.
-    With the student's ``out`` as the final head::
+class DKS(DistillMethod):
+    """Auxiliary branches of their own design on intermediate stages; every head is supervised
+    and every pair of heads is matched ("knowledge synergy")::
 
         L = sup_weight·Σ_b S(z_b, mask) + synergy_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
-    S is the structure loss (the binary counterpart of cross-entropy). The softened prediction is
-    a per-pixel Bernoulli ``σ(z/T)``; the synergy sum runs over ordered pairs of heads with the
-    target ``z_j`` detached. ``out`` learns only from heads at least as fine as itself: with
-    ``decoder="head"`` (a small head on each branch's stride-32 map) the branches still learn
-    from ``out`` and from each other, but ``out`` is not pulled towards their coarser maps. The
-    student's own structure loss is added by the trainer. Copied stages train at the backbone's
-    LR, decoders at the head's (:meth:`param_groups`).
+    Branches, as the authors' code (sundw2014/DKS, ``wrn_DKS/resnet.py``): each ``branch_from``
+    stage forks a branch of *fresh* residual blocks (:class:`~segkd.distill.heads.SynergyBranch`:
+    ``blocks`` ResNet basic blocks per later stage, each stage's channels, stride 2 where the
+    backbone halves the size) down to the deepest stage's resolution, then a prediction head
+    (its classifier; here a 3×3 conv-BN-ReLU-1×1 conv, logits upsampled to the input size).
+    Nothing is copied from the student (DHM, by contrast, replicates its later stages and
+    decoder). The reference's branches use the backbone's group sizes (n, then n/2 blocks; the
+    branch nearest the output twice as wide); one block per stage is segkd's lighter default.
 
-    Returns ``{"aux_sup", "synergy"}``, already weighted.
+    Loss, as ``wrn_DKS/main.py``: the task loss of every head at weight 1 (``out``'s is the
+    trainer's) and the KL of every ordered pair of heads (branches and ``out``), target
+    detached, at weight 1: every head teaches and learns from every other, ``out`` included.
+    S is the structure loss (the binary counterpart of cross-entropy); the softened prediction
+    is a per-pixel Bernoulli ``σ(z/T)`` (the reference: softmax at T 1).
+
+    All branch parameters train at the head's LR (new layers). Returns ``{"aux_sup", "synergy"}``.
     """
 
     paper = "Sun et al., Deeply-supervised Knowledge Synergy, CVPR 2019"
+    kind = "self"
+    task = "binary"
+    needs_teacher = False
     terms = {
-        "aux_sup": "sup_weight · structure loss of each branch",
-        "synergy": "synergy_weight · T² · Bernoulli KL over ordered pairs of heads, target detached; "
-                   "out learns only from heads as fine as itself",
+        "aux_sup": "sup_weight · structure loss of each auxiliary branch",
+        "synergy": "synergy_weight · T² · Bernoulli KL over every ordered pair of heads (branches and out), "
+                   "target detached",
     }
 
     def __init__(
         self,
         stages: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
         branch_from: Sequence[str] = ("stage2", "stage3"),
+        blocks: int = 1,
+        head_channels: int = 64,
         temperature: float = 1.0,
         sup_weight: float = 1.0,
         synergy_weight: float = 1.0,
-        decoder: str = "copy",
-        head_channels: int = 64,
     ) -> None:
-        super().__init__(stages, branch_from, temperature, sup_weight, decoder, head_channels)
-        self.synergy_weight = synergy_weight
+        super().__init__()
+        late = [s for s in branch_from if s not in tuple(stages)[:-1]]
+        if not branch_from or late:
+            raise ValueError(f"dks: 'branch_from' must name stages before the last of {list(stages)}; "
+                             f"got {list(branch_from)}")
+        if temperature <= 0:
+            raise ValueError(f"dks: 'temperature' must be > 0, got {temperature}")
+        if blocks < 1:
+            raise ValueError(f"dks: 'blocks' must be >= 1, got {blocks}")
+        self.stages, self.branch_from = tuple(stages), tuple(branch_from)
+        self.blocks, self.head_channels = blocks, head_channels
+        self.temperature, self.sup_weight, self.synergy_weight = temperature, sup_weight, synergy_weight
+        self.student_taps = {name: name for name in self.stages}
+        self.branches = nn.ModuleList()
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def setup(self, student_shapes: Mapping[str, torch.Size],
+              teacher_shapes: Mapping[str, torch.Size] | None) -> None:
+        require_shapes(student_shapes, self.student_taps, self.name)
+        for fork in self.branch_from:
+            shapes = [student_shapes[s] for s in self.stages[self.stages.index(fork):]]
+            self.branches.append(SynergyBranch(shapes, self.blocks, self.head_channels))
+
+    def branch_logits(self, student: Mapping[str, torch.Tensor],
+                      size: torch.Size | tuple[int, int]) -> list[torch.Tensor]:
+        """Logits B×1×H×W of each branch, in ``branch_from`` order."""
+        if len(self.branches) != len(self.branch_from):
+            raise RuntimeError("dks: call setup() before using the method")
+        return [branch(student[fork], size) for fork, branch in zip(self.branch_from, self.branches)]
+
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         out = student["out"]
         logits = self.branch_logits(student, out.shape[-2:])
         sup = deep_supervision(logits, batch["mask"])
-        if self.decoder == "copy":
-            synergy = mutual_kl_binary([out, *logits], self.temperature)
-        else:  # out is never a learner of the coarser heads
-            from_out = [kl_binary(z, out.detach(), self.temperature) for z in logits]
-            synergy = torch.stack(from_out).sum()
-            if len(logits) > 1:
-                synergy = synergy + mutual_kl_binary(logits, self.temperature)
+        synergy = mutual_kl_binary([out, *logits], self.temperature)
         return {"aux_sup": self.sup_weight * sup, "synergy": self.synergy_weight * synergy}
