@@ -214,3 +214,25 @@ def test_dks_and_dhm_at_defaults_differ_in_structure_and_in_loss():
     assert built["dhm"].param_groups()["backbone"] and not built["dks"].param_groups()["backbone"]
     assert losses["dhm"]["aux_sup"].item() != pytest.approx(losses["dks"]["aux_sup"].item(), rel=1e-3)
     assert losses["dhm"]["mimic"].item() != pytest.approx(losses["dks"]["synergy"].item(), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- PSPSD reuses PSPNet's pyramid
+def test_pspsd_pyramid_is_pspnets_pyramid_pooling_between_a_reduction_and_a_merge():
+    from pathlib import Path
+
+    import segkd.distill as distill
+    from segkd.distill import pspsd, pyramids
+    from segkd.models.pspnet import PyramidPooling
+
+    method = build_method({"name": "pspsd", "width": 8})
+    shapes = {f"stage{i}": torch.Size([2, 4 * i, 32 >> i, 32 >> i]) for i in range(1, 5)}
+    shapes.update({f"fused{i}": torch.Size([2, 8, 32 >> i, 32 >> i]) for i in range(1, 5)})
+    method.setup(shapes, None)
+    for branch in method.branches.pyramids:
+        assert isinstance(branch[1], PyramidPooling)  # the PSPNet module itself, not a look-alike
+        assert [m.kernel_size for m in (branch[0][0], branch[2][0])] == [(1, 1), (3, 3)]
+    assert not hasattr(pspsd, "conv_bn_relu") and not hasattr(pspsd, "PyramidPooling")
+    assert pyramids.reduced_pyramid_pooling.__name__ != PyramidPooling.__name__
+    too_long = {p.name: n for p in Path(distill.__file__).parent.glob("*.py")
+                if (n := len(p.read_text().splitlines())) >= 150}
+    assert not too_long  # one concern per file: helpers go to a module beside it

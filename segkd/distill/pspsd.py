@@ -7,7 +7,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import (
@@ -18,77 +17,10 @@ from segkd.distill.functional import (
     require_shapes,
     resize_like,
 )
-from segkd.distill.heads import PredictionHead
+from segkd.distill.pyramids import PyramidBranches
 
 PYRAMIDS = ("ppm", "aspp")
 PATHS = ("top_down", "consistency")
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class PyramidPooling(nn.Module):
-    """Pyramid pooling over one level: B×C×h×w → B×width×h×w.
-
-    The input is first reduced to ``width`` (1×1) so a 2048-channel stage stays cheap; each bin
-    average-pools to bin×bin, maps 1×1 and is upsampled back; ``[reduced, pooled...]`` is merged
-    by a 3×3 conv. Conv layers are followed by BN + ReLU, so training needs a batch of ≥ 2.
-    """
-
-    def __init__(self, in_channels: int, width: int, bins: Sequence[int]) -> None:
-        super().__init__()
-        self.reduce = conv_bn_relu(in_channels, width)
-        self.bins = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_relu(width, width)) for b in bins
-        )
-        self.merge = conv_bn_relu(width * (len(bins) + 1), width, kernel_size=3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reduced = self.reduce(x)
-        pooled = [resize_like(branch(reduced), reduced) for branch in self.bins]
-        return self.merge(torch.cat([reduced, *pooled], dim=1))
-
-
-class PyramidBranches(nn.Module):
-    """The auxiliary self-distillation network: one pyramid branch per level, fused top-down.
-
-    ``forward(features, size)`` takes the levels shallow → deep (B×C_i×h_i×w_i) and returns
-    ``(fused, logits)``, both shallow → deep: ``fused[i]`` B×width×h_i×w_i, ``logits[i]`` B×1×H×W
-    at ``size``. ``fused[0]`` (finest, holding every deeper level) gives the teacher prediction.
-    """
-
-    def __init__(
-        self, in_channels: Sequence[int], pyramid: str, bins: Sequence[int],
-        rates: Sequence[int], width: int,
-    ) -> None:
-        super().__init__()
-        # torchvision's ASPP always has the 1×1 branch (rate 1) and image pooling
-        atrous = [r for r in rates if r != 1]
-        self.pyramids = nn.ModuleList(
-            PyramidPooling(c, width, bins) if pyramid == "ppm" else ASPP(c, atrous, width)
-            for c in in_channels
-        )
-        self.merges = nn.ModuleList(
-            conv_bn_relu(width, width, kernel_size=3) for _ in in_channels[:-1]
-        )
-        self.heads = nn.ModuleList(PredictionHead(width) for _ in in_channels)
-
-    def forward(
-        self, features: Sequence[torch.Tensor], size: torch.Size
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        fused: list[torch.Tensor] = []
-        for i in reversed(range(len(features))):
-            level = self.pyramids[i](features[i])
-            if fused:
-                level = self.merges[i](level + resize_like(fused[0], level))
-            fused.insert(0, level)
-        logits = [head.forward_to(f, size) for head, f in zip(self.heads, fused, strict=True)]
-        return fused, logits
 
 
 @register_method("pspsd")
@@ -99,10 +31,10 @@ class PSPSD(DistillMethod):
     precursor (Wang et al. 2022, self-distillation with an atrous spatial pyramid). Choices:
 
     - Inference network: the student, untouched; it is read only through taps.
-    - Auxiliary network (training only): one pyramid branch per tap in ``levels`` (shallow →
-      deep): pyramid pooling (``pyramid="ppm"``, ``bins``; input reduced to ``width`` first) or
-      torchvision's DeepLab-v3 ASPP (``pyramid="aspp"``, ``rates``; rate 1 is its 1×1 branch;
-      it keeps DeepLab's dropout 0.5). Both pool to 1×1 before a BN: train with batches ≥ 2.
+    - Auxiliary network (training only, :class:`~segkd.distill.pyramids.PyramidBranches`): one
+      pyramid branch per tap in ``levels`` (shallow → deep): PSPNet's pyramid pooling between a
+      reduction to ``width`` and a merge (``pyramid="ppm"``, ``bins``) or DeepLab-v3's ASPP
+      (``pyramid="aspp"``, ``rates``). Both pool to 1×1 before a BN: train with batches ≥ 2.
       Branches are fused top-down like an FPN: the deeper fused map is upsampled (bilinear),
       added, and merged by a 3×3 conv. Each branch predicts B×1×H×W logits (PredictionHead,
       bilinear upsampling) supervised by the mask with the structure loss, summed over
@@ -123,10 +55,8 @@ class PSPSD(DistillMethod):
     Returns ``{"aux_sup", "top_down", "feature", "consistency"}`` (only the enabled ones), weighted.
     """
 
-    paper = (
-        "Zheng et al., Self-distillation object segmentation via pyramid knowledge "
-        "representation and transfer, Multimedia Systems 2023"
-    )
+    paper = ("Zheng et al., Self-distillation object segmentation via pyramid knowledge representation and "
+             "transfer, Multimedia Systems 2023")
     kind = "self"
     task = "binary"
     needs_teacher = False
@@ -137,21 +67,11 @@ class PSPSD(DistillMethod):
         "consistency": "w_consistency · mean symmetric KL over pairs of branches and out",
     }
 
-    def __init__(
-        self,
-        levels: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
-        transfer: Sequence[str] = ("fused1", "fused2", "fused3", "fused4"),
-        pyramid: str = "ppm",
-        bins: Sequence[int] = (1, 2, 3, 6),
-        rates: Sequence[int] = (1, 6, 12, 18),
-        width: int = 64,
-        temperature: float = 1.0,
-        paths: Sequence[str] = PATHS,
-        w_aux_sup: float = 1.0,
-        w_top_down: float = 1.0,
-        w_consistency: float = 1.0,
-        w_feature: float = 1.0,
-    ) -> None:
+    def __init__(self, levels: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
+                 transfer: Sequence[str] = ("fused1", "fused2", "fused3", "fused4"), pyramid: str = "ppm",
+                 bins: Sequence[int] = (1, 2, 3, 6), rates: Sequence[int] = (1, 6, 12, 18), width: int = 64,
+                 temperature: float = 1.0, paths: Sequence[str] = PATHS, w_aux_sup: float = 1.0,
+                 w_top_down: float = 1.0, w_consistency: float = 1.0, w_feature: float = 1.0) -> None:
         super().__init__()
         check_choice("pyramid", pyramid, PYRAMIDS)
         for path in paths:
@@ -159,10 +79,8 @@ class PSPSD(DistillMethod):
         if not levels:
             raise ValueError("option 'levels' must name at least one tap")
         if transfer and len(transfer) != len(levels):
-            raise ValueError(
-                f"option 'transfer' must name one tap per level ({len(levels)}: {list(levels)}) "
-                f"or be empty, got {list(transfer)}"
-            )
+            raise ValueError(f"option 'transfer' must name one tap per level ({len(levels)}: {list(levels)}) "
+                             f"or be empty, got {list(transfer)}")
         for option, values in (("bins", bins), ("rates", rates)):
             if not values or any(int(v) < 1 for v in values):
                 raise ValueError(f"option '{option}' must be positive integers, got {values!r}")
@@ -177,28 +95,19 @@ class PSPSD(DistillMethod):
         self.w_consistency, self.w_feature = w_consistency, w_feature
         self.student_taps = {name: name for name in (*self.levels, *self.transfer)}
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
+    def setup(self, student_shapes: Mapping[str, torch.Size],
+              teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         require_shapes(student_shapes, self.student_taps, self.name)
-        self.branches = PyramidBranches(
-            [student_shapes[n][1] for n in self.levels], self.pyramid, self.bins, self.rates,
-            self.width,
-        )
+        self.branches = PyramidBranches([student_shapes[n][1] for n in self.levels], self.pyramid, self.bins,
+                                        self.rates, self.width)
         self.transfer_maps = nn.ModuleList(
             nn.Identity() if student_shapes[n][1] == self.width
             else nn.Conv2d(student_shapes[n][1], self.width, 1)
             for n in self.transfer
         )
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]`` B×1×H×W in {0, 1}."""
         out = student["out"]
         fused, logits = self.branches([student[n] for n in self.levels], out.shape[-2:])
@@ -212,9 +121,7 @@ class PSPSD(DistillMethod):
             predictions = [*logits, out]
             pairs = len(predictions) * (len(predictions) - 1)
             # the helper sums both directions of every pair: divide by the ordered pair count
-            losses["consistency"] = (
-                self.w_consistency * mutual_kl_binary(predictions, self.temperature) / pairs
-            )
+            losses["consistency"] = self.w_consistency * mutual_kl_binary(predictions, self.temperature) / pairs
         return losses
 
     def top_down(self, logits: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
@@ -224,9 +131,7 @@ class PSPSD(DistillMethod):
         links = zip(learners, targets, strict=True)
         return torch.stack([kl_binary(s, t.detach(), self.temperature) for s, t in links]).mean()
 
-    def feature_transfer(
-        self, student: Mapping[str, torch.Tensor], fused: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
+    def feature_transfer(self, student: Mapping[str, torch.Tensor], fused: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean over levels of MSE(map(student feature), fused pyramid feature detached)."""
         terms = []
         for name, mapping, target in zip(self.transfer, self.transfer_maps, fused, strict=True):
