@@ -98,12 +98,15 @@ class BinarySegDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(
-        self, root: Path | str, split: str, transform: JointTransform | None = None
+        self, root: Path | str, split: str, transform: JointTransform | None = None,
+        *, listing: Listing | None = None,
     ) -> None:
+        """``listing``: the samples to read instead of ``ROOT/{split}.txt``'s (e.g. one side of a
+        held-out split); ``split`` then only names the set."""
         self.root = Path(root)
         self.split = split
         self.transform = transform
-        listing = list_binary_samples(self.root, split)
+        listing = list_binary_samples(self.root, split) if listing is None else listing
         listing.raise_if_problems()
         self.samples = listing.samples
 

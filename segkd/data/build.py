@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -69,20 +69,50 @@ def split_file_name(cfg: DataConfig, task: Task, split: Split) -> str:
 
 
 HOLDOUT_SPLIT = "holdout"
+_HOLDOUT_NEEDS_FRACTION = "data.val_split: 'holdout' needs data.holdout > 0 (the fraction to hold out)"
+Item = TypeVar("Item")
 
 
 def _semantic_pairs(cfg: DataConfig, root: Path, name: str) -> list[PathPair]:
     if cfg.holdout and (name == HOLDOUT_SPLIT or name == cfg.train_split):
         pairs = _semantic_pairs(cfg.model_copy(update={"holdout": 0.0}), root, cfg.train_split)
-        keep = name == HOLDOUT_SPLIT
-        return [pair for pair in pairs if is_held_out(Path(pair[0]).stem, cfg.holdout) == keep]
+        return _one_side(pairs, [Path(pair[0]).stem for pair in pairs], cfg, name == HOLDOUT_SPLIT)
     if name == HOLDOUT_SPLIT:
-        raise DataError("data.val_split: 'holdout' needs data.holdout > 0 (the fraction to hold out)")
+        raise DataError(_HOLDOUT_NEEDS_FRACTION)
     if cfg.layout == "voc":
         return voc_pairs(root, name, aug=cfg.voc_aug)
     if cfg.layout in LAYOUTS:
         return LAYOUTS[cfg.layout].pairs(root, name)
     return read_pair_list(root, name)
+
+
+def _binary_listing(cfg: DataConfig, root: Path, name: str) -> Listing:
+    """The samples of list ``name``; with ``data.holdout`` the training list is split in two by
+    name, its held-out part read as split 'holdout' and the rest as the training split."""
+    if cfg.holdout and (name == HOLDOUT_SPLIT or name == cfg.train_split):
+        listing = list_binary_samples(root, cfg.train_split)
+        names = [sample.name for sample in listing.samples]
+        listing.samples = _one_side(listing.samples, names, cfg, name == HOLDOUT_SPLIT)
+        return listing
+    if name == HOLDOUT_SPLIT:
+        raise DataError(_HOLDOUT_NEEDS_FRACTION)
+    return list_binary_samples(root, name)
+
+
+def _one_side(items: list[Item], names: list[str], cfg: DataConfig, held_out: bool) -> list[Item]:
+    """The held-out (or the training) part of the training list's ``items``, named ``names``.
+
+    Raises:
+        DataError: the fraction leaves one of the two parts empty.
+    """
+    sides = [is_held_out(name, cfg.holdout) for name in names]
+    if names and (all(sides) or not any(sides)):
+        empty = "the training part" if all(sides) else "the held-out part"
+        raise DataError(
+            f"data.holdout: {cfg.holdout} of the {len(names)} samples of '{cfg.train_split}' leaves "
+            f"{empty} empty; choose a fraction that holds out some samples but not all"
+        )
+    return [item for item, side in zip(items, sides) if side == held_out]
 
 
 def is_held_out(name: str, fraction: float) -> bool:
@@ -102,7 +132,7 @@ def list_samples(cfg: DataConfig, task: Task, split: Split) -> Listing:
     root = resolve_root(cfg, task)
     name = split_file_name(cfg, task, split)
     if task == "binary":
-        return list_binary_samples(root, name)
+        return _binary_listing(cfg, root, name)
     return resolve_pairs(root, _semantic_pairs(cfg, root, name))
 
 
@@ -131,7 +161,7 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split, *, augment: bool | 
     if task == "binary":
         if extra_maps is not None:
             raise DataError("extra per-pixel maps (a teacher cache) are carried by semantic data sets only")
-        return BinarySegDataset(root, name, transform)
+        return BinarySegDataset(root, name, transform, listing=_binary_listing(cfg, root, name))
     return SemanticSegDataset(
         root,
         pairs=_semantic_pairs(cfg, root, name),

@@ -96,9 +96,10 @@ class DataConfig(BaseModel):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="Semantic: fraction of the training list held out for choosing models and "
-        "hyper-parameters. Training then reads the rest, and val_split 'holdout' reads the "
-        "held-out part; which samples are held out depends only on their names.",
+        description="Fraction of the training list held out for choosing models and "
+        "hyper-parameters (semantic and binary tasks). Training then reads the rest, and "
+        "val_split 'holdout' reads the held-out part; which samples are held out depends only on "
+        "their names.",
     )
     voc_aug: bool = Field(
         False, description="voc layout: read labels from SegmentationClassAug/ (SBD-augmented)."
