@@ -225,6 +225,7 @@ def run_predict(args: argparse.Namespace) -> int:
 """)(lambda p: None)
 def run_methods(args: argparse.Namespace) -> int:
     from segkd.distill import METHODS, build_method
+    from segkd.distill.references import REFERENCES
 
     def where(taps: dict[str, str]) -> str:
         return ", ".join(sorted(set(taps.values()))) or "model outputs only"
@@ -239,6 +240,9 @@ def run_methods(args: argparse.Namespace) -> int:
         terms = getattr(cls, "terms", {})
         described = (f"{k} ({v})" for k, v in terms.items()) if isinstance(terms, dict) else terms
         print(f"    terms:    {'; '.join(described) or 'not listed'}")
+        if getattr(cls, "includes", ""):  # a named full recipe: which methods it runs, at which weights
+            print(f"    includes: {cls.includes}")
+        print(f"    reference: {REFERENCES.get(name, 'not listed')}")
         print(f"    defaults: {cls.defaults()}")
     return 0
 

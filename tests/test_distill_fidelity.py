@@ -236,3 +236,40 @@ def test_pspsd_pyramid_is_pspnets_pyramid_pooling_between_a_reduction_and_a_merg
     too_long = {p.name: n for p in Path(distill.__file__).parent.glob("*.py")
                 if (n := len(p.read_text().splitlines())) >= 150}
     assert not too_long  # one concern per file: helpers go to a module beside it
+
+
+# ----------------------------------------------------------------------------- KD and the ignore label
+def test_logits_kd_masks_the_ignore_label_or_averages_over_all_pixels_as_the_references():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)
+    mask = torch.randint(0, 4, (2, 3, 5))
+    mask[0, 0] = 255
+    per_pixel = (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(s, 1))).sum(1)
+    masked = build_method({"name": "logits_kd"})({"logits": s}, {"logits": t}, {"mask": mask})["kd"]
+    assert masked.item() == pytest.approx(per_pixel[mask != 255].mean().item(), rel=1e-5)
+    every = build_method({"name": "logits_kd", "mask_ignore": False})({"logits": s}, {"logits": t}, {"mask": mask})
+    # the CIRKD benchmark's CriterionKD: KL(batchmean) over the B·h·w pixel rows, ignore label included
+    rows = lambda x: x.permute(0, 2, 3, 1).reshape(-1, 4)  # noqa: E731
+    reference = F.kl_div(F.log_softmax(rows(s), 1), F.softmax(rows(t), 1), reduction="batchmean")
+    assert every["kd"].item() == pytest.approx(reference.item(), rel=1e-5)
+    assert every["kd"].item() != pytest.approx(masked.item(), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- segkd methods
+def test_segkd_methods_names_each_methods_terms_reference_and_recipe_parts(capsys):
+    from segkd.cli import main
+    from segkd.distill import METHODS
+    from segkd.distill.references import REFERENCES
+
+    assert set(REFERENCES) == set(METHODS.names())  # every method says which code its defaults follow
+    assert main(["methods"]) == 0
+    out = "\n" + capsys.readouterr().out
+    for name in METHODS.names():
+        block = out[out.index(f"\n{name}  [") + 1:].splitlines()[1:8]
+        assert f"    reference: {REFERENCES[name]}" in block, name
+        assert any(line.startswith("    terms:") for line in block), name
+    for recipe, parts in (("skd_full", ("skd", "logits_kd")), ("ifvd_full", ("ifvd", "logits_kd", "skd"))):
+        includes = next(line for line in out[out.index(f"\n{recipe}  ["):].splitlines() if "includes:" in line)
+        assert all(part in includes for part in parts)
