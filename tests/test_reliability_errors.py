@@ -173,6 +173,13 @@ def test_a_damaged_or_foreign_cache_map_is_one_line(cached_config, tmp_path, cap
         np.save(path, np.zeros((5, 32, 32), np.float16))
     assert main(["train", str(cached_config)]) == 1
     _one_line_error(capsys, "holds a map of shape (5, 32, 32), not 3×H×W")
+    np.save(maps[5], np.zeros((3, 32, 32), np.float16))
+    maps[5].write_bytes(maps[5].read_bytes()[:-100])
+    for path in maps[:5] + maps[6:]:
+        np.save(path, np.zeros((3, 32, 32), np.float16))
+    # checked before training: not by a data-loading worker, whose error would carry its traceback
+    assert main(["train", str(cached_config), "--set", "data.num_workers=2"]) == 1
+    _one_line_error(capsys, f"{maps[5]} is cut short; delete")
 
 
 def _camvid(root, void_value=11):

@@ -240,7 +240,34 @@ def open_cache(cfg: Config, teacher: nn.Module, maps: set[str], env: DistEnv, de
     if manifest is None:
         raise TeacherCacheError(f"distill.teacher.cache: {folder} holds no complete cache after filling it")
     check_manifest(manifest, key, maps, folder)
+    check_map_files(folder, maps, len(names), cfg.data.num_classes)
     return manifest
+
+
+def check_map_files(folder: Path, maps: set[str], count: int, channels: int) -> None:
+    """Read the header of every map file: a missing, empty, cut or damaged file, or a map of another
+    class count, is refused here, before training, rather than by a data-loading worker mid-epoch
+    (whose error arrives wrapped in its own traceback). Only headers are read: a cache of 10,000
+    images is checked in seconds."""
+    again = f"delete {folder / MANIFEST} to fill the cache again"
+    for index in range(count):
+        for name in sorted(maps):
+            path = map_path(folder, index, name)
+            try:
+                with path.open("rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                    data_start = f.tell()
+            except (OSError, ValueError, EOFError) as err:
+                raise TeacherCacheError(f"distill.teacher.cache: {path} is unreadable "
+                                        f"({err or type(err).__name__}); {again}") from None
+            if len(shape) != 3 or shape[0] != channels:
+                raise TeacherCacheError(f"distill.teacher.cache: {path} holds a map of shape {tuple(shape)}, not "
+                                        f"{channels}×H×W (one channel per class of this run); {again}")
+            if path.stat().st_size < data_start + int(np.prod(shape)) * dtype.itemsize:
+                raise TeacherCacheError(f"distill.teacher.cache: {path} is cut short; {again}")
 
 
 class CacheReader:
