@@ -370,6 +370,49 @@ def run() -> None:
     case("export --size too small for the model", ["export", s(last), "--size", "8", "8", "--output",
                                                    s(ROOT / "small.onnx")])
 
+    # ---- files that would run code, outputs over inputs, results and run folders
+    class Payload:
+        def __reduce__(self):
+            return (shutil.rmtree, (s(ROOT / "nothing-here"), True))
+
+    crafted = torch.load(last, weights_only=True)
+    crafted["payload"] = Payload()
+    torch.save(crafted, ROOT / "crafted.pt")
+    case("a checkpoint that carries code (any command that opens it)", ["eval", "--checkpoint", s(ROOT / "crafted.pt")])
+    imports = torch.load(last, weights_only=True)
+    imports["config"]["model"] = {"name": "import", "target": "os:getcwd"}
+    torch.save(imports, ROOT / "imports.pt")
+    case("a checkpoint whose stored config imports code", ["eval", "--checkpoint", s(ROOT / "imports.pt")])
+    own = ROOT / "own_photos"
+    grey(own / "x.png", np.full((20, 24, 3), 120))
+    case("predict --output inside --input", ["predict", "--checkpoint", s(last), "--input", s(own),
+                                             "--output", s(own / "preds")])
+    grey(own / "x.jpg", np.full((20, 24, 3), 90))
+    case("predict: two inputs with one name (x.jpg, x.png)",
+         ["predict", "--checkpoint", s(last), "--input", s(own), "--output", s(ROOT / "own_preds")])
+    case("eval --save-dir the mask folder", ["eval", "--checkpoint", s(last), "--save-dir", s(data / "Mask")])
+    case("export --output the checkpoint itself", ["export", s(last), "--output", s(last)])
+    kept = config("kept", data)
+    (ROOT / "runs" / "kept").mkdir(parents=True)
+    (ROOT / "runs" / "kept" / "metrics.json").write_text("{}")
+    case("a start into a folder holding results but no last.pt", ["train", s(kept)])
+    case("--resume into a folder holding results but no last.pt", ["train", s(kept), "--resume"])
+    from segkd.engine.resume import hold_run_folder
+
+    case("a second training into a run folder in use", ["train", s(config("busy", data))],
+         lambda: hold_run_folder(ROOT / "runs" / "busy"))
+
+    def sigterm(run, batch, epoch):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(run, batch, epoch)
+
+    real_step = trainer_module.train_step
+    case("SIGTERM during training (a batch scheduler's stop)", ["train", s(config("term", data))],
+         lambda: patched(trainer_module, "train_step", sigterm))
+
     print("| # | bad input | command | exit | what the user sees |")
     print("|---|---|---|---|---|")
     for i, (what, command, code, text) in enumerate(ROWS, 1):

@@ -348,6 +348,8 @@ def run_export(args: argparse.Namespace) -> int:
     from segkd.commands.export import export_onnx, export_torchscript, onnx_metadata
     from segkd.engine.run import load_trained
 
+    if args.output and Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        raise UsageError(f"--output {args.output} is the checkpoint being exported; choose another file")
     if args.size and min(args.size) < 1:
         raise UsageError(f"--size {args.size[0]} {args.size[1]}: height and width must be at least 1 pixel")
     cfg, model, _ = load_trained(args.checkpoint)
@@ -526,8 +528,17 @@ def explain(err: BaseException) -> tuple[str, int] | None:
     if isinstance(err, (*_user_error_types(), FileNotFoundError, FileExistsError)):
         if isinstance(err, OSError) and err.filename:  # raised by the OS: the message lacks the name
             return f"{err.filename}: {(err.strerror or 'no such file or directory').lower()}", 1
-        return str(err), 1
+        return _without_worker_traceback(str(err)), 1
     return None
+
+
+def _without_worker_traceback(message: str) -> str:
+    """A data loader worker re-raises an error with its traceback in the text: keep the message."""
+    if "in DataLoader worker process" not in message:
+        return message
+    last = [line for line in message.strip().splitlines() if line.strip()][-1]
+    prefix, sep, rest = last.partition(": ")  # "segkd.data.readers.DataError: <message>"
+    return rest if sep and " " not in prefix else last
 
 
 def _debug_wanted(args: argparse.Namespace) -> bool:

@@ -236,3 +236,13 @@ def test_export_sizes_are_one_line(binary_config, tmp_path, capsys):
     assert not (tmp_path / "m.onnx").exists()
     assert main(["export", str(checkpoint), "--size", "8", "8", "--static", "--output", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").is_file()
+
+
+def test_an_error_in_a_loader_worker_is_one_line():
+    from segkd.cli import _without_worker_traceback
+
+    wrapped = ("Caught DataError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 3, in f\n    raise DataError(...)\n'
+               "segkd.data.readers.DataError: data/a.png: cannot read image (truncated)\n")
+    assert _without_worker_traceback(wrapped) == "data/a.png: cannot read image (truncated)"
+    assert _without_worker_traceback("plain: message") == "plain: message"

@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -111,7 +112,9 @@ def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
     """The run config of one (entry, seed)."""
     raw = read_yaml(find_config(cc.run_config))
     overrides = [*cc.set, *entry.set, f"train.seed={seed}", f"name={entry.name}",
-                 f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}", "train.progress=false"]
+                 f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}",
+                 # a bar with rate and time left in a terminal; in a log, one line per finished run
+                 f"train.progress={str(sys.stderr.isatty()).lower()}"]
     raw = apply_overrides(raw, overrides)
     if entry.teacher_from is not None:
         teacher = next(e for e in cc.entries if e.name == entry.teacher_from)
@@ -210,7 +213,10 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False,
             else:
                 resume = (cfg.run_dir / "last.pt").is_file()
                 log(f"[{entry.name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
-                fit(cfg, resume=resume)
+                report = fit(cfg, resume=resume)
+                main = (SOD_COLUMNS if cfg.task == "binary" else SEMANTIC_COLUMNS)[0]
+                log(f"[{entry.name} seed {seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
+                    f"{report.get('train_seconds', float('nan')):.0f} s of training")
             results[entry.name][seed] = json.loads(done.read_text())
     return results
 
@@ -267,6 +273,9 @@ def summarise(cc: CompareConfig, results: dict[str, dict[int, dict[str, Any]]], 
             vals = [r["student"][col] for r in results[entry.name].values() if col in r["student"]]
             if vals:
                 row[col], row[f"{col}_std"] = _mean_std(vals)
+        times = [r["train_seconds"] for r in results[entry.name].values() if "train_seconds" in r]
+        if times:  # runs of older versions did not record it
+            row["train_s"] = statistics.fmean(times)
         rows.append(row)
     base = next((r for r in rows if r["method"] == cc.baseline), None)
     if base is None:
@@ -303,13 +312,14 @@ def _fmt(row: dict[str, Any], col: str) -> str:
 
 def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str) -> str:
     columns = list(SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS)
-    head = ["method", "seeds", *columns, "params (M)", "GFLOPs", "CPU ms"]
+    head = ["method", "seeds", *columns, "train (min)", "params (M)", "GFLOPs", "CPU ms"]
     has_cuda = any("cuda_ms" in r for r in rows)
     head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "2 SE", "significant"]
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"] + (" (teacher)" if r["role"] == "teacher" else ""), str(r["seeds"])]
         cells += [_fmt(r, c) for c in columns]
+        cells += [f"{r['train_s'] / 60:.1f}" if "train_s" in r else "-"]
         cells += [f"{r.get('params_M', float('nan')):.2f}", f"{r.get('GFLOPs', float('nan')):.2f}",
                   f"{r.get('cpu_ms', float('nan')):.1f}"]
         cells += [f"{r['cuda_ms']:.2f}"] if has_cuda else []
@@ -318,7 +328,9 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
         lines.append("| " + " | ".join(cells) + " |")
     arrow = "lower" if main in LOWER_IS_BETTER else "higher"
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
-              "picked on the test set), mean ± std over seeds. " + SIGNIFICANCE_RULE]
+              "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
+              "training loop (validation included), mean over seeds, on the machine that ran it. "
+              + SIGNIFICANCE_RULE]
     return "\n".join(lines) + "\n"
 
 

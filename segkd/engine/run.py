@@ -57,9 +57,41 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None
                         overrides: list[str] | None = None, save_dir: Path | None = None) -> dict[str, Any]:
     cfg, model, device = load_trained(checkpoint, config, overrides)
     dataset = build_dataset(cfg.data, cfg.task, "val")
+    if save_dir is not None:
+        samples = dataset.samples
+        check_prediction_outputs(save_dir, [s.image for s in samples], "--save-dir", "data set's",
+                                 other_inputs=[s.mask for s in samples])
     metrics = evaluate_with_config(model, dataset, cfg, device, save_dir=save_dir,
                                    palette=voc_palette(), progress=True)
     return {k: v for k, v in metrics.items() if k != "curves"}
+
+
+def check_prediction_outputs(out_dir: Path, inputs: list[Path], option: str, input_option: str,
+                             other_inputs: list[Path] = ()) -> None:
+    """Refuse an output folder that would write over (or among) the inputs (and ``other_inputs``,
+    e.g. masks), and two inputs that would be written to one file (``STEM.png``), before anything
+    is written.
+
+    Raises:
+        FileExistsError: naming the folder or the pair of inputs.
+    """
+    out = out_dir.resolve()
+    for folder in sorted({p.resolve().parent for p in [*inputs, *other_inputs]}):
+        if out == folder or folder in out.parents:
+            raise FileExistsError(
+                f"{option} {out_dir} is {'the folder' if out == folder else 'inside the folder'} of the "
+                f"{input_option} files ({folder}): predictions would be written among (or over) them; "
+                "choose a folder outside it"
+            )
+    first: dict[str, Path] = {}
+    for path in inputs:
+        name = path.stem
+        if name in first:
+            raise FileExistsError(
+                f"{first[name]} and {path} would both be written as {out_dir / (name + '.png')}; "
+                "rename one, or run them apart"
+            )
+        first[name] = path
 
 
 def list_images(source: str | Path, skipped: list[str] | None = None) -> list[Path]:
@@ -99,13 +131,15 @@ def predict_images(checkpoint: str | Path, source: str | Path, output: str | Pat
     receives one ``"path: reason"`` line per skipped file, non-image files of a folder included.
     """
     skipped = [] if skipped is None else skipped
+    images = list_images(source, skipped)
+    out_dir = Path(output)
+    check_prediction_outputs(out_dir, images, "--output", "--input")
     cfg, model, device = load_trained(checkpoint, None, overrides)
     transform = build_eval_transform(cfg.task, cfg.data)
-    out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     written = []
-    for path in list_images(source, skipped):
+    for path in images:
         try:
             rgb = read_image(path)
         except DataError as err:

@@ -11,6 +11,9 @@ import contextlib
 import json
 import math
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -50,6 +53,7 @@ from segkd.engine.inference import predict_binary, predict_semantic
 from segkd.engine.resume import (
     check_resume,
     describe_last_checkpoint,
+    hold_run_folder,
     is_finite_checkpoint,
     prepare_run_dir,
     selects_on_test,
@@ -78,6 +82,40 @@ class _Progress:
     iteration = 0
     last_checkpoint: dict[str, Any] | None = None  # {"iteration": n, "finite": bool}
     last_path: Path | None = None
+
+    def __init__(self) -> None:
+        self.stop = StopRequest()
+
+
+class StopRequest:
+    """SIGTERM (what batch schedulers send before they end a job) or a first Ctrl-C ask the loop
+    to stop after the current step, with a checkpoint at that iteration; a second Ctrl-C stops at
+    once. Handlers are installed only in the main thread, and restored on exit."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.signal_name is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(number).name
+        print(f"\n{self.signal_name}: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -113,8 +151,9 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             return _fit(cfg, resume, progress, cleanup)
         except KeyboardInterrupt:
             where = describe_last_checkpoint(progress.last_checkpoint, progress.last_path or cfg.run_dir / "last.pt")
+            how = f"stopped by {progress.stop.signal_name}" if progress.stop.signal_name else "interrupted"
             raise TrainingInterrupted(
-                f"interrupted at iteration {progress.iteration}; {where}; continue with --resume"
+                f"{how} at iteration {progress.iteration}; {where}; continue with --resume"
             ) from None
 
 
@@ -127,13 +166,15 @@ def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.Exi
         for batch in epoch_batches(run, epoch):  # a resumed epoch starts at its next batch
             losses = train_step(run, batch, epoch)
             log_step(run, losses, bar)
-            if run.checkpoint_due:
+            if run.checkpoint_due:  # every train.checkpoint_every_iters, and when asked to stop
                 save_checkpoint(run)
+            stop_if_asked(run)
         if run.finished or run.epochs_done % cfg.train.val_every == 0:
             metrics = validate(run)
         if run.env.is_main:
             save_checkpoint(run)
         barrier(run.env)
+        stop_if_asked(run)
         if run.finished:
             break
     bar.close()
@@ -165,6 +206,13 @@ class TrainingRun:
     iteration: int = 0
     best: dict[str, Any] | None = None
     tick: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)  # this session's set-up end
+    seconds_before: float = 0.0  # training time of the sessions a resumed run continues
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock time of the training loop so far (validation included), across resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
 
     @property
     def run_dir(self) -> Path:
@@ -194,7 +242,8 @@ class TrainingRun:
     def checkpoint_due(self) -> bool:
         """Whether ``train.checkpoint_every_iters`` asks for a checkpoint now (main process)."""
         every = self.cfg.train.checkpoint_every_iters
-        return bool(every) and self.iteration % every == 0 and self.env.is_main
+        due = (bool(every) and self.iteration % every == 0) or self.progress.stop.signal_name is not None
+        return due and self.env.is_main
 
     @property
     def picks_best(self) -> bool:
@@ -211,6 +260,9 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
         torch.cuda.set_device(device)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     progress.last_path = cfg.run_dir / "last.pt"
+    if env.is_main:  # one training per run folder; held until the run ends
+        cleanup.enter_context(hold_run_folder(cfg.run_dir))
+    cleanup.enter_context(progress.stop)
     resume_from = prepare_output(cfg, env, resume)
     train_set, val_set, iters_per_epoch, max_iters = load_data(cfg, env)
 
@@ -307,6 +359,7 @@ def restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scaler.load_state_dict(ckpt["scaler"])
     run.iteration, run.best = ckpt["iteration"], ckpt["best"]
+    run.seconds_before = float(ckpt.get("train_seconds", 0.0))
     run.progress.iteration = run.iteration
     run.progress.last_checkpoint = {"iteration": run.iteration, "finite": is_finite_checkpoint(ckpt)}
     set_rng_state(ckpt["rng"])
@@ -427,9 +480,19 @@ def save_checkpoint(run: TrainingRun, path: Path | None = None) -> None:
         "format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "model": run.student.state_dict(),
         "methods": run.methods.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(), "iteration": run.iteration, "best": run.best, "rng": rng_state(),
+        "train_seconds": run.train_seconds,
     }, path)
     if path == run.last_path:
         run.progress.last_checkpoint = {"iteration": run.iteration, "finite": True}
+
+
+def stop_if_asked(run: TrainingRun) -> None:
+    """End the run (as Ctrl-C does) when a stop was asked for; every process stops at the same step."""
+    asked = run.progress.stop.signal_name is not None
+    if run.env.enabled:
+        asked = bool(all_reduce_sum(torch.tensor([float(asked)], device=run.device), run.env).item())
+    if asked:
+        raise KeyboardInterrupt
 
 
 def validate(run: TrainingRun) -> dict[str, Any]:
@@ -466,6 +529,7 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
         metrics = evaluate_with_config(run.student, run.val_set, cfg, run.device, env)
     run.distiller.close()
     report: dict[str, Any] = {"student": _scalars(metrics), "best": run.best, "iterations": run.iteration,
+                              "train_seconds": round(run.train_seconds, 1),
                               "selection": "best.pt on the validation split" if run.picks_best
                               else "last model (the validation data is the test split)"}
     if run.distiller.teacher is not None:
