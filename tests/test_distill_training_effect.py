@@ -101,6 +101,8 @@ TEACHER_STUDENT_CRITERIA = {
     "skd": OWN_DISTANCE, "ifvd": KL_ONLY, "cirkd": KL_ONLY, "afdcd": KL_ONLY,
 }
 TEACHER_STUDENT_CRITERIA["skd-holistic"] = KL_ONLY
+# the named full recipes carry pixel-wise KD at weight 10: they act on the class scores
+TEACHER_STUDENT_CRITERIA.update({"skd_full": AGREEMENT_AND_KL, "ifvd_full": AGREEMENT_AND_KL})
 # Terms that must fall. Left out: mutual KLs between heads (BYOT "kd", DHM "mimic", DKS
 # "synergy", FRSKD "soft", PSPSD "top_down" / "consistency"): all heads start at σ(0), so these
 # start near 0 and grow while the heads learn the mask at different speeds; and feature terms
