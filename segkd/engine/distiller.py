@@ -52,10 +52,6 @@ def _methods(specs: Sequence[MethodSpec] | nn.ModuleList) -> nn.ModuleList:
     return methods
 
 
-def _frozen(teacher: nn.Module) -> nn.Module:
-    return teacher.eval().requires_grad_(False)
-
-
 class Distiller(nn.Module):
     """Distillation terms for any training loop: the user's forward and task loss stay theirs.
 
@@ -64,7 +60,8 @@ class Distiller(nn.Module):
             unwrapped). Its forward may return a tensor, a tuple, a dict / ``OrderedDict``
             (torchvision) or an object with ``.logits`` (Hugging Face).
         teacher: the trained model to distil from, or None for self-distillation. It is frozen
-            (eval mode, no gradients) and run once per call under ``torch.inference_mode``.
+            (eval mode, no gradients) and run once per call under ``torch.inference_mode``
+            (never, when no method reads a teacher).
         methods: names (``"logits_kd"``) or dicts of a name and options (``{"name": "cwd",
             "tau": 4.0}``), or built methods; ``segkd methods`` lists them all.
         ignore_index: label value of unlabelled pixels, skipped by the methods' losses.
@@ -120,7 +117,7 @@ class Distiller(nn.Module):
                              f"model>, or use a self-distillation method ({', '.join(self_methods)})")
         # plain attributes, not sub-modules: neither model belongs to the distiller's parameters or state
         self.__dict__["student"] = student
-        self.__dict__["teacher"] = _frozen(teacher) if teacher is not None and wanting else None
+        self.__dict__["teacher"] = teacher.eval().requires_grad_(False) if teacher is not None and wanting else None
         self.align_corners = align_corners
         self.student_taps: dict[str, str] = {}
         self.teacher_taps: dict[str, str] = {}
