@@ -35,3 +35,23 @@ def test_demo_on_a_users_data_trains_every_entry_on_it(tmp_path):
     cc = demo_config(str(VOC_SAMPLES), tmp_path)
     for cfg in _configs(cc).values():
         assert cfg.data.layout == "voc" and Path(cfg.data.root) == VOC_SAMPLES
+
+
+def test_a_shrunken_demo_runs_end_to_end(tmp_path, monkeypatch):
+    from segkd.commands.compare import compare
+
+    monkeypatch.chdir(tmp_path)  # the demo's generated sets go under data/
+    cc = demo_config(None, tmp_path / "demo", ["seeds=[1,2]"])
+    tiny = ["data.synthetic.num_train=8", "data.synthetic.num_val=4", "data.synthetic.image_size=32",
+            "data.crop_size=32", "data.base_size=32", "train.epochs=1", "train.val_every=1", "data.batch_size=4"]
+    for entry in cc.entries:  # after the entry's own settings, so the teacher's larger set shrinks too
+        entry.set = [*entry.set, *tiny, f"data.root=data/tiny-{entry.role}"]
+    cc.qualitative_images = 2
+    result = compare(cc, log=lambda line: None)
+    names = [row["method"] for row in result["rows"]]
+    assert names == [e.name for e in cc.entries]
+    assert all(row["seeds"] == 2 for row in result["rows"] if row["role"] == "student")
+    assert "significant" in result["markdown"] and "train (min)" in result["markdown"]
+    for name in ("results.md", "results.csv", "results.json"):
+        assert (cc.output_dir / name).is_file()
+    assert {"qualitative.png", "training_curves.png"} <= {Path(f).name for f in result["figures"]}

@@ -75,3 +75,19 @@ def test_two_process_training_from_a_teacher_cache_filled_once(tmp_path):
     assert reports[0]["replica_fingerprints"][0] == reports[0]["replica_fingerprints"][1]
     assert (tmp_path / "cache" / "manifest.json").is_file()
     assert len(list((tmp_path / "cache" / "maps").glob("*.npy"))) == 8
+
+
+def test_sync_bn_converts_the_methods_parts_as_the_student():
+    from torch import nn
+
+    from segkd.distill import build_method
+    from segkd.engine.trainer import sync_batchnorm
+
+    student = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    methods = nn.ModuleList([build_method({"name": "cirkd"})])
+    methods[0].project = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))  # as setup() builds it
+    weight = methods[0].project[1].weight
+    student, methods = sync_batchnorm(student, methods)
+    assert isinstance(student[1], nn.SyncBatchNorm)
+    assert isinstance(methods[0].project[1], nn.SyncBatchNorm)
+    assert methods[0].project[1].weight is weight  # the optimiser's parameter objects stay valid

@@ -277,12 +277,14 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
     example = next(iter(DataLoader(train_set, batch_size=2)))["image"].to(device)
     if env.enabled and cfg.train.sync_bn:  # before the taps go on: conversion replaces the BatchNorm modules
         if device.type == "cuda":
-            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            student, methods = sync_batchnorm(student, methods)
         elif env.is_main:
             warnings.warn("train.sync_bn is ignored on the CPU: PyTorch's SyncBatchNorm needs CUDA", stacklevel=1)
     with blame_config("distill.methods"):  # the loss step of segkd.Distiller; its hooks go however the run ends
         distiller = cleanup.enter_context(Distiller(student, teacher_model, methods,
                                                     ignore_index=cfg.data.ignore_index, example=example))
+    if env.enabled and cfg.train.sync_bn and device.type == "cuda":  # parts built from the probe, too
+        sync_batchnorm(distiller.methods)
     optimizer = builders.build_optimizer(cfg, student, distiller.methods)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
@@ -304,6 +306,13 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
             cfg, teacher_model, distiller.methods, distiller.teacher_taps, train_set.dataset, example, env, device)
     run.tick = run.started = time.perf_counter()
     return run
+
+
+def sync_batchnorm(*modules: nn.Module) -> tuple[nn.Module, ...]:
+    """``modules`` with every BatchNorm synchronised across processes (the student and the methods'
+    own parts alike, so a method's projection head normalises over the global batch too).
+    Containers are converted in place; their parameters stay the same objects."""
+    return tuple(nn.SyncBatchNorm.convert_sync_batchnorm(module) for module in modules)
 
 
 def prepare_output(cfg: Config, env: DistEnv, resume: bool) -> dict[str, Any] | None:
