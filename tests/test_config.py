@@ -71,3 +71,33 @@ def test_every_shipped_config_is_valid():
     assert len(paths) >= 40
     for path in paths:
         (load_compare_config if path.stem.startswith(("demo", "compare", "search")) else load_config)(path)
+
+
+@pytest.mark.parametrize("data_set", ["sod300", "horses"])
+def test_self_distillation_study_configs_resolve_every_run(data_set):
+    import torch
+
+    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.models import build_model
+
+    search = load_compare_config(f"search_sd_{data_set}")
+    for entry in search.entries:  # the schedule is chosen on the held-out part, never on test
+        for seed in entry.seeds or search.seeds:
+            cfg = run_config(search, entry, seed)
+            assert cfg.task == "binary" and cfg.data.holdout > 0 and cfg.data.val_split == "holdout"
+    compare = load_compare_config(f"compare_sd_{data_set}")
+    runs = {e.name: [run_config(compare, e, seed) for seed in e.seeds or compare.seeds] for e in compare.entries}
+    assert len(runs["baseline"]) == 5 and all(len(cfgs) >= 3 for cfgs in runs.values())
+    methods = {m["name"] for cfgs in runs.values() for m in cfgs[0].distill.methods}
+    assert methods == {"pspsd", "tfkd", "frskd", "byot", "dhm", "sad", "dks"}
+    base = runs["baseline"][0]
+    assert base.model.name == "fusion" and str(base.model.kwargs["pretrained"]).startswith("package:")
+    for cfgs in runs.values():  # the same data, schedule and optimiser for every row, scored on test
+        for cfg in cfgs:
+            assert cfg.data.holdout == 0 and cfg.data.split_name("binary", "val") == "test"
+            assert (cfg.data, cfg.train.epochs, cfg.optim, cfg.schedule) == (base.data, base.train.epochs,
+                                                                              base.optim, base.schedule)
+    typical = runs["deeplabv3plus"][0].model.kwargs
+    assert all(typical[key] == base.model.kwargs[key] for key in ("backbone", "pretrained"))
+    network = build_model("deeplabv3plus", **{**typical, "pretrained": None}).eval()
+    assert network(torch.zeros(1, 3, 64, 64))["out"].shape == (1, 1, 64, 64)  # one foreground channel
