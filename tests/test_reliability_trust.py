@@ -124,3 +124,4 @@ def test_a_file_that_is_no_checkpoint_is_not_called_unsafe(tmp_path):
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable PyTorch file \\(corrupt, truncated or another format\\)"):
         read_checkpoint(tmp_path / "notes.pt")
+
