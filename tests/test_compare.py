@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -92,3 +93,23 @@ def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
     multiscale = caches[("kd_cached_multiscale", 1)]  # other views: its own folder, its views kept
     assert multiscale.cache == cc.output_dir / "teacher_cache" / "teacher-scales0.75_1_1.25_1.5-flip"
     assert (multiscale.cache_scales, multiscale.cache_flip) == ([0.75, 1.0, 1.25, 1.5], True)
+
+
+def test_runs_side_by_side_give_the_same_results_as_one_after_another(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two jobs: one thread each, as this process has
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1}), tmp_path / "run.yaml")
+    entries = [{"name": "teacher", "role": "teacher", "seeds": [1]}, {"name": "base"},
+               {"name": "kd", "teacher_from": "teacher", "set": ["distill.methods=[{name: logits_kd}]"]}]
+    one, two = _cc(tmp_path, entries), _cc(tmp_path, entries).model_copy(update={"jobs": 2})
+    two.output_dir = tmp_path / "side_by_side"
+    messages = []
+    compare(one, log=lambda *_: None)
+    compare(two, log=messages.append)
+    # the teacher trains before its students; every run says when it is done
+    done = [m for m in messages if " done: MAE " in m]
+    assert len(done) == 5 and done[0].startswith("[teacher seed 1]")
+    for entry in ("teacher", "base", "kd"):
+        for seed in ((1,) if entry == "teacher" else (1, 2)):
+            a, b = (json.loads((cc.output_dir / entry / f"seed{seed}" / "metrics.json").read_text())
+                    for cc in (one, two))
+            assert a["student"] == b["student"], (entry, seed)  # one thread each: the same floats

@@ -29,9 +29,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +83,8 @@ class CompareConfig(BaseModel):
     entries: list[CompareEntry]
     latency_size: int | None = Field(None, description="input side for latency and GFLOPs (default: the test size)")
     qualitative_images: int = 4
+    jobs: int = Field(1, ge=1, description="runs trained at once, each in its own process with an equal share of "
+                                           "the CPU cores as threads (teachers first); 1: one after another")
 
     @model_validator(mode="after")
     def _check_names(self) -> CompareConfig:
@@ -200,25 +206,68 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False,
             f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
             f"or choose another output_dir:\n{listed}"
         )
-    results: dict[str, dict[int, dict[str, Any]]] = {}
+    todo: list[tuple[str, int, Config]] = []
+    for entry, seed in runs_of(cc):
+        cfg = run_config(cc, entry, seed)
+        if (entry.name, seed) in stale:
+            log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
+        if (cfg.run_dir / "metrics.json").is_file():
+            log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
+        else:
+            todo.append((entry.name, seed, cfg))
+    teachers = {e.teacher_from for e in cc.entries}
+    for wave in ([t for t in todo if t[0] in teachers], [t for t in todo if t[0] not in teachers]):
+        train_runs(wave, cc.jobs, log)
+    return {entry.name: {seed: json.loads((run_config(cc, entry, seed).run_dir / "metrics.json").read_text())
+                         for seed in entry.seeds or cc.seeds} for entry in cc.entries}
+
+
+def runs_of(cc: CompareConfig) -> Iterator[tuple[CompareEntry, int]]:
+    """Every (entry, seed) of the comparison, in order."""
     for entry in cc.entries:
-        results[entry.name] = {}
         for seed in entry.seeds or cc.seeds:
-            cfg = run_config(cc, entry, seed)
-            if (entry.name, seed) in stale:
-                log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
-            done = cfg.run_dir / "metrics.json"
-            if done.is_file():
-                log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
-            else:
-                resume = (cfg.run_dir / "last.pt").is_file()
-                log(f"[{entry.name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
-                report = fit(cfg, resume=resume)
-                main = (SOD_COLUMNS if cfg.task == "binary" else SEMANTIC_COLUMNS)[0]
-                log(f"[{entry.name} seed {seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
-                    f"{report.get('train_seconds', float('nan')):.0f} s of training")
-            results[entry.name][seed] = json.loads(done.read_text())
-    return results
+            yield entry, seed
+
+
+def train_runs(runs: list[tuple[str, int, Config]], jobs: int, log=print) -> None:
+    """Train ``runs`` (name, seed, config), ``jobs`` at once; each process gets an equal share of
+    the cores as threads, so two runs on two cores each use one (as ``OMP_NUM_THREADS=1`` would)."""
+    def started(name: str, seed: int, cfg: Config) -> None:
+        resume = (cfg.run_dir / "last.pt").is_file()
+        log(f"[{name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
+
+    def finished(name: str, seed: int, cfg: Config, report: dict[str, Any]) -> None:
+        main = (SOD_COLUMNS if cfg.task == "binary" else SEMANTIC_COLUMNS)[0]
+        log(f"[{name} seed {seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
+            f"{report.get('train_seconds', float('nan')):.0f} s of training")
+
+    if jobs == 1 or len(runs) <= 1:
+        for name, seed, cfg in runs:
+            started(name, seed, cfg)
+            finished(name, seed, cfg, fit(cfg, resume=(cfg.run_dir / "last.pt").is_file()))
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
+    rows = context.Queue()
+    for row in range(min(jobs, len(runs))):
+        rows.put(row)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context, initializer=_worker_init,
+                             initargs=(rows, threads)) as pool:
+        futures = {}
+        for name, seed, cfg in runs:
+            started(name, seed, cfg)
+            futures[pool.submit(_fit_in_worker, cfg)] = (name, seed, cfg)
+        for future in as_completed(futures):
+            finished(*futures[future], future.result())
+
+
+def _worker_init(rows: Any, threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ["SEGKD_PROGRESS_ROW"] = str(rows.get())  # this worker's line for its progress bars
+
+
+def _fit_in_worker(cfg: Config) -> dict[str, Any]:
+    return fit(cfg, resume=(cfg.run_dir / "last.pt").is_file())
 
 
 def finished_runs(cc: CompareConfig, stale: dict[tuple[str, int], list[str]], log=print) -> dict[str, dict[int, dict[str, Any]]]:

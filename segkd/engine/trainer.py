@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -160,8 +161,10 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 def _fit(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.ExitStack) -> dict[str, Any]:
     run = set_up(cfg, resume, progress, cleanup)  # run dir, data, models, methods, optimiser, resume
     metrics: dict[str, Any] = {}
+    row = os.environ.get("SEGKD_PROGRESS_ROW")  # runs trained side by side each keep a line (segkd compare)
     bar = tqdm(total=run.max_iters, initial=run.iteration, disable=not (run.env.is_main and cfg.train.progress),
-               desc=cfg.name, dynamic_ncols=True)
+               desc=f"{cfg.name} seed {cfg.train.seed}", dynamic_ncols=True,
+               position=int(row) if row else None, leave=row is None)
     for epoch in range(run.iteration // run.iters_per_epoch, run.epochs):
         for batch in epoch_batches(run, epoch):  # a resumed epoch starts at its next batch
             losses = train_step(run, batch, epoch)
