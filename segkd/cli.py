@@ -319,10 +319,15 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 """)(_demo_args)
 def run_demo(args: argparse.Namespace) -> int:
     from segkd.commands.compare import compare
-    from segkd.commands.demo import demo_config
+    from segkd.commands.demo import demo_config, expected_seconds
 
     cc = demo_config(args.data, Path(args.output), args.overrides)
-    print(f"segkd demo: {', '.join(e.name for e in cc.entries)} → {cc.output_dir}")
+    runs = sum(len(e.seeds or cc.seeds) for e in cc.entries)
+    print(f"segkd demo: {', '.join(e.name for e in cc.entries)} ({runs} runs, {cc.jobs} at a time) → {cc.output_dir}")
+    if args.data is None:
+        minutes, seconds = divmod(round(expected_seconds(cc)), 60)
+        print(f"expected: about {minutes} min {seconds:02d} s on a 2-core CPU like the README's (AMD EPYC); "
+              "slower CPUs and other jobs running take longer (2-3x seen)", flush=True)
     result = compare(cc, retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:

@@ -105,11 +105,22 @@ def test_runs_side_by_side_give_the_same_results_as_one_after_another(tmp_path, 
     messages = []
     compare(one, log=lambda *_: None)
     compare(two, log=messages.append)
-    # the teacher trains before its students; every run says when it is done
-    done = [m for m in messages if " done: MAE " in m]
-    assert len(done) == 5 and done[0].startswith("[teacher seed 1]")
+    # a distilled run starts once its teacher is done; every run says when it is done
+    assert len([m for m in messages if " done: MAE " in m]) == 5
+    teacher_done = messages.index(next(m for m in messages if m.startswith("[teacher seed 1] done")))
+    assert all(messages.index(m) > teacher_done for m in messages if m.startswith("[kd seed"))
     for entry in ("teacher", "base", "kd"):
         for seed in ((1,) if entry == "teacher" else (1, 2)):
             a, b = (json.loads((cc.output_dir / entry / f"seed{seed}" / "metrics.json").read_text())
                     for cc in (one, two))
             assert a["student"] == b["student"], (entry, seed)  # one thread each: the same floats
+
+
+def test_a_worker_whose_comparison_is_gone_stops_as_sigterm_asks():
+    import signal
+    import subprocess
+    import sys
+
+    code = "from segkd.commands.compare import _stop_with_parent; _stop_with_parent(-1, 0.01); input()"
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, stdin=subprocess.PIPE)
+    assert done.returncode == -signal.SIGTERM

@@ -31,11 +31,14 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +58,7 @@ from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.engine.colorize import colorize_labels
 from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
+from segkd.engine.teacher_cache import fill_ahead
 from segkd.engine.trainer import evaluate_with_config, fit
 from segkd.models.base import count_parameters
 
@@ -206,7 +210,8 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False,
             f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
             f"or choose another output_dir:\n{listed}"
         )
-    todo: list[tuple[str, int, Config]] = []
+    todo: list[Run] = []
+    teacher_of = {e.name: e.teacher_from for e in cc.entries}
     for entry, seed in runs_of(cc):
         cfg = run_config(cc, entry, seed)
         if (entry.name, seed) in stale:
@@ -214,10 +219,10 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False,
         if (cfg.run_dir / "metrics.json").is_file():
             log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
         else:
-            todo.append((entry.name, seed, cfg))
-    teachers = {e.teacher_from for e in cc.entries}
-    for wave in ([t for t in todo if t[0] in teachers], [t for t in todo if t[0] not in teachers]):
-        train_runs(wave, cc.jobs, log)
+            todo.append(Run(entry.name, seed, cfg, teacher_of[entry.name]))
+    teachers = set(teacher_of.values())
+    todo.sort(key=lambda run: run.name not in teachers)  # teachers first: others wait for them
+    train_runs(todo, cc.jobs, log)
     return {entry.name: {seed: json.loads((run_config(cc, entry, seed).run_dir / "metrics.json").read_text())
                          for seed in entry.seeds or cc.seeds} for entry in cc.entries}
 
@@ -229,45 +234,78 @@ def runs_of(cc: CompareConfig) -> Iterator[tuple[CompareEntry, int]]:
             yield entry, seed
 
 
-def train_runs(runs: list[tuple[str, int, Config]], jobs: int, log=print) -> None:
-    """Train ``runs`` (name, seed, config), ``jobs`` at once; each process gets an equal share of
-    the cores as threads, so two runs on two cores each use one (as ``OMP_NUM_THREADS=1`` would)."""
-    def started(name: str, seed: int, cfg: Config) -> None:
-        resume = (cfg.run_dir / "last.pt").is_file()
-        log(f"[{name} seed {seed}] {'resuming' if resume else 'training'} → {cfg.run_dir}")
+@dataclass
+class Run:
+    """One (entry, seed) to train; ``teacher``: the entry whose runs must finish before it starts."""
 
-    def finished(name: str, seed: int, cfg: Config, report: dict[str, Any]) -> None:
-        main = (SOD_COLUMNS if cfg.task == "binary" else SEMANTIC_COLUMNS)[0]
-        log(f"[{name} seed {seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
+    name: str
+    seed: int
+    cfg: Config
+    teacher: str | None = None
+
+
+def train_runs(runs: list[Run], jobs: int, log=print) -> None:
+    """Train ``runs``, ``jobs`` at once; each process gets an equal share of the cores as threads
+    (two runs on two cores: one thread each, as ``OMP_NUM_THREADS=1`` gives). A run starts once
+    its teacher entry's runs are done, its teacher cache filled first (once, in this process)."""
+    def started(run: Run) -> None:
+        log(f"[{run.name} seed {run.seed}] {'resuming' if _resumes(run.cfg) else 'training'} → {run.cfg.run_dir}")
+
+    def finished(run: Run, report: dict[str, Any]) -> None:
+        main = (SOD_COLUMNS if run.cfg.task == "binary" else SEMANTIC_COLUMNS)[0]
+        log(f"[{run.name} seed {run.seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
             f"{report.get('train_seconds', float('nan')):.0f} s of training")
 
     if jobs == 1 or len(runs) <= 1:
-        for name, seed, cfg in runs:
-            started(name, seed, cfg)
-            finished(name, seed, cfg, fit(cfg, resume=(cfg.run_dir / "last.pt").is_file()))
+        for run in runs:  # in order: teachers come first
+            started(run)
+            finished(run, fit(run.cfg, resume=_resumes(run.cfg)))
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
     rows = context.Queue()
     for row in range(min(jobs, len(runs))):
         rows.put(row)
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    waiting, filled = list(runs), set()
     with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context, initializer=_worker_init,
                              initargs=(rows, threads)) as pool:
-        futures = {}
-        for name, seed, cfg in runs:
-            started(name, seed, cfg)
-            futures[pool.submit(_fit_in_worker, cfg)] = (name, seed, cfg)
-        for future in as_completed(futures):
-            finished(*futures[future], future.result())
+        running: dict[Any, Run] = {}
+        while waiting or running:
+            busy = {run.name for run in [*waiting, *running.values()]}
+            ready = [r for r in waiting if r.teacher not in busy]
+            for run in ready[: max(0, jobs - len(running))]:  # started when a process is free for it
+                cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
+                if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
+                    filled.add(cache)
+                    fill_ahead(run.cfg)
+                waiting.remove(run)
+                started(run)
+                running[pool.submit(_fit_in_worker, run.cfg)] = run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(running.pop(future), future.result())
+
+
+def _resumes(cfg: Config) -> bool:
+    return (cfg.run_dir / "last.pt").is_file()
 
 
 def _worker_init(rows: Any, threads: int) -> None:
     torch.set_num_threads(threads)
     os.environ["SEGKD_PROGRESS_ROW"] = str(rows.get())  # this worker's line for its progress bars
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _stop_with_parent(parent: int, every: float = 2.0) -> None:
+    """A comparison ended by a signal leaves no run training on: its workers stop as SIGTERM asks
+    (a checkpoint at the current step, resumed by the next ``segkd compare``)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fit_in_worker(cfg: Config) -> dict[str, Any]:
-    return fit(cfg, resume=(cfg.run_dir / "last.pt").is_file())
+    return fit(cfg, resume=_resumes(cfg))
 
 
 def finished_runs(cc: CompareConfig, stale: dict[tuple[str, int], list[str]], log=print) -> dict[str, dict[int, dict[str, Any]]]:
