@@ -91,9 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     report = fit(cfg, resume=args.resume)
-    from segkd.metrics import format_table
-
     from segkd.data.build import split_file_name
+    from segkd.metrics import format_table
 
     split = split_file_name(cfg.data, cfg.task, "val")
     distilled = bool(report.get("teacher"))  # without a teacher the trained model is no "student"
@@ -408,9 +407,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     from segkd.commands.benchmark import benchmark_models, format_rows
     from segkd.engine.run import load_trained
-    from segkd.models import build_model
-
-    from segkd.models import MODELS
+    from segkd.models import MODELS, build_model
 
     models = {}
     for spec in args.models:

@@ -479,7 +479,8 @@ def describe_keys(model: type[BaseModel] = None, prefix: str = "",  # type: igno
         elif info.is_required():
             shown = "(required)"
         elif info.default_factory is not None:
-            shown = "(computed)" if annotation is not None and "BaseModel" in str(annotation) else repr(info.default_factory())
+            computed = annotation is not None and "BaseModel" in str(annotation)
+            shown = "(computed)" if computed else repr(info.default_factory())
         else:
             shown = repr(info.default)
         help_text = info.description or ""

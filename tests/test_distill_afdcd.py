@@ -35,7 +35,7 @@ def _reference(s: torch.Tensor, t: torch.Tensor, groups: int, patch: int, tau: f
                 cells = [(y, x, m) for y in range(y0, y0 + patch) for x in range(x0, x0 + patch) for m in range(groups)]
                 for (y, x, m) in cells:
                     anchor = s[i, m * d:(m + 1) * d, y, x]
-                    def score(yy: int, xx: int, mm: int) -> float:
+                    def score(yy: int, xx: int, mm: int, anchor=anchor, i=i) -> float:
                         return -(anchor - t[i, mm * d:(mm + 1) * d, yy, xx]).abs().sum().item() / tau
                     logits = [score(y, x, m)] + [score(yy, xx, mm) for (yy, xx, mm) in cells if mm != m]
                     total += -logits[0] + math.log(sum(math.exp(v) for v in logits))

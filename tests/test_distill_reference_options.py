@@ -12,6 +12,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from reference_math import kl, softmax
 from torch import nn
 
 from segkd.distill import FeatureTaps
@@ -22,9 +23,6 @@ from segkd.distill.logits_kd import LogitsKD
 from segkd.engine.builders import build_methods, probe
 
 from engine_helpers import tiny_semantic_config
-from reference_math import kl, softmax
-
-
 
 
 def unit(v: list[float]) -> list[float]:

@@ -260,9 +260,9 @@ def test_dhm_errors() -> None:
 
 
 def test_dhm_copied_stages_train_at_the_backbone_lr(tmp_path) -> None:
-    from engine_helpers import tiny_binary_config
-
     from segkd.engine.builders import build_optimizer
+
+    from engine_helpers import tiny_binary_config
 
     cfg = tiny_binary_config(tmp_path, optim={"lr": 0.01, "backbone_lr_mult": 0.1, "head_lr_mult": 1.0})
     net = fusion_net()

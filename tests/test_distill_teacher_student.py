@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from reference_math import kl, softmax
 
 import segkd.distill.cirkd  # noqa: F401  (registers "cirkd")
 import segkd.distill.cwd  # noqa: F401
@@ -14,8 +15,6 @@ import segkd.distill.ifvd  # noqa: F401
 import segkd.distill.logits_kd  # noqa: F401
 import segkd.distill.skd  # noqa: F401
 from segkd.distill.base import DistillMethod, build_method
-
-from reference_math import kl, softmax
 
 METHOD_NAMES = ["logits_kd", "feature_kd", "cwd", "skd", "ifvd", "dist", "cirkd"]
 

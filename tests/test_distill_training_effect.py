@@ -69,7 +69,8 @@ class Case:
 # Af-DCD: stage 4 is 4×4 at 32 px, too small for its 4×4 max-pool before 4×4 patches; its
 # Cityscapes weights (fd 2e-6, ctr 5e-3) barely move a student in ten steps (KL 0.931 vs 0.931),
 # larger ones show the transfer (KL 0.818 vs 0.931).
-OPTIONS: dict[str, dict[str, Any]] = {"feature_kd": {"at": "head"}, "afdcd": {"pool": 0, "patch": 2, "fd_weight": 1e-4, "ctr_weight": 0.05}}
+OPTIONS: dict[str, dict[str, Any]] = {
+    "feature_kd": {"at": "head"}, "afdcd": {"pool": 0, "patch": 2, "fd_weight": 1e-4, "ctr_weight": 0.05}}
 VARIANTS = [
     Case("feature_kd", {"student_at": "aux", "teacher_at": "out", "mapping": "none",
                         "loss": "smooth_l1"}, "source_recipe"),

@@ -33,7 +33,8 @@ def _worker(rank: int, world_size: int, port: int, task: str, tmp: str) -> None:
     extra = {}
     if task == "semantic_cached":  # logits KD from a teacher cache the main process fills
         extra["distill"] = {"teacher": {"model": {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
-                                        "checkpoint": str(Path(tmp) / "teacher.pth"), "cache": str(Path(tmp) / "cache")},
+                                        "checkpoint": str(Path(tmp) / "teacher.pth"),
+                                        "cache": str(Path(tmp) / "cache")},
                             "methods": [{"name": "logits_kd"}]}
     cfg = make(Path(tmp), train={"epochs": 1, "device": "cpu", "sync_bn": True}, **extra)
     report = fit(cfg)

@@ -166,8 +166,8 @@ def test_binary_run_config_has_no_semantic_class_list(tmp_path):
 def test_onnx_file_records_normalisation_and_output_meaning(tmp_path):
     import onnxruntime
 
-    from segkd.engine.builders import build_student
     from segkd.commands.export import export_onnx, onnx_metadata
+    from segkd.engine.builders import build_student
 
     cfg = tiny_binary_config(tmp_path)
     export_onnx(build_student(cfg), tmp_path / "m.onnx", input_size=(32, 32), metadata=onnx_metadata(cfg))

@@ -111,7 +111,7 @@ def test_diverged_weights_are_not_checkpointed(tmp_path, monkeypatch):
 
 def _as_module(state):
     module = torch.nn.Module()
-    for i, (name, tensor) in enumerate(state.items()):
+    for i, tensor in enumerate(state.values()):
         module.register_buffer(f"t{i}", tensor)
     return module
 

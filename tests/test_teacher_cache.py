@@ -111,7 +111,7 @@ def test_the_cached_map_moves_with_the_image(tmp_path):
         raw = build_dataset(cfg.data, cfg.task, "train", augment=False)
         plain_image = {i: raw[i]["image"] * 2.0 for i in range(len(raw))}  # undo the normalisation
         train_set = build_dataset(cfg.data, cfg.task, "train",
-                                  extra_maps=lambda i, size: {"teacher/out": plain_image[i]})
+                                  extra_maps=lambda i, size, plain=plain_image: {"teacher/out": plain[i]})
         flipped = 0
         for seed in range(8):
             torch.manual_seed(seed)
@@ -121,8 +121,8 @@ def test_the_cached_map_moves_with_the_image(tmp_path):
             if exact:
                 assert torch.equal(carried, image)
                 full = plain_image[seed % len(train_set)]
-                flipped += not any(torch.equal(carried, full[:, t:t + 24, l:l + 24])
-                                   for t in range(9) for l in range(9))
+                flipped += not any(torch.equal(carried, full[:, top:top + 24, left:left + 24])
+                                   for top in range(9) for left in range(9))
             else:
                 assert torch.allclose(carried, image, atol=1e-3)
         if exact:
@@ -229,7 +229,8 @@ def test_segkd_cache_teacher_fills_ahead_and_training_reuses_it(tmp_path, monkey
 
 
 def test_a_multi_view_cache_holds_the_mean_of_the_teachers_logits_over_scales_and_mirrors(tmp_path):
-    cfg = _cfg(tmp_path, data=PLAIN, methods=[{"name": "logits_kd", "at": "logits"}, {"name": "logits_kd", "at": "out"}])
+    cfg = _cfg(tmp_path, data=PLAIN,
+               methods=[{"name": "logits_kd", "at": "logits"}, {"name": "logits_kd", "at": "out"}])
     cfg.distill.teacher.cache_scales, cfg.distill.teacher.cache_flip = [0.5, 1.0], True
     student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
     manifest = _open(cfg, teacher, {"logits", "out"}, train_set)

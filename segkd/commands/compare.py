@@ -308,7 +308,8 @@ def _fit_in_worker(cfg: Config) -> dict[str, Any]:
     return fit(cfg, resume=_resumes(cfg))
 
 
-def finished_runs(cc: CompareConfig, stale: dict[tuple[str, int], list[str]], log=print) -> dict[str, dict[int, dict[str, Any]]]:
+def finished_runs(cc: CompareConfig, stale: dict[tuple[str, int], list[str]],
+                  log=print) -> dict[str, dict[int, dict[str, Any]]]:
     """``{entry: {seed: metrics.json}}`` of the runs finished with the current config; says which are left out."""
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for entry in cc.entries:

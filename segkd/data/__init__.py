@@ -1,5 +1,5 @@
-"""Data: the binary SOD layout, semseg lists, VOC, Cityscapes, ADE20K and CamVid, joint transforms, a synthetic generator
-and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either.
+"""Data: the binary SOD layout, semseg lists, VOC, Cityscapes, ADE20K and CamVid, joint transforms, a
+synthetic generator and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either.
 
 Names are imported on first use: ``segkd.data.readers`` (numpy and PIL only) serves folder scoring without loading
 torch and torchvision.

@@ -55,7 +55,8 @@ def _load(path: Path, trust: bool) -> Any:
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found is None:  # not an object it refused: the bytes are no pickle at all
-            raise CheckpointError(f"{path}: not a readable PyTorch file (corrupt, truncated or another format)") from None
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch file (corrupt, truncated or another format)") from None
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
         what = f" ({found.group(1)})"
