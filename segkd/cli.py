@@ -326,7 +326,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.data is None:
         minutes, seconds = divmod(round(expected_seconds(cc)), 60)
         print(f"expected: about {minutes} min {seconds:02d} s on a 2-core CPU like the README's (AMD EPYC); "
-              "slower CPUs and other jobs running take longer (2-3x seen)", flush=True)
+              "other CPUs, and other jobs running, change it", flush=True)
     result = compare(cc, retrain=args.retrain)
     print(result["markdown"])
     for path in result["figures"]:

@@ -49,9 +49,9 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
 
 
 # Seconds the default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, nothing
-# else running: 432 s in all), split into the teacher and each student run (alone or distilled)
+# else running: 700 s in all), split into the teacher and each student run (alone or distilled)
 # with what surrounds them (generating the data, scoring, tables and figures).
-MEASURED_SECONDS = {"teacher": 90.0, "run": 57.0}
+MEASURED_SECONDS = {"teacher": 190.0, "run": 85.0}
 
 
 def expected_seconds(cc: CompareConfig) -> float:
