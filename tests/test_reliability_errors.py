@@ -9,10 +9,12 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from torch import nn
 
 from segkd.cli import main
 from segkd.config import TASK_METRICS, ConfigError, save_config, validate
 from segkd.engine import builders
+from segkd.engine.distiller import Distiller
 from segkd.metrics.semantic import SegmentationMetric
 from segkd.metrics.sod import SODMetrics
 from segkd.models import build_model
@@ -74,7 +76,7 @@ def test_the_metric_names_checked_are_those_evaluation_returns():
 def test_a_method_listed_twice_keeps_both_terms(tmp_path):
     twice = [{"name": "sad", "start": 0.0, "weight": 1.0}, {"name": "sad", "start": 0.0, "weight": 2.0}]
     cfg = tiny_binary_config(tmp_path, distill={"methods": twice}, train={"epochs": 1, "max_iters": 1})
-    methods = builders.build_methods(cfg)
+    methods = Distiller(nn.Conv2d(3, 1, 1), None, builders.build_methods(cfg)).methods
     assert [m.name for m in methods] == ["sad", "sad_2"]
     assert type(methods[1]).name == "sad"  # the registered name stays
     save_config(cfg, tmp_path / "run.yaml")

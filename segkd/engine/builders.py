@@ -47,17 +47,12 @@ def build_teacher(teacher_cfg: TeacherConfig, cfg: Config, device: torch.device)
 def build_methods(cfg: Config) -> nn.ModuleList:
     """The configured methods, each told the data's ignore label (no method keeps its own).
 
-    A method listed more than once (``cwd`` at two layers) gets a name of its own for each further
-    entry (``cwd_2``, ``cwd_3``), so that its loss terms (``cwd_2/...``) add to the first one's
-    instead of replacing them.
+    A method listed more than once is named apart (``cwd``, ``cwd_2``) by ``segkd.Distiller``,
+    which every training run goes through.
     """
     methods = nn.ModuleList(build_method(spec) for spec in cfg.distill.methods)
-    seen: dict[str, int] = {}
     for method in methods:
         method.ignore_index = cfg.data.ignore_index
-        seen[method.name] = seen.get(method.name, 0) + 1
-        if seen[method.name] > 1:
-            method.name = f"{method.name}_{seen[method.name]}"  # this instance only; the class keeps its name
     return methods
 
 

@@ -45,7 +45,9 @@ def _methods(specs: Sequence[MethodSpec] | nn.ModuleList) -> nn.ModuleList:
         specs = [specs]
     methods = specs if isinstance(specs, nn.ModuleList) else nn.ModuleList(_one_method(s) for s in specs)
     seen: dict[str, int] = {}
-    for method in methods:  # a method listed twice gets its own term names (cwd, cwd_2)
+    # a method listed twice (cwd at two layers) gets its own term names (cwd, cwd_2), so that its
+    # terms add to the first one's instead of replacing them in the dict of losses
+    for method in methods:
         seen[method.name] = seen.get(method.name, 0) + 1
         if seen[method.name] > 1 and method.name == type(method).name:
             method.name = f"{method.name}_{seen[method.name]}"
