@@ -17,8 +17,9 @@ from segkd.data import build_dataset
 from segkd.distill import build_method
 from segkd.engine import builders
 from segkd.engine.distiller import Distiller
+from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.schedule import lr_factor
-from segkd.engine.trainer import evaluate_with_config, training_losses
+from segkd.engine.trainer import training_losses
 from segkd.models.losses import semantic_ce
 
 from engine_helpers import tiny_semantic_config

@@ -56,10 +56,11 @@ from segkd.data.build import resolve_root
 from segkd.data.classes import voc_palette
 from segkd.data.readers import read_binary_mask, read_image, read_label
 from segkd.engine.colorize import colorize_labels
+from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.resume import config_differences, normalised
 from segkd.engine.run import load_trained
 from segkd.engine.teacher_cache import fill_ahead
-from segkd.engine.trainer import evaluate_with_config, fit
+from segkd.engine.trainer import fit
 from segkd.models.base import count_parameters
 
 SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")

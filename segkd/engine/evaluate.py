@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from segkd.config import Config
 from segkd.engine.distributed import DistEnv, all_reduce_sum, epoch_indices, gather_objects
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
 from segkd.metrics import SegmentationMetric, SODMetrics
@@ -99,3 +101,19 @@ def evaluate(
     if return_curves:
         results["curves"] = merged.curves()
     return results
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def evaluate_with_config(model: nn.Module, dataset: Dataset, cfg: Config, device: torch.device,
+                         env: DistEnv | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``evaluate`` with the protocol the config describes."""
+    d, e = cfg.data, cfg.eval
+    return evaluate(
+        unwrap(model), dataset, task=cfg.task, device=device, env=env or DistEnv(), amp=cfg.train.amp,
+        num_classes=d.num_classes, class_names=d.class_names, ignore_index=d.ignore_index,
+        crop_size=d.crop_size, base_size=d.base_size, scales=e.scales, flip=e.flip,
+        sliding=e.sliding, stride_rate=e.stride_rate, **kwargs,
+    )

@@ -18,8 +18,8 @@ from segkd.engine.builders import build_student
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
+from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
-from segkd.engine.trainer import evaluate_with_config
 
 
 def load_trained(checkpoint: str | Path, config: str | Path | None = None,

@@ -49,7 +49,7 @@ from segkd.engine.distributed import (
     pick_device,
     shutdown,
 )
-from segkd.engine.evaluate import autocast_context, evaluate
+from segkd.engine.evaluate import autocast_context, evaluate_with_config
 from segkd.engine.inference import predict_binary, predict_semantic
 from segkd.engine.resume import (
     check_resume,
@@ -117,22 +117,6 @@ class StopRequest:
         self.signal_name = signal.Signals(number).name
         print(f"\n{self.signal_name}: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
               file=sys.stderr, flush=True)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def evaluate_with_config(model: nn.Module, dataset: Dataset, cfg: Config, device: torch.device,
-                         env: DistEnv | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``evaluate`` with the protocol the config describes."""
-    d, e = cfg.data, cfg.eval
-    return evaluate(
-        unwrap(model), dataset, task=cfg.task, device=device, env=env or DistEnv(), amp=cfg.train.amp,
-        num_classes=d.num_classes, class_names=d.class_names, ignore_index=d.ignore_index,
-        crop_size=d.crop_size, base_size=d.base_size, scales=e.scales, flip=e.flip,
-        sliding=e.sliding, stride_rate=e.stride_rate, **kwargs,
-    )
 
 
 def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
