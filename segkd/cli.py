@@ -507,7 +507,7 @@ _USER_ERRORS = {
     "segkd.config": "ConfigError",
     "segkd.data.readers": "DataError",
     "segkd.engine.checkpoint": "CheckpointError",
-    "segkd.engine.trainer": "NonFiniteLossError",
+    "segkd.engine.errors": "NonFiniteLossError",
 }
 
 

@@ -14,7 +14,8 @@ from segkd.config import save_config
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import read_checkpoint
 from segkd.engine.resume import RunFolderError, hold_run_folder
-from segkd.engine.trainer import TrainingInterrupted, fit
+from segkd.engine.errors import TrainingInterrupted
+from segkd.engine.trainer import fit
 
 from engine_helpers import tiny_binary_config
 

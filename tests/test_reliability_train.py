@@ -11,7 +11,8 @@ from segkd.engine import builders
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import read_checkpoint
 from segkd.engine.resume import ResumeError, config_differences, weight_problems
-from segkd.engine.trainer import DivergedWeightsError, NonFiniteLossError, TrainingInterrupted, fit
+from segkd.engine.errors import DivergedWeightsError, NonFiniteLossError, TrainingInterrupted
+from segkd.engine.trainer import fit
 
 from engine_helpers import tiny_binary_config
 

@@ -1,6 +1,8 @@
 """Colour helpers for semantic label maps: saved predictions, TensorBoard images and figures."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from segkd.data.classes import voc_palette
@@ -8,8 +10,12 @@ from segkd.data.classes import voc_palette
 IGNORE_LABEL = 255
 
 
-def colorize_labels(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """H×W class indices in [0, num_classes) ∪ {255} → H×W×3 uint8 VOC colours."""
+def colorize_labels(label: np.ndarray, num_classes: int, palette: Sequence[int] | None = None) -> np.ndarray:
+    """H×W class indices in [0, num_classes) ∪ {255} → H×W×3 uint8 colours of ``palette``.
+
+    ``palette`` is a flat ``[r0, g0, b0, r1, ...]`` list of 256 colours, as
+    ``segkd.data.classes.layout_palette(layout)`` gives for a data set; default: VOC's.
+    """
     label = np.asarray(label)
     if label.ndim != 2:
         raise ValueError(f"label must be H×W, got shape {label.shape}")
@@ -19,7 +25,10 @@ def colorize_labels(label: np.ndarray, num_classes: int) -> np.ndarray:
     if not valid.all():
         bad = np.unique(label[~valid])[:5].tolist()
         raise ValueError(f"label values {bad} are outside [0, {num_classes}) and not {IGNORE_LABEL}")
-    colours = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    palette = voc_palette() if palette is None else palette
+    if len(palette) != 768:
+        raise ValueError(f"palette must list 256 colours as 768 values [r0, g0, b0, ...], got {len(palette)} values")
+    colours = np.asarray(palette, dtype=np.uint8).reshape(256, 3)
     return colours[label.astype(np.int64)]
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from segkd.config import Config
+from segkd.data.classes import layout_palette
 from segkd.engine.distributed import DistEnv, all_reduce_sum, epoch_indices, gather_objects
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
 from segkd.metrics import SegmentationMetric, SODMetrics
@@ -109,8 +110,10 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def evaluate_with_config(model: nn.Module, dataset: Dataset, cfg: Config, device: torch.device,
                          env: DistEnv | None = None, **kwargs: Any) -> dict[str, Any]:
-    """``evaluate`` with the protocol the config describes."""
+    """``evaluate`` with the protocol the config describes; saved semantic maps (``save_dir``) take
+    the data set's palette unless ``palette`` is given."""
     d, e = cfg.data, cfg.eval
+    kwargs.setdefault("palette", layout_palette(d.layout))
     return evaluate(
         unwrap(model), dataset, task=cfg.task, device=device, env=env or DistEnv(), amp=cfg.train.amp,
         num_classes=d.num_classes, class_names=d.class_names, ignore_index=d.ignore_index,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from segkd.config import Config, apply_overrides, blame_config, load_config, validate
 from segkd.data import build_dataset
-from segkd.data.classes import voc_palette
+from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
@@ -61,8 +61,7 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None
         samples = dataset.samples
         check_prediction_outputs(save_dir, [s.image for s in samples], "--save-dir", "data set's",
                                  other_inputs=[s.mask for s in samples])
-    metrics = evaluate_with_config(model, dataset, cfg, device, save_dir=save_dir,
-                                   palette=voc_palette(), progress=True)
+    metrics = evaluate_with_config(model, dataset, cfg, device, save_dir=save_dir, progress=True)
     return {k: v for k, v in metrics.items() if k != "curves"}
 
 
@@ -137,7 +136,7 @@ def predict_images(checkpoint: str | Path, source: str | Path, output: str | Pat
     cfg, model, device = load_trained(checkpoint, None, overrides)
     transform = build_eval_transform(cfg.task, cfg.data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    palette = voc_palette()
+    palette = layout_palette(cfg.data.layout)
     written = []
     for path in images:
         try:
@@ -159,7 +158,7 @@ def predict_images(checkpoint: str | Path, source: str | Path, output: str | Pat
             png = Image.fromarray(label).convert("P")
             png.putpalette(palette)
             png.save(out_dir / f"{path.stem}.png")
-            blend = overlay(rgb, colorize_labels(label, cfg.data.num_classes))
+            blend = overlay(rgb, colorize_labels(label, cfg.data.num_classes, palette))
             (out_dir / "overlay").mkdir(exist_ok=True)
             Image.fromarray(blend).save(out_dir / "overlay" / f"{path.stem}.jpg", quality=90)
         written.append(out_dir / f"{path.stem}.png")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -35,7 +34,6 @@ from segkd.data.build import resolve_root
 from segkd.data.transforms import resize_batch
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
-from segkd.engine.colorize import colorize_labels
 from segkd.engine.determinism import SeededSamples, parameter_fingerprint, rng_state, seed_everything, set_rng_state
 from segkd.engine.distiller import Distiller
 from segkd.engine.distributed import (
@@ -49,8 +47,9 @@ from segkd.engine.distributed import (
     pick_device,
     shutdown,
 )
+from segkd.engine.errors import DivergedWeightsError, NonFiniteLossError, TrainingInterrupted
 from segkd.engine.evaluate import autocast_context, evaluate_with_config
-from segkd.engine.inference import predict_binary, predict_semantic
+from segkd.engine.panels import log_prediction_images
 from segkd.engine.resume import (
     check_resume,
     describe_last_checkpoint,
@@ -63,18 +62,6 @@ from segkd.engine.resume import (
 from segkd.engine.schedule import lr_factor
 from segkd.engine.teacher import teacher_source
 from segkd.models.losses import task_loss
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped before saving anything from that step."""
-
-
-class DivergedWeightsError(NonFiniteLossError):
-    """The weights are no longer finite (or have exploded); the checkpoint was not written."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says where it stopped and how to continue."""
 
 
 class _Progress:
@@ -540,30 +527,6 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
         run.writer.close()
     shutdown(env)
     return report
-
-
-@torch.inference_mode()
-def log_prediction_images(writer: Any, model: nn.Module, dataset: Dataset, cfg: Config,
-                          device: torch.device, step: int, count: int = 4) -> None:
-    """Ground truth beside prediction for the first few validation images, in TensorBoard."""
-    was_training = model.training
-    model.eval()
-    for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
-        sample = dataset[index]
-        image = sample["image"].unsqueeze(0).to(device)
-        mask = sample["mask"]
-        if cfg.task == "binary":
-            prob = predict_binary(model, image, tuple(mask.shape[-2:]))[0].cpu()
-            panel = torch.cat([mask.float().reshape(prob.shape), prob], dim=-1)  # 1×H×2W
-            writer.add_image(f"predictions/{sample['name']}", panel, step)
-        else:
-            d = cfg.data
-            probs = predict_semantic(model, image, crop_size=d.crop_size, base_size=d.base_size, sliding=False)
-            pred = probs.argmax(1)[0].cpu().numpy()
-            panel = np.concatenate([colorize_labels(mask.numpy(), d.num_classes),
-                                    colorize_labels(pred, d.num_classes)], axis=1)
-            writer.add_image(f"predictions/{sample['name']}", panel, step, dataformats="HWC")
-    model.train(was_training)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
