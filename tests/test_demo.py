@@ -6,8 +6,6 @@ from pathlib import Path
 from segkd.commands.compare import run_config
 from segkd.commands.demo import demo_config
 
-VOC_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_samples"
-
 
 def _configs(cc):
     return {e.name: run_config(cc, e, (e.seeds or cc.seeds)[0]) for e in cc.entries}
@@ -31,10 +29,11 @@ def test_demo_compares_three_seeds_with_the_same_student_data(tmp_path):
     assert teacher.data.root != student.data.root
 
 
-def test_demo_on_a_users_data_trains_every_entry_on_it(tmp_path):
-    cc = demo_config(str(VOC_SAMPLES), tmp_path)
+def test_demo_on_a_users_data_trains_every_entry_on_it(tmp_path, shared_data):
+    voc_samples = shared_data / "voc_samples"
+    cc = demo_config(str(voc_samples), tmp_path)
     for cfg in _configs(cc).values():
-        assert cfg.data.layout == "voc" and Path(cfg.data.root) == VOC_SAMPLES
+        assert cfg.data.layout == "voc" and Path(cfg.data.root) == voc_samples
 
 
 def test_a_shrunken_demo_runs_end_to_end(tmp_path, monkeypatch):
