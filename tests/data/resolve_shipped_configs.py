@@ -1,0 +1,51 @@
+"""Write tests/data/resolved_configs.json: every shipped config name resolved to its values.
+
+Run configs as ``load_config(name).to_dict()``; comparison configs as their ``model_dump`` plus the run
+config of every entry at its first seed (its other seeds differ only in ``train.seed`` and ``output_dir``). tests/test_configs_resolved.py checks that each name still resolves to
+these values, so a change in how configs are written (bases, fragments) cannot change a run unnoticed.
+Run from the repository root: ``python tests/data/resolve_shipped_configs.py NAME...`` (default: the
+names of the files in segkd/configs when the snapshot was taken, stored in the JSON).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).parent / "resolved_configs.json"
+
+
+def without_progress(run: dict[str, Any]) -> dict[str, Any]:
+    """A comparison shows a progress bar only in a terminal: the key depends on where it runs."""
+    run["train"].pop("progress", None)
+    return run
+
+
+def resolve(name: str, compare_names: set[str]) -> dict[str, Any]:
+    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.config import load_config
+
+    if name not in compare_names:
+        return {"kind": "run", "config": load_config(name).to_dict()}
+    cc = load_compare_config(name)
+    runs = {entry.name: without_progress(run_config(cc, entry, (entry.seeds or cc.seeds)[0]).to_dict())
+            for entry in cc.entries}
+    return {"kind": "compare", "config": cc.model_dump(mode="json"), "runs": runs}
+
+
+def main(names: list[str]) -> None:
+    config_dir = Path(__file__).resolve().parents[2] / "segkd" / "configs"
+    names = names or sorted(p.stem for p in config_dir.glob("*.yaml"))
+    # today's rule (the file name) tells the two schemas apart
+    compare_names = {n for n in names if n.startswith(("demo", "compare", "search"))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resolved = {name: resolve(name, compare_names) for name in names}
+    OUTPUT.write_text(json.dumps(resolved, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUTPUT}: {len(resolved)} configs")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
