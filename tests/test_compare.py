@@ -1,13 +1,17 @@
 """segkd compare: significance (twice the standard error of the gain), tables, plots, continuing a comparison."""
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
+from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
-from segkd.config import save_config
+from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config
 
@@ -17,6 +21,20 @@ def _cc(tmp_path, entries, seeds=(1, 2)):
         "name": "t", "run_config": str(tmp_path / "run.yaml"), "output_dir": str(tmp_path / "cmp"),
         "seeds": list(seeds), "baseline": "base", "entries": entries, "qualitative_images": 2,
     })
+
+
+@contextlib.contextmanager
+def _counting(monkeypatch, name):
+    """The calls ``segkd.commands.compare_config`` makes to its function ``name``, still called."""
+    calls, real = [], getattr(compare_config, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_config, name, counted)
+    yield calls
+    monkeypatch.setattr(compare_config, name, real)
 
 
 def _result(mae):
@@ -51,7 +69,7 @@ def test_significance_is_twice_the_standard_error_of_the_gain(tmp_path):
     assert one_seed[1]["significant"] == "unknown (1 seed)"
 
 
-def test_compare_end_to_end_and_continues(tmp_path):
+def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
     cc = _cc(tmp_path, [{"name": "base"}, {"name": "sad", "set": ["distill.methods=[{name: sad, start: 0.0}]"]}])
     result = compare(cc, log=lambda *_: None)
@@ -67,8 +85,11 @@ def test_compare_end_to_end_and_continues(tmp_path):
     assert "| sad |" in result["markdown"] and ", 2 seed(s) per row" in result["markdown"]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
-    compare(cc, log=messages.append)
+    with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate") as validations:
+        compare(cc, log=messages.append)
     assert len(messages) == 4 and all("reused" in m for m in messages)
+    # the run config's YAML is read once for the whole command, each (entry, seed) validated once
+    assert (len(reads), len(validations)) == (1, 4)
     # --report: an entry not trained yet is left out of the table, named under it, and not trained
     later = _cc(tmp_path, [*cc.model_dump()["entries"], {"name": "later", "set": ["optim.lr=0.5"]}])
     messages = []
@@ -93,6 +114,38 @@ def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
     multiscale = caches[("kd_cached_multiscale", 1)]  # other views: its own folder, its views kept
     assert multiscale.cache == cc.output_dir / "teacher_cache" / "teacher-scales0.75_1_1.25_1.5-flip"
     assert (multiscale.cache_scales, multiscale.cache_flip) == ([0.75, 1.0, 1.25, 1.5], True)
+
+
+def test_every_run_config_resolved_at_once_equals_each_resolved_alone():
+    from segkd.commands.compare import load_compare_config, run_config, run_configs, runs_of
+
+    cc = load_compare_config("compare_sbg_cached")  # teacher entries, cached and live, several views
+    at_once = run_configs(cc)
+    assert list(at_once) == [(entry.name, seed) for entry, seed in runs_of(cc)]
+    for entry, seed in runs_of(cc):
+        assert at_once[(entry.name, seed)].to_dict() == run_config(cc, entry, seed).to_dict(), (entry.name, seed)
+    # an entry without seeds of its own takes the comparison's
+    assert {seed for name, seed in at_once if name == cc.baseline} == set(cc.seeds_of(cc.entry(cc.baseline)))
+
+
+def test_a_comparison_config_is_told_apart_by_its_kind(tmp_path):
+    assert _cc(tmp_path, [{"name": "base"}]).kind == "compare"
+    raw = {"kind": "compare", "run_config": "tiny_binary", "output_dir": "out", "baseline": "b",
+           "entries": [{"name": "b"}]}
+    assert compare_config.validate_compare(raw, "c.yaml").kind == "compare"
+    with pytest.raises(ConfigError, match=r"c.yaml: invalid comparison config\n  kind: "):
+        compare_config.validate_compare({**raw, "kind": "run"}, "c.yaml")
+
+
+def test_the_report_and_the_config_never_import_the_runner():
+    folder = Path(compare_config.__file__).parent
+
+    def imported(name):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+    assert "segkd.commands.compare_runner" not in imported("compare_report")
+    assert not {"segkd.commands.compare_runner", "segkd.commands.compare_report"} & imported("compare_config")
 
 
 def test_runs_side_by_side_give_the_same_results_as_one_after_another(tmp_path, monkeypatch):
@@ -121,6 +174,6 @@ def test_a_worker_whose_comparison_is_gone_stops_as_sigterm_asks():
     import subprocess
     import sys
 
-    code = "from segkd.commands.compare import _stop_with_parent; _stop_with_parent(-1, 0.01); input()"
+    code = "from segkd.commands.compare_runner import _stop_with_parent; _stop_with_parent(-1, 0.01); input()"
     done = subprocess.run([sys.executable, "-c", code], timeout=120, stdin=subprocess.PIPE)
     assert done.returncode == -signal.SIGTERM

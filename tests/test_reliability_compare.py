@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from segkd.commands.compare import CompareConfig, train_all
+from segkd.commands.compare_config import CompareConfig
+from segkd.commands.compare_runner import train_all
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config

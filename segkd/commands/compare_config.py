@@ -1,0 +1,178 @@
+"""A comparison's config: its schema, loading, and the run config of each (entry, seed).
+
+A comparison config names a run config to start from, the seeds, and one entry per row:
+
+    kind: compare
+    name: sod300_methods
+    run_config: sod300_fusion      # every entry starts from this run config (file or shipped name)
+    output_dir: runs/compare_sod300
+    seeds: [1, 2, 3]
+    set: ["train.epochs=10"]       # overrides for every entry
+    baseline: baseline             # the student alone: gains are measured against it
+    entries:
+      - {name: baseline}
+      - {name: pspsd, set: ["distill.methods=[{name: pspsd}]"]}
+      - {name: teacher, role: teacher, set: ["model.backbone=resnet50"], seeds: [1]}
+      - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
+      - {name: kd_cached, teacher_from: teacher,
+         set: ["distill.methods=[{name: logits_kd}]", "distill.teacher.cache=auto"]}
+
+``distill.teacher.cache: auto`` reads the teacher's logits from ``output_dir/teacher_cache/TEACHER``
+(TEACHER: the ``teacher_from`` entry), filled by the first run that needs it and reused by every
+seed and entry after it; entries sharing it must read the same maps (``logits`` or ``out``).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segkd.config import Config, ConfigError, apply_overrides, find_config, read_yaml, validate
+
+SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
+SEMANTIC_COLUMNS = ("mIoU", "mAcc", "allAcc")
+LOWER_IS_BETTER = {"MAE"}
+
+AUTO_CACHE = "auto"
+CACHE_KEYS = ("cache", "cache_scales", "cache_flip")  # an entry's teacher settings kept over teacher_from's
+
+
+def metric_columns(task: str) -> tuple[str, ...]:
+    """The metrics a comparison reports for ``task``; the first is the one gains are measured in."""
+    return SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS
+
+
+class CompareEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    set: list[str] = Field(default_factory=list, description="overrides of the run config (key=value)")
+    role: Literal["student", "teacher"] = "student"
+    teacher_from: str | None = Field(None, description="entry whose trained model is this entry's teacher")
+    seeds: list[int] | None = Field(None, description="default: the comparison's seeds")
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["compare"] = Field("compare", description="tells a comparison config from a run config")
+    name: str = "compare"
+    run_config: str = Field(description="the run config every entry starts from")
+    output_dir: Path
+    seeds: list[int] = Field(default_factory=lambda: [1])
+    set: list[str] = Field(default_factory=list)
+    baseline: str
+    entries: list[CompareEntry]
+    latency_size: int | None = Field(None, description="input side for latency and GFLOPs (default: the test size)")
+    qualitative_images: int = 4
+    jobs: int = Field(1, ge=1, description="runs trained at once, each in its own process with an equal share of "
+                                           "the CPU cores as threads (teachers first); 1: one after another")
+
+    @model_validator(mode="after")
+    def _check_names(self) -> CompareConfig:
+        names = [e.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"entry names repeat: {names}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline '{self.baseline}' is not an entry; entries: {names}")
+        for e in self.entries:
+            if e.teacher_from is not None and e.teacher_from not in names[: names.index(e.name)]:
+                raise ValueError(f"entry '{e.name}': teacher_from '{e.teacher_from}' must be an earlier entry")
+        return self
+
+    def seeds_of(self, entry: CompareEntry) -> list[int]:
+        """The seeds ``entry`` trains with: its own, or the comparison's."""
+        return entry.seeds or self.seeds
+
+    def entry(self, name: str) -> CompareEntry:
+        return next(e for e in self.entries if e.name == name)
+
+
+def runs_of(cc: CompareConfig) -> Iterator[tuple[CompareEntry, int]]:
+    """Every (entry, seed) of the comparison, in order (a teacher entry before its students)."""
+    for entry in cc.entries:
+        for seed in cc.seeds_of(entry):
+            yield entry, seed
+
+
+def validate_compare(raw: dict[str, Any], source: str) -> CompareConfig:
+    try:
+        return CompareConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{source}: invalid comparison config"]
+        lines += [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
+                  for e in err.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_compare_config(name_or_path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    path = find_config(name_or_path)
+    return validate_compare(apply_overrides(read_yaml(path), overrides or []), str(path))
+
+
+RunConfigs = dict[tuple[str, int], Config]
+"""``{(entry name, seed): run config}``, in the order of ``runs_of``."""
+Results = dict[str, dict[int, dict[str, Any]]]
+"""``{entry name: {seed: the run's metrics.json}}``"""
+
+
+def run_configs(cc: CompareConfig) -> RunConfigs:
+    """The run config of every (entry, seed): the run config's YAML read once, each run validated once."""
+    base = read_yaml(find_config(cc.run_config))
+    configs: RunConfigs = {}
+    for entry, seed in runs_of(cc):
+        teacher = None
+        if entry.teacher_from is not None:  # an earlier entry: resolved already
+            teacher = configs[(entry.teacher_from, cc.seeds_of(cc.entry(entry.teacher_from))[0])]
+        configs[(entry.name, seed)] = _resolve(cc, base, entry, seed, teacher)
+    return configs
+
+
+def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
+    """The run config of one (entry, seed), and of its teacher entry's first seed when it has one."""
+    base = read_yaml(find_config(cc.run_config))
+
+    def resolved(entry: CompareEntry, seed: int) -> Config:
+        teacher = None
+        if entry.teacher_from is not None:
+            teacher_entry = cc.entry(entry.teacher_from)
+            teacher = resolved(teacher_entry, cc.seeds_of(teacher_entry)[0])
+        return _resolve(cc, base, entry, seed, teacher)
+
+    return resolved(entry, seed)
+
+
+def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed: int,
+             teacher: Config | None) -> Config:
+    """``base`` (the run config's raw YAML) with the comparison's and the entry's settings; ``teacher``:
+    the resolved run of the ``teacher_from`` entry, whose trained model becomes this run's teacher."""
+    overrides = [*cc.set, *entry.set, f"train.seed={seed}", f"name={entry.name}",
+                 f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}",
+                 # a bar with rate and time left in a terminal; in a log, one line per finished run
+                 f"train.progress={str(sys.stderr.isatty()).lower()}"]
+    raw = apply_overrides(base, overrides)
+    if teacher is not None:
+        kept = {k: v for k, v in ((raw.get("distill") or {}).get("teacher") or {}).items() if k in CACHE_KEYS}
+        raw.setdefault("distill", {})["teacher"] = {
+            "model": teacher.model.model_dump(),
+            "checkpoint": str(teacher.run_dir / "last.pt"),
+            **kept,
+        }
+    teacher_raw = (raw.get("distill") or {}).get("teacher")
+    if isinstance(teacher_raw, dict) and teacher_raw.get("cache") == AUTO_CACHE:
+        teacher_raw["cache"] = str(teacher_cache_dir(cc, entry, teacher_raw))
+    return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
+
+
+def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry, teacher: dict[str, Any]) -> Path:
+    """Where ``distill.teacher.cache: auto`` puts an entry's teacher cache: one folder per teacher
+    entry (or per entry naming its own teacher) and views, shared by every seed and every entry
+    distilling from that teacher with those views."""
+    scales, flip = [float(s) for s in teacher.get("cache_scales", [1.0])], bool(teacher.get("cache_flip", False))
+    views = "" if scales == [1.0] and not flip else "-scales" + "_".join(f"{s:g}" for s in scales) + "-flip" * flip
+    return cc.output_dir / "teacher_cache" / f"{entry.teacher_from or entry.name}{views}"
+
+
+__all__ = ["CompareConfig", "CompareEntry", "Results", "RunConfigs", "load_compare_config", "metric_columns",
+           "run_config", "run_configs", "runs_of", "validate_compare"]

@@ -1,0 +1,222 @@
+"""A comparison's report from its finished runs: statistics and significance, cost, tables, plots."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segkd.commands import plots
+from segkd.commands.benchmark import gflops, measure_latency
+from segkd.commands.compare_config import LOWER_IS_BETTER, CompareConfig, Results, RunConfigs, metric_columns
+from segkd.config import Config, ConfigError
+from segkd.data import build_dataset
+from segkd.data.classes import layout_palette
+from segkd.data.readers import read_binary_mask, read_image, read_label
+from segkd.engine.colorize import colorize_labels
+from segkd.engine.evaluate import evaluate_with_config
+from segkd.engine.run import load_trained
+from segkd.models.base import count_parameters
+
+MIN_SEEDS_FOR_VERDICT = 3
+SIGNIFICANCE_RULE = (
+    "A gain is significant when it exceeds twice its standard error, "
+    "2·sqrt(s_a²/n_a + s_b²/n_b) over the seeds of the row (a) and of the baseline (b), "
+    f"both with at least {MIN_SEEDS_FOR_VERDICT} seeds; with fewer seeds no verdict is given."
+)
+
+
+def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> dict[str, Any]:
+    """Write ``results.{md,csv,json}`` and the plots of the finished runs; return the rows, the
+    markdown and the figures' paths. ``configs``: every (entry, seed)'s run config."""
+    first = next(iter(configs.values()))
+    task, main = first.task, metric_columns(first.task)[0]
+    rows = summarise(cc, results, task)
+    reported = [e for e in cc.entries if results[e.name]]  # entries with no finished run have no row
+    entry_configs = {e.name: configs[(e.name, cc.seeds_of(e)[0])] for e in reported}
+    models: dict[str, torch.nn.Module] = {}
+    for name, cfg in entry_configs.items():
+        # the comparison's own config names the model, so an imported one was asked for
+        _, models[name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
+    size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
+    add_cost(rows, models, size)
+    counts = {len(cc.seeds_of(e)) for e in cc.entries}
+    seeds = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else str(min(counts))
+    markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row")
+    missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
+               if len(results[e.name]) < len(cc.seeds_of(e))]
+    if missing:
+        markdown += f"\nNot finished yet (segkd compare trains them): {', '.join(missing)}.\n"
+    write_tables(rows, cc.output_dir, markdown)
+    figures = make_plots(cc, rows, entry_configs, models, task, main)
+    return {"rows": rows, "markdown": markdown, "figures": figures}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def significance(gain: float, row: dict[str, Any], base: dict[str, Any], main: str) -> tuple[str, float | None]:
+    """(verdict, threshold) of ``gain`` = row − baseline in ``main`` under ``SIGNIFICANCE_RULE``."""
+    counts = (row["seeds"], base["seeds"])
+    if min(counts) < MIN_SEEDS_FOR_VERDICT:
+        return f"unknown ({min(counts)} seed{'s' if min(counts) > 1 else ''})", None
+    std_error = math.sqrt(row[f"{main}_std"] ** 2 / counts[0] + base[f"{main}_std"] ** 2 / counts[1])
+    threshold = 2 * std_error
+    if abs(gain) <= threshold:
+        return "no (within 2 SE)", threshold
+    better = -gain if main in LOWER_IS_BETTER else gain
+    return ("yes (better)" if better > 0 else "yes (worse)"), threshold
+
+
+def summarise(cc: CompareConfig, results: Results, task: str) -> list[dict[str, Any]]:
+    """One row per entry: metric mean/std over seeds, and the gain over the baseline with its
+    verdict under ``SIGNIFICANCE_RULE``."""
+    columns = metric_columns(task)
+    rows = []
+    for entry in (e for e in cc.entries if results[e.name]):  # entries with no finished run have no row
+        row: dict[str, Any] = {"method": entry.name, "role": entry.role, "seeds": len(results[entry.name])}
+        for col in columns:
+            vals = [r["student"][col] for r in results[entry.name].values() if col in r["student"]]
+            if vals:
+                row[col], row[f"{col}_std"] = _mean_std(vals)
+        times = [r["train_seconds"] for r in results[entry.name].values() if "train_seconds" in r]
+        if times:  # runs of older versions did not record it
+            row["train_s"] = statistics.fmean(times)
+        rows.append(row)
+    base = next((r for r in rows if r["method"] == cc.baseline), None)
+    if base is None:
+        raise ConfigError(f"{cc.name}: the baseline '{cc.baseline}' has no finished run; train it first")
+    main = columns[0]
+    for row in rows:
+        row["gain"] = row[main] - base[main]
+        if row["method"] == cc.baseline:
+            row["significant"], row["threshold"] = "-", None
+        else:
+            row["significant"], row["threshold"] = significance(row["gain"], row, base, main)
+    return rows
+
+
+def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], size: int) -> None:
+    """Parameters, GFLOPs and CPU latency (and CUDA latency when present) of each inference model."""
+    for row in rows:
+        model = models[row["method"]]
+        row["params_M"] = count_parameters(model) / 1e6
+        row["GFLOPs"] = gflops(model, (size, size))
+        row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=1, iters=5)["latency_ms_median"]
+        if torch.cuda.is_available():
+            row["cuda_ms"] = measure_latency(model, (size, size), device="cuda")["latency_ms_median"]
+
+
+def _fmt(row: dict[str, Any], col: str) -> str:
+    value = row.get(col)
+    if value is None:
+        return "-"
+    std = row.get(f"{col}_std")
+    text = f"{value:.4f}"
+    return f"{text} ± {std:.4f}" if std is not None else text
+
+
+def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str) -> str:
+    columns = list(metric_columns(task))
+    head = ["method", "seeds", *columns, "train (min)", "params (M)", "GFLOPs", "CPU ms"]
+    has_cuda = any("cuda_ms" in r for r in rows)
+    head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "2 SE", "significant"]
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"] + (" (teacher)" if r["role"] == "teacher" else ""), str(r["seeds"])]
+        cells += [_fmt(r, c) for c in columns]
+        cells += [f"{r['train_s'] / 60:.1f}" if "train_s" in r else "-"]
+        cells += [f"{r.get('params_M', float('nan')):.2f}", f"{r.get('GFLOPs', float('nan')):.2f}",
+                  f"{r.get('cpu_ms', float('nan')):.1f}"]
+        cells += [f"{r['cuda_ms']:.2f}"] if has_cuda else []
+        threshold = r.get("threshold")
+        cells += [f"{r['gain']:+.4f}", "-" if threshold is None else f"{threshold:.4f}", r["significant"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    arrow = "lower" if main in LOWER_IS_BETTER else "higher"
+    lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
+              "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
+              "training loop (validation included), mean over seeds, on the machine that ran it. "
+              + SIGNIFICANCE_RULE]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _history(run_dir: Path, metric: str) -> dict[str, list[Any]]:
+    steps, losses, val_steps, vals = [], [], [], []
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "train" in rec:
+            steps.append(rec["iteration"])
+            losses.append(rec["train"]["total"])
+        if "val" in rec and metric in rec["val"]:
+            val_steps.append(rec["iteration"])
+            vals.append(rec["val"][metric])
+    return {"step": steps, "loss": losses, "val_step": val_steps, "val_metric": vals}
+
+
+def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str, Config],
+               models: dict[str, torch.nn.Module], task: str, main: str) -> list[Path]:
+    """Bar chart, training curves, qualitative grid, and (binary) PR and F-threshold curves.
+    ``configs`` and ``models``: one run of each entry, by entry name."""
+    out = cc.output_dir
+    written = [
+        plots.plot_metric_bars({r["method"]: (r[main], r.get(f"{main}_std")) for r in rows}, main,
+                               out / f"bars_{main}.png"),
+        plots.plot_training_curves({name: _history(cfg.run_dir, main) for name, cfg in configs.items()},
+                                   out / "training_curves.png", metric_name=main),
+    ]
+    first = next(iter(configs.values()))
+    dataset = build_dataset(first.data, task, "val")
+    samples = dataset.samples[: cc.qualitative_images]
+
+    def shown(label: np.ndarray) -> np.ndarray:
+        if task == "binary":
+            return label if label.max() > 1 else (label * 255).astype(np.uint8)
+        return colorize_labels(label, first.data.num_classes)
+
+    grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task, dataset))}
+            for s in samples]
+    curves: dict[str, dict[str, Any]] = {}
+    for name, cfg in configs.items():
+        pred_dir = out / "predictions" / name
+        device = next(models[name].parameters()).device
+        metrics = evaluate_with_config(models[name], dataset, cfg, device, save_dir=pred_dir,
+                                       palette=layout_palette(cfg.data.layout), return_curves=task == "binary")
+        if task == "binary":
+            curves[name] = metrics["curves"]
+        for row, sample in zip(grid, samples):
+            row[name] = shown(np.array(Image.open(pred_dir / f"{sample.name}.png")))
+    written.append(plots.plot_qualitative_grid(grid, ["image", "ground truth", *configs], out / "qualitative.png"))
+    if task == "binary":
+        written.append(plots.plot_pr_curves(curves, out / "pr_curves.png"))
+        written.append(plots.plot_f_threshold(curves, out / "f_threshold.png"))
+    return written
+
+
+def _read_mask(path: Path, task: str, dataset: Any) -> np.ndarray:
+    """The ground truth as the data set reads it: a layout's label file (Cityscapes, ADE20K, CamVid)
+    goes through its label map, so the figure shows train ids, as the predictions do."""
+    if task == "binary":
+        return read_binary_mask(path)
+    label_map = getattr(dataset, "label_map", None)
+    return label_map(read_label(path), path) if label_map is not None else read_label(path)
+
+
+__all__ = ["SIGNIFICANCE_RULE", "format_markdown", "significance", "summarise", "write_report"]

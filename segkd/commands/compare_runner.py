@@ -1,0 +1,194 @@
+"""Training a comparison's runs: what is finished, what is stale, and the rest trained (side by side or not).
+
+Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
+interrupted ones resumed, so running the command again continues where it stopped. A run whose
+stored config differs from the one the comparison now resolves is never reused (``--retrain``).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from segkd.commands.compare_config import CompareConfig, Results, RunConfigs, metric_columns, run_configs, runs_of
+from segkd.config import Config, ConfigError
+from segkd.engine.resume import config_differences, normalised
+from segkd.engine.teacher_cache import fill_ahead
+from segkd.engine.trainer import fit
+
+StaleRuns = dict[tuple[str, int], list[str]]
+"""``{(entry, seed): differing keys}``"""
+
+
+def stored_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved config a run directory was trained with (``config.yaml``), if any."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    stored = yaml.safe_load(path.read_text())
+    return stored if isinstance(stored, dict) else None
+
+
+def stale_runs(cc: CompareConfig, configs: RunConfigs | None = None) -> StaleRuns:
+    """The run directories trained with another config than ``configs`` (default: resolved from ``cc``).
+
+    A student whose teacher entry is stale is stale too: its teacher would be retrained.
+    """
+    configs = configs if configs is not None else run_configs(cc)
+    stale: StaleRuns = {}
+    stale_entries: set[str] = set()
+    for entry, seed in runs_of(cc):
+        cfg = configs[(entry.name, seed)]
+        stored = stored_config(cfg.run_dir)
+        diffs = config_differences(normalised(stored), cfg.to_dict()) if stored is not None else []
+        if entry.teacher_from in stale_entries and stored is not None:
+            diffs.append(f"teacher entry '{entry.teacher_from}' is retrained")
+        if diffs:
+            stale[(entry.name, seed)] = diffs
+            stale_entries.add(entry.name)
+    return stale
+
+
+def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, configs: RunConfigs | None = None) -> Results:
+    """The metrics of the runs finished with the current config; says which are left out."""
+    configs = configs if configs is not None else run_configs(cc)
+    results: Results = {entry.name: {} for entry in cc.entries}
+    for entry, seed in runs_of(cc):
+        done = configs[(entry.name, seed)].run_dir / "metrics.json"
+        if (entry.name, seed) in stale:
+            log(f"[{entry.name} seed {seed}] trained with another config, left out")
+        elif done.is_file():
+            results[entry.name][seed] = json.loads(done.read_text())
+        else:
+            log(f"[{entry.name} seed {seed}] not finished, left out")
+    return results
+
+
+def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False,
+              configs: RunConfigs | None = None) -> Results:
+    """Train every (entry, seed) not finished yet and return the metrics of every run.
+
+    A run directory trained with another resolved config is never reused: the comparison stops
+    and lists the differing keys, or with ``retrain`` the old run is moved aside and trained again.
+    ``report_only``: train nothing; return the runs finished with the current config.
+    ``configs``: the runs as ``run_configs(cc)`` resolves them (resolved here when not given).
+    """
+    configs = configs if configs is not None else run_configs(cc)
+    stale = stale_runs(cc, configs)
+    if report_only:
+        return finished_runs(cc, stale, log, configs)
+    if stale and not retrain:
+        listed = "\n".join(f"  {name} seed {seed}: {'; '.join(diffs[:5])}" for (name, seed), diffs in stale.items())
+        raise ConfigError(
+            f"{len(stale)} finished or started run(s) under {cc.output_dir} were trained with another "
+            f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
+            f"or choose another output_dir:\n{listed}"
+        )
+    todo: list[Run] = []
+    for entry, seed in runs_of(cc):
+        cfg = configs[(entry.name, seed)]
+        if (entry.name, seed) in stale:
+            log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
+        if (cfg.run_dir / "metrics.json").is_file():
+            log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
+        else:
+            todo.append(Run(entry.name, seed, cfg, entry.teacher_from))
+    teachers = {entry.teacher_from for entry in cc.entries}
+    todo.sort(key=lambda run: run.name not in teachers)  # teachers first: others wait for them
+    train_runs(todo, cc.jobs, log)
+    return finished_runs(cc, {}, log, configs)  # the stale ones were trained again
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a stale run directory out of the way (kept, not deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    run_dir.rename(target)
+    return target
+
+
+@dataclass
+class Run:
+    """One (entry, seed) to train; ``teacher``: the entry whose runs must finish before it starts."""
+
+    name: str
+    seed: int
+    cfg: Config
+    teacher: str | None = None
+
+
+def train_runs(runs: list[Run], jobs: int, log=print) -> None:
+    """Train ``runs``, ``jobs`` at once; each process gets an equal share of the cores as threads
+    (two runs on two cores: one thread each, as ``OMP_NUM_THREADS=1`` gives). A run starts once
+    its teacher entry's runs are done, its teacher cache filled first (once, in this process)."""
+    def started(run: Run) -> None:
+        log(f"[{run.name} seed {run.seed}] {'resuming' if _resumes(run.cfg) else 'training'} → {run.cfg.run_dir}")
+
+    def finished(run: Run, report: dict[str, Any]) -> None:
+        main = metric_columns(run.cfg.task)[0]
+        log(f"[{run.name} seed {run.seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
+            f"{report.get('train_seconds', float('nan')):.0f} s of training")
+
+    if jobs == 1 or len(runs) <= 1:
+        for run in runs:  # in order: teachers come first
+            started(run)
+            finished(run, fit(run.cfg, resume=_resumes(run.cfg)))
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
+    rows = context.Queue()
+    for row in range(min(jobs, len(runs))):
+        rows.put(row)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    waiting, filled = list(runs), set()
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=context, initializer=_worker_init,
+                             initargs=(rows, threads)) as pool:
+        running: dict[Any, Run] = {}
+        while waiting or running:
+            busy = {run.name for run in [*waiting, *running.values()]}
+            ready = [r for r in waiting if r.teacher not in busy]
+            for run in ready[: max(0, jobs - len(running))]:  # started when a process is free for it
+                cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
+                if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
+                    filled.add(cache)
+                    fill_ahead(run.cfg)
+                waiting.remove(run)
+                started(run)
+                running[pool.submit(_fit_in_worker, run.cfg)] = run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished(running.pop(future), future.result())
+
+
+def _resumes(cfg: Config) -> bool:
+    return (cfg.run_dir / "last.pt").is_file()
+
+
+def _worker_init(rows: Any, threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ["SEGKD_PROGRESS_ROW"] = str(rows.get())  # this worker's line for its progress bars
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _stop_with_parent(parent: int, every: float = 2.0) -> None:
+    """A comparison ended by a signal leaves no run training on: its workers stop as SIGTERM asks
+    (a checkpoint at the current step, resumed by the next ``segkd compare``)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _fit_in_worker(cfg: Config) -> dict[str, Any]:
+    return fit(cfg, resume=_resumes(cfg))
+
+
+__all__ = ["finished_runs", "stale_runs", "train_all", "train_runs"]
