@@ -321,7 +321,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from segkd.commands.demo import demo_config, expected_seconds
 
     cc = demo_config(args.data, Path(args.output), args.overrides)
-    runs = sum(len(e.seeds or cc.seeds) for e in cc.entries)
+    runs = sum(len(cc.seeds_of(e)) for e in cc.entries)
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} ({runs} runs, {cc.jobs} at a time) → {cc.output_dir}")
     if args.data is None:
         minutes, seconds = divmod(round(expected_seconds(cc)), 60)

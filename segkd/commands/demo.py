@@ -5,7 +5,7 @@ import math
 import os
 from pathlib import Path
 
-from segkd.commands.compare import CompareConfig, validate_compare
+from segkd.commands.compare_config import CompareConfig, validate_compare
 from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
 
 
@@ -58,8 +58,8 @@ def expected_seconds(cc: CompareConfig) -> float:
     """About how long the demo ``cc`` takes on the README's CPU: its runs, ``cc.jobs`` at a time
     (runs side by side on two cores each run about as fast as alone: these small networks gain
     little from a second thread)."""
-    runs = sum(len(e.seeds or cc.seeds) for e in cc.entries if e.role != "teacher")
-    teachers = sum(len(e.seeds or cc.seeds) for e in cc.entries if e.role == "teacher")
+    runs = sum(len(cc.seeds_of(e)) for e in cc.entries if e.role != "teacher")
+    teachers = sum(len(cc.seeds_of(e)) for e in cc.entries if e.role == "teacher")
     at_once = max(1, min(cc.jobs, os.cpu_count() or 1))
     return MEASURED_SECONDS["teacher"] * teachers + MEASURED_SECONDS["run"] * math.ceil(runs / at_once)
 
