@@ -1,10 +1,20 @@
-"""Tiny run configs shared by the engine tests."""
+"""Tiny run configs and networks shared by the tests."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from segkd.config import Config, deep_merge, validate
+from segkd.models.fusion import fusion
+
+
+def fusion_net(backbone: str = "resnet18") -> nn.Module:
+    """The binary fusion network with a narrow decoder (width 8), its weights drawn after seeding 0."""
+    torch.manual_seed(0)
+    return fusion(backbone=backbone, width=8)
 
 
 def tiny_binary_config(tmp: Path, **overrides: Any) -> Config:

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from segkd.config import load_config
+from segkd.config import CONFIG_DIR, load_config
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "segkd" / "configs"
 STUDENTS = {
     "cirkd_deeplabv3_r101_cityscapes": ("deeplabv3", "resnet101", []),
     "cirkd_deeplabv3_r18_cityscapes": ("deeplabv3", "resnet18", []),

@@ -12,7 +12,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from reference_math import kl, softmax
+from reference_math import kl, softmax, unit
 from torch import nn
 
 from segkd.distill import FeatureTaps
@@ -25,11 +25,6 @@ from segkd.engine.builders import build_methods, probe
 from engine_helpers import tiny_semantic_config
 
 
-def unit(v: list[float]) -> list[float]:
-    n = math.sqrt(sum(x * x for x in v))
-    return [x / n for x in v]
-
-
 def dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b))
 
@@ -37,7 +32,7 @@ def dot(a: list[float], b: list[float]) -> float:
 # ----------------------------------------------------------------------------- logits_kd
 def test_logits_kd_defaults_are_the_segmentation_references():
     method = build_method({"name": "logits_kd"})
-    assert method.T == 1.0 and method.at == "logits"
+    assert method.temperature == 1.0 and method.at == "logits"
     assert method.student_taps == method.teacher_taps == {"logits": "logits"}
     # the source repo's formula distils where the source does, unless told otherwise
     assert build_method({"name": "logits_kd", "source_exact": True}).at == "out"
@@ -58,7 +53,7 @@ def z_score(values: list[float]) -> list[float]:
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_logit_standardization_matches_the_hand_computed_value(temperature):
     s, t = torch.tensor([STUDENT]), torch.tensor([TEACHER])
-    method = LogitsKD(T=temperature, standardize=True, weight=0.5)
+    method = LogitsKD(temperature=temperature, standardize=True, weight=0.5)
     out = method({"logits": s}, {"logits": t}, {"mask": torch.tensor([[[2, 255]]])})["kd"].item()
     pixel = [[c[0][0] for c in STUDENT], [c[0][0] for c in TEACHER]]  # only pixel 0 is labelled
     p_s = softmax([v / temperature for v in z_score(pixel[0])])
@@ -159,7 +154,7 @@ def angle(a: float) -> list[float]:
 
 def test_cirkd_memory_terms_match_the_hand_computed_value():
     tau, kd_tau = 0.5, 2.0
-    method = cirkd(tau=tau, kd_tau=kd_tau, pixel_memory_weight=1.0, region_memory_weight=1.0,
+    method = cirkd(temperature=tau, kd_temperature=kd_tau, pixel_memory_weight=1.0, region_memory_weight=1.0,
                    pixel_memory_size=2, region_memory_size=1, pixel_contrast_size=6,
                    region_contrast_size=3).eval()  # totals over 3 classes: every slot; eval: memory stays
     pixel_bank = [angle(0.3 * k) for k in range(6)]

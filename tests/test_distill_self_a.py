@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference_math import np_kl_binary
 from torch import nn
 
 from segkd.distill.base import build_method
@@ -13,19 +14,12 @@ from segkd.distill.frskd import FRSKD, attention_transfer, ramp_factor
 from segkd.distill.hooks import FeatureTaps
 from segkd.distill.pspsd import PSPSD
 from segkd.distill.tfkd import TfKD, virtual_teacher_logits
-from segkd.models.fusion import fusion
 from segkd.models.losses import structure_loss
+
+import engine_helpers
 
 SIZE = 32  # input H = W; stages at strides 4, 8, 16, 32
 CHANNEL_SETS = [(8, 12, 16, 20), (6, 10, 14, 18)]
-
-
-def np_kl_binary(student: torch.Tensor, teacher: torch.Tensor, t: float) -> float:
-    """Mean Bernoulli KL(σ(z_t/T) ‖ σ(z_s/T)) × T², written out in float64 numpy."""
-    p_s = 1 / (1 + np.exp(-student.detach().double().numpy() / t))
-    p_t = 1 / (1 + np.exp(-teacher.detach().double().numpy() / t))
-    kl = p_t * np.log(p_t / p_s) + (1 - p_t) * np.log((1 - p_t) / (1 - p_s))
-    return float(kl.mean() * t * t)
 
 
 def np_attention(student: torch.Tensor, target: torch.Tensor) -> float:
@@ -69,8 +63,8 @@ def stages(student: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 # ---------------------------------------------------------------- PSPSD
 def test_pspsd_terms_match_hand_computed() -> None:
     student, mask = make_student(), make_mask()
-    spec = {"name": "pspsd", "width": 8, "temperature": 2.0, "w_aux_sup": 0.5,
-            "w_top_down": 2.0, "w_consistency": 3.0, "w_feature": 0.25}
+    spec = {"name": "pspsd", "width": 8, "temperature": 2.0, "aux_sup_weight": 0.5,
+            "top_down_weight": 2.0, "consistency_weight": 3.0, "feature_weight": 0.25}
     method = set_up(spec, student)
     losses = method(student, None, {"mask": mask})
     assert set(losses) == {"aux_sup", "top_down", "feature", "consistency"}
@@ -177,7 +171,7 @@ def test_attention_transfer_hand_computed() -> None:
 def test_frskd_terms_match_hand_computed() -> None:
     torch.manual_seed(0)  # the self-teacher's initial weights: a map that is all zero has no direction to compare
     student, mask = make_student(), make_mask()
-    spec = {"name": "frskd", "width": 8, "alpha": 2.0, "beta": 50.0, "temperature": 3.0, **FRSKD_HYBRID}
+    spec = {"name": "frskd", "width": 8, "soft_weight": 2.0, "feature_weight": 50.0, "temperature": 3.0, **FRSKD_HYBRID}
     method = set_up(spec, student)
     method.set_progress(1.0)
     losses = method(student, None, {"mask": mask})
@@ -277,7 +271,7 @@ def test_frskd_option_errors(spec: dict, words: str) -> None:
 def test_tfkd_self_matches_hand_computed() -> None:
     method = build_method({"name": "tfkd"})
     assert isinstance(method, TfKD) and method.needs_teacher
-    assert (method.alpha, method.temperature) == (0.95, 6.0)
+    assert (method.kd_share, method.temperature) == (0.95, 6.0)
     student = make_student()
     teacher_out = (3 * torch.randn(2, 1, SIZE, SIZE)).requires_grad_()
     kd = method(student, {"out": teacher_out}, {"mask": make_mask()})["kd"]
@@ -292,7 +286,7 @@ def test_tfkd_self_matches_hand_computed() -> None:
 def test_tfkd_reg_virtual_teacher() -> None:
     method = build_method({"name": "tfkd", "mode": "reg"})
     assert not method.needs_teacher
-    assert (method.alpha, method.temperature) == (0.1, 2.0)
+    assert (method.kd_share, method.temperature) == (0.1, 2.0)
     mask = make_mask()
     p_fg = 0.99 ** 0.5 / (0.99 ** 0.5 + 0.01 ** 0.5)  # a^(1/T) normalised, T = 2
     assert p_fg == pytest.approx(0.908675, abs=1e-6)
@@ -325,8 +319,7 @@ def test_tfkd_option_errors(spec: dict, words: str) -> None:
 # ---------------------------------------------------------------- with the real fusion network
 @pytest.fixture(scope="module")
 def fusion_net() -> nn.Module:
-    torch.manual_seed(0)
-    return fusion(backbone="resnet18", width=8)
+    return engine_helpers.fusion_net()  # built once for the module; each test zeroes its gradients first
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_math import np_kl_binary, np_sigmoid
 from torch import nn
 
 from segkd.distill.base import build_method
@@ -15,19 +16,9 @@ from segkd.distill.hooks import FeatureTaps
 from segkd.distill.sad import SAD, attention_map
 from segkd.models.losses import structure_loss
 
+from engine_helpers import fusion_net
+
 B, H, W = 2, 16, 16
-
-
-def np_sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def np_kl_binary(student: torch.Tensor, target: torch.Tensor, t: float) -> float:
-    """Mean Bernoulli KL(σ(target/T) ‖ σ(student/T)) · T², written out in numpy."""
-    p_s = np_sigmoid(student.detach().double().numpy() / t)
-    p_t = np_sigmoid(target.detach().double().numpy() / t)
-    kl = p_t * np.log(p_t / p_s) + (1 - p_t) * np.log((1 - p_t) / (1 - p_s))
-    return float(kl.mean() * t * t)
 
 
 def np_pairwise_kl(logits: list[torch.Tensor], t: float) -> float:
@@ -103,7 +94,7 @@ def test_byot_builds_from_shapes(channels: dict[str, int]) -> None:
 
 def test_byot_value_matches_numpy() -> None:
     student = features({"s1": 4, "s2": 6, "deep": 8}, {"s1": 8, "s2": 4, "deep": 2})
-    method = BYOT(stages=["s1", "s2"], deepest="deep", temperature=2.0, alpha=0.3, hint_weight=0.01, hint_on="map")
+    method = BYOT(stages=["s1", "s2"], deepest="deep", temperature=2.0, kd_share=0.3, hint_weight=0.01, hint_on="map")
     method.setup(shapes_of(student), None)
     batch = binary_batch()
     losses = method(student, None, batch)
@@ -128,8 +119,8 @@ def test_byot_gradients_skip_its_targets() -> None:
 
 
 def test_byot_option_errors() -> None:
-    with pytest.raises(ValueError, match="alpha"):
-        build_method({"name": "byot", "alpha": 1.5})
+    with pytest.raises(ValueError, match="kd_share"):
+        build_method({"name": "byot", "kd_share": 1.5})
     with pytest.raises(ValueError, match="temprature"):
         build_method({"name": "byot", "temprature": 3})
     with pytest.raises(KeyError, match="stage4"):
@@ -165,13 +156,6 @@ def bound_run(cls: type, net: nn.Module, size: int = H, **options) -> tuple:
         student = {**net(torch.randn(B, 3, size, size)), **taps.pop()}
     method.setup(shapes_of(student), None)
     return method, student
-
-
-def fusion_net(backbone: str = "resnet18") -> nn.Module:
-    from segkd.models.fusion import fusion
-
-    torch.manual_seed(0)
-    return fusion(backbone=backbone, width=8)
 
 
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -231,7 +215,7 @@ def test_dhm_copies_leave_the_students_hooks_behind() -> None:
 @pytest.mark.parametrize("decoder", ["copy", "head"])
 def test_dhm_value_matches_numpy(decoder: str) -> None:
     net = TinyNet() if decoder == "head" else fusion_net()
-    method, student = bound_run(DHM, net, temperature=2.0, alpha=0.5, sup_weight=2.0, decoder=decoder)
+    method, student = bound_run(DHM, net, temperature=2.0, mimic_weight=0.5, aux_sup_weight=2.0, decoder=decoder)
     if decoder == "head":
         assert method.branches[0].head[0].in_channels == 10  # the deepest stage's channels
     batch = binary_batch()
@@ -346,7 +330,7 @@ def test_sad_size_option_and_errors() -> None:
 
 # ---- DKS --------------------------------------------------------------------------------------
 def test_dks_value_matches_numpy() -> None:
-    method, student = bound_run(DKS, fusion_net(), temperature=1.5, sup_weight=0.5, synergy_weight=2.0)
+    method, student = bound_run(DKS, fusion_net(), temperature=1.5, aux_sup_weight=0.5, synergy_weight=2.0)
     batch = binary_batch()
     losses = method(student, None, batch)
     logits = method.branch_logits(student, (H, W))
@@ -406,10 +390,7 @@ def test_dks_option_errors() -> None:
 # ---- with the real four-level fusion network ---------------------------------------------------
 @pytest.mark.parametrize("name", ["byot", "dhm", "sad", "dks"])
 def test_methods_run_on_the_fusion_network(name: str) -> None:
-    from segkd.models.fusion import fusion
-
-    torch.manual_seed(0)
-    net = fusion(backbone="resnet18", width=8)
+    net = fusion_net()
     method = build_method({"name": name, **({"start": 0.0} if name == "sad" else {})})
     method.bind(net, None)
     x, batch = torch.randn(B, 3, 32, 32), {"mask": (torch.rand(B, 1, 32, 32) > 0.5).float()}

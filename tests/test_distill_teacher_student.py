@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from reference_math import kl, softmax
+from reference_math import kl, softmax, unit
 
 import segkd.distill.cirkd  # noqa: F401  (registers "cirkd")
 import segkd.distill.cwd  # noqa: F401
@@ -40,11 +40,6 @@ def pearson(a: list[float], b: list[float]) -> float:
 def pixel(x: list, i: int, j: int) -> list[float]:
     """Channel vector at row i, column j of a C×H×W nested list."""
     return [channel[i][j] for channel in x]
-
-
-def unit(v: list[float]) -> list[float]:
-    n = math.sqrt(sum(x * x for x in v))
-    return [x / n for x in v]
 
 
 # ----------------------------------------------------------------------------- test helpers
@@ -95,7 +90,7 @@ def expected_pixel_kd(
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
 def test_logits_kd_matches_formula_and_scales_with_t_squared(temperature: float) -> None:
     s, t = tensors(STUDENT_2X2, TEACHER_2X2)
-    method = prepared("logits_kd", s, t, T=temperature, weight=0.5)
+    method = prepared("logits_kd", s, t, temperature=temperature, weight=0.5)
     out = call(method, s, t, mask_2x2())
     labelled = [(0, 0), (0, 1), (1, 0)]
     expected = 0.5 * expected_pixel_kd(STUDENT_2X2, TEACHER_2X2, temperature, labelled)
@@ -121,7 +116,7 @@ def test_logits_kd_skips_ignore_pixels_but_source_exact_does_not() -> None:
 def test_logits_kd_source_exact_value() -> None:
     temperature = 1.9
     s, t = tensors(STUDENT_2X2, TEACHER_2X2)
-    method = prepared("logits_kd", s, t, T=temperature, source_exact=True)
+    method = prepared("logits_kd", s, t, temperature=temperature, source_exact=True)
     all_pixels = [(0, 0), (0, 1), (1, 0), (1, 1)]
     kl_sum = sum(
         kl(softmax([v / temperature for v in pixel(TEACHER_2X2, i, j)]),
@@ -135,7 +130,7 @@ def test_logits_kd_source_exact_value() -> None:
 
 def test_logits_kd_resizes_mask_to_smaller_logits() -> None:
     s, t = tensors(STUDENT_2X2, TEACHER_2X2)
-    method = prepared("logits_kd", s, t, at="logits", T=2.0)
+    method = prepared("logits_kd", s, t, at="logits", temperature=2.0)
     assert method.student_taps == {"logits": "logits"}
     full_mask = torch.full((1, 4, 4), 255)
     full_mask[0, 0, 0] = 3  # nearest 4×4 → 2×2 keeps rows/cols 0 and 2: pixel (0, 0)
@@ -210,7 +205,7 @@ def test_feature_kd_mapping_none_with_different_channels_is_an_error() -> None:
 @pytest.mark.parametrize("tau", [1.0, 4.0])
 def test_cwd_matches_channel_distribution_formula(tau: float) -> None:
     s, t = tensors(STUDENT_2X2, TEACHER_2X2)
-    method = prepared("cwd", s, t, tau=tau)
+    method = prepared("cwd", s, t, temperature=tau)
     assert method.mapping is None
     per_channel = []
     for c in range(2):
@@ -332,7 +327,7 @@ TEACHER_1X3 = [[[1.0, 0.2, 0.1]], [[-0.5, 0.8, 1.1]], [[2.5, -0.4, 0.9]]]
 @pytest.mark.parametrize("tau", [1.0, 2.0])
 def test_dist_inter_and_intra_relations(tau: float) -> None:
     s, t = tensors(STUDENT_1X3, TEACHER_1X3)
-    method = prepared("dist", s, t, tau=tau, beta=2.0, gamma=0.5)
+    method = prepared("dist", s, t, temperature=tau, inter_weight=2.0, intra_weight=0.5)
     p_s = [softmax([v / tau for v in pixel(STUDENT_1X3, 0, j)]) for j in range(3)]  # per pixel
     p_t = [softmax([v / tau for v in pixel(TEACHER_1X3, 0, j)]) for j in range(3)]
     inter = 1 - sum(pearson(p_s[n], p_t[n]) for n in range(3)) / 3
@@ -368,7 +363,7 @@ def test_cirkd_in_batch_pixel_relations() -> None:
     tau = 0.5
     s = torch.tensor(CIRKD_STUDENT, requires_grad=True)
     t = torch.tensor(CIRKD_TEACHER, requires_grad=True)
-    method = prepared("cirkd", s, t, tau=tau, projection="none", pixel_memory_size=4,
+    method = prepared("cirkd", s, t, temperature=tau, projection="none", pixel_memory_size=4,
                       region_memory_size=2)
     pair_values = []
     for i in range(2):
@@ -480,5 +475,5 @@ def test_logits_kd_on_binary_logits_is_the_bernoulli_kl():
         ps, pt = 1 / (1 + math.exp(-zs / T)), 1 / (1 + math.exp(-zt / T))
         expected += pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
     expected = expected / 2 * T * T
-    out = LogitsKD(T=T, at="out")({"out": s}, {"out": t}, {"mask": torch.zeros(1, 1, 1, 2)})
+    out = LogitsKD(temperature=T, at="out")({"out": s}, {"out": t}, {"mask": torch.zeros(1, 1, 1, 2)})
     assert out["kd"].item() == pytest.approx(expected, rel=1e-6)
