@@ -101,4 +101,4 @@ def test_methods_command_lists_afdcd(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     block = out[out.index("afdcd"):].split("\n\n")[0]
     assert "Augmentation-free Dense Contrastive Knowledge Distillation" in block and "NeurIPS 2023" in block
-    assert "'fd_weight': 2e-06" in block and "'ctr_weight': 0.005" in block and "'tau': 0.07" in block
+    assert "'fd_weight': 2e-06" in block and "'ctr_weight': 0.005" in block and "'temperature': 0.07" in block

@@ -112,9 +112,9 @@ def test_skd_critic_resumes_exactly_from_a_weights_only_checkpoint():
 
 # ----------------------------------------------------------------------------- named full recipes
 @pytest.mark.parametrize("name, parts", [
-    ("skd_full", {"logits_kd/kd": ("logits_kd", {"T": 1.0, "weight": 10.0, "at": "logits"}),
+    ("skd_full", {"logits_kd/kd": ("logits_kd", {"temperature": 1.0, "weight": 10.0, "at": "logits"}),
                   "skd/skd_pairwise": ("skd", {"adv_weight": 0.0})}),
-    ("ifvd_full", {"logits_kd/kd": ("logits_kd", {"T": 1.0, "weight": 10.0, "at": "logits"}),
+    ("ifvd_full", {"logits_kd/kd": ("logits_kd", {"temperature": 1.0, "weight": 10.0, "at": "logits"}),
                    "ifvd/ifvd": ("ifvd", {})}),
 ])
 def test_full_recipes_are_their_parts_at_the_papers_weights(tmp_path, name, parts):

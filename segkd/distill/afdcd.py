@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.base import register_method
 from segkd.distill.functional import check_choice, full_precision, resize_like
+from segkd.distill.options import check_temperature
+from segkd.distill.paired import PairedTapMethod
 
 TAPPED = "afdcd_feat"
 
@@ -60,7 +62,7 @@ class EnhancedProjector(nn.Module):
 
 
 @register_method("afdcd")
-class AfDCD(DistillMethod):
+class AfDCD(PairedTapMethod):
     """Af-DCD (Fan et al., NeurIPS 2023), its two feature terms on the last backbone stage.
 
     The student feature is mapped to the teacher's channels (1×1 conv when they differ), a random
@@ -69,7 +71,7 @@ class AfDCD(DistillMethod):
 
     - ``fd = Σ (proj − t)² / B`` (masked feature mimicking);
     - ``ctr``: after a ``pool``×``pool`` max-pool of both maps, :func:`omni_contrastive_loss`
-      over ``patch``×``patch`` patches and ``groups`` channel groups at temperature ``tau``.
+      over ``patch``×``patch`` patches and ``groups`` channel groups at ``temperature`` τ.
 
     Defaults are the authors' Cityscapes DeepLabV3-R101 → R18 script (fd 2e-6, ctr 5e-3,
     enhanced projector, random masks: its ``--rand_mask False`` is read as True by argparse); the
@@ -86,28 +88,27 @@ class AfDCD(DistillMethod):
              "Efficient Semantic Segmentation, NeurIPS 2023")
     task = "semantic"
     terms: ClassVar[tuple[str, ...]] = ("fd", "ctr")
+    tapped = TAPPED
+    renamed_options = {"tau": "temperature"}
 
-    def __init__(self, fd_weight: float = 2e-6, ctr_weight: float = 5e-3, tau: float = 0.07,
+    def __init__(self, fd_weight: float = 2e-6, ctr_weight: float = 5e-3, temperature: float = 0.07,
                  groups: int = 16, patch: int = 4, pool: int = 4, mask_ratio: float = 0.75,
                  projector: str = "enhanced", at: str = "stage4") -> None:
-        super().__init__()
+        super().__init__(at)
         check_choice("projector", projector, ("plain", "enhanced"))
-        if tau <= 0 or groups < 1 or patch < 1 or pool < 0 or not 0 <= mask_ratio <= 1:
+        if groups < 1 or patch < 1 or pool < 0 or not 0 <= mask_ratio <= 1:
             raise ValueError(
-                f"afdcd: need tau > 0, groups >= 1, patch >= 1, pool >= 0, 0 <= mask_ratio <= 1; got "
-                f"tau={tau}, groups={groups}, patch={patch}, pool={pool}, mask_ratio={mask_ratio}"
+                f"afdcd: need groups >= 1, patch >= 1, pool >= 0, 0 <= mask_ratio <= 1; got "
+                f"groups={groups}, patch={patch}, pool={pool}, mask_ratio={mask_ratio}"
             )
-        self.fd_weight, self.ctr_weight, self.tau = fd_weight, ctr_weight, tau
+        self.fd_weight, self.ctr_weight = fd_weight, ctr_weight
+        self.temperature = check_temperature(temperature, self.name)
         self.groups, self.patch, self.pool, self.mask_ratio = groups, patch, pool, mask_ratio
         self.projector_kind = projector
         self.align: nn.Module = nn.Identity()
         self.projector: nn.Module | None = None
-        self.student_taps = {TAPPED: at}
-        self.teacher_taps = {TAPPED: at}
 
-    def setup(self, student_shapes: Mapping[str, torch.Size],
-              teacher_shapes: Mapping[str, torch.Size] | None) -> None:
-        assert teacher_shapes is not None, "afdcd needs a teacher"
+    def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
         cs, ct = student_shapes[TAPPED][1], teacher_shapes[TAPPED][1]
         if ct % self.groups:
             raise ValueError(f"afdcd: groups={self.groups} must divide the teacher's {ct} channels")
@@ -119,18 +120,18 @@ class AfDCD(DistillMethod):
             self.projector = nn.Sequential(nn.Conv2d(ct, ct, 3, padding=1), nn.ReLU(),
                                            nn.Conv2d(ct, ct, 3, padding=1))
 
-    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
-                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        assert teacher is not None and self.projector is not None, "afdcd needs a teacher and setup()"
-        target = teacher[TAPPED].detach()
+    def pair_losses(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                    batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        assert self.projector is not None, "afdcd: setup() builds the projector before the first step"
+        source, target = self.mapped_pair(student, teacher)
         with full_precision(target):
             target = target.float()
-            source = resize_like(self.align(student[TAPPED].float()), target)
+            source = resize_like(self.align(source.float()), target)
             b, _, h, w = source.shape
             keep = (torch.rand(b, 1, h, w, device=source.device) >= self.mask_ratio).to(source.dtype)
             predicted = self.projector(source * keep)
             fd = (predicted - target).pow(2).sum() / b
             if self.pool > 0:
                 predicted, target = F.max_pool2d(predicted, self.pool), F.max_pool2d(target, self.pool)
-            ctr = omni_contrastive_loss(predicted, target, self.groups, self.patch, self.tau)
+            ctr = omni_contrastive_loss(predicted, target, self.groups, self.patch, self.temperature)
         return {"fd": self.fd_weight * fd, "ctr": self.ctr_weight * ctr}

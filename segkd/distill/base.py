@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from segkd.distill.options import current_options
 from segkd.registry import Registry
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
@@ -58,6 +59,8 @@ class DistillMethod(nn.Module):
             constructor arguments when the subclass accepts them.
         terms: ``{term: what it computes}`` for every loss term ``forward`` may return
             (listed by ``segkd methods``).
+        renamed_options: ``{old name: current name}`` of options still accepted under an older
+            name, with a ``DeprecationWarning`` (see ``segkd.distill.options``).
     """
 
     name: ClassVar[str] = ""
@@ -69,6 +72,7 @@ class DistillMethod(nn.Module):
     student_taps: dict[str, str] = {}
     teacher_taps: dict[str, str] = {}
     terms: ClassVar[dict[str, str]] = {}
+    renamed_options: ClassVar[dict[str, str]] = {}
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Called once before ``setup`` with the models themselves (default: nothing).
@@ -77,19 +81,11 @@ class DistillMethod(nn.Module):
         Never store the student as a sub-module (its parameters would count twice): deep-copy.
         """
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
+    def setup(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         """Build learnable parts once tap shapes are known (default: nothing to build)."""
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
@@ -127,11 +123,13 @@ class DistillMethod(nn.Module):
 def build_method(spec: Mapping[str, Any]) -> DistillMethod:
     """Build a method from its config entry ``{"name": ..., **hyper_parameters}``.
 
-    Unknown hyper-parameters are an error that names them, so a typo never passes silently.
+    Unknown hyper-parameters are an error that names them, so a typo never passes silently;
+    an option's older name is accepted with a ``DeprecationWarning`` naming the current one.
     """
     spec = dict(spec)
     name = spec.pop("name")
     cls = METHODS.get(name)
+    spec = current_options(name, spec, cls.renamed_options)
     allowed = cls.defaults()
     sig = inspect.signature(cls.__init__)
     required = [

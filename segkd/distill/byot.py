@@ -10,6 +10,7 @@ from torch import nn
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import check_choice, kl_binary, require_shapes, resize_like
 from segkd.distill.heads import PredictionHead, adaptation
+from segkd.distill.options import check_temperature
 from segkd.models.losses import structure_loss
 
 
@@ -25,7 +26,8 @@ class BYOT(DistillMethod):
     S is the structure loss (the binary counterpart of the paper's cross-entropy). The softened
     prediction is a per-pixel Bernoulli ``σ(z/T)``; ``out`` (the student's final logits) and
     ``F_deep`` (the ``deepest`` tap) are detached targets. The paper scales the deepest head's own
-    loss by (1 − α) too: set the config's ``loss.main_weight`` to ``1 − alpha`` to follow it.
+    loss by (1 − α) too (α: ``kd_share``): set the config's ``loss.main_weight`` to ``1 − kd_share``
+    to follow it.
 
     Defaults follow the reimplementation that has the hint term (luanyunteng/pytorch-be-your-
     own-teacher, ``train.py``, ``models/resnet.py``: α 0.1, T 3, λ 1e-6); the authors' own code
@@ -52,9 +54,10 @@ class BYOT(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    renamed_options = {"alpha": "kd_share"}
     terms = {
-        "aux_sup": "(1 − alpha) · Σ_i structure loss of shallow head i",
-        "kd": "alpha · T² · Σ_i Bernoulli KL(out detached ‖ head i)",
+        "aux_sup": "(1 − kd_share) · Σ_i structure loss of shallow head i",
+        "kd": "kd_share · T² · Σ_i Bernoulli KL(out detached ‖ head i)",
         "hint": "hint_weight · Σ_i ‖pool(F_i) − pool(F_deepest) (detached)‖² where either > 0, summed over "
                 "C and the batch (hint_on='map': over C×h×w, mean over the batch)",
     }
@@ -64,7 +67,7 @@ class BYOT(DistillMethod):
         stages: Sequence[str] = ("stage1", "stage2", "stage3"),
         deepest: str = "stage4",
         temperature: float = 3.0,
-        alpha: float = 0.1,
+        kd_share: float = 0.1,
         hint_weight: float = 1e-6,
         head_channels: int = 64,
         hint_on: str = "pooled",
@@ -73,14 +76,12 @@ class BYOT(DistillMethod):
         check_choice("hint_on", hint_on, ("pooled", "map"))
         if not stages or deepest in stages:
             raise ValueError(f"byot: 'stages' must be non-empty and exclude deepest '{deepest}'")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"byot: 'alpha' must be in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise ValueError(f"byot: 'temperature' must be > 0, got {temperature}")
+        if not 0.0 <= kd_share <= 1.0:
+            raise ValueError(f"method 'byot': option 'kd_share' must be in [0, 1], got {kd_share}")
         self.stages = tuple(stages)
         self.deepest = deepest
-        self.temperature = temperature
-        self.alpha = alpha
+        self.temperature = check_temperature(temperature, self.name)
+        self.kd_share = kd_share
         self.hint_weight = hint_weight
         self.head_channels = head_channels
         self.hint_on = hint_on
@@ -124,8 +125,8 @@ class BYOT(DistillMethod):
             kd.append(kl_binary(logits, target_logits, self.temperature))
             hint.append(self.hint(feature.float(), target_feature))
         return {
-            "aux_sup": (1 - self.alpha) * torch.stack(sup).sum(),
-            "kd": self.alpha * torch.stack(kd).sum(),
+            "aux_sup": (1 - self.kd_share) * torch.stack(sup).sum(),
+            "kd": self.kd_share * torch.stack(kd).sum(),
             "hint": self.hint_weight * torch.stack(hint).sum(),
         }
 

@@ -8,15 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.base import register_method
 from segkd.distill.cirkd_memory import ClassQueues, memory_kl
 from segkd.distill.functional import check_choice, full_precision, kl_rows, labels_at, resize_like, tap_channels
+from segkd.distill.options import check_temperature
+from segkd.distill.paired import PairedTapMethod
 
 TAPPED = "cirkd_input"
 
 
 @register_method("cirkd")
-class CrossImageRelationalKD(DistillMethod):
+class CrossImageRelationalKD(PairedTapMethod):
     """CIRKD (Yang et al., "Cross-Image Relational Knowledge Distillation for Semantic
     Segmentation", CVPR 2022): pixel-to-pixel and pixel-to-region terms on L2-normalised pixel
     embeddings of a feature map (default ``head``).
@@ -39,14 +41,15 @@ class CrossImageRelationalKD(DistillMethod):
       Cityscapes). Each anchor is scored against about 4096 + 1024 memory entries.
 
     Defaults from the authors' code (``train_cirkd.py`` / ``losses/cirkd_memory.py`` of
-    winycg/CIRKD): τ = 0.1, τ_kd = 1, weights 1 (in-batch), 0.1 (pixel memory), 0.1 (region
-    memory; its VOC scripts use 0.01 for both), memories of 20000 pixels / 2000 regions per
-    class, 16 pixels per class and image enqueued, contrast totals 4096 / 1024, a projection
-    head 1×1 conv → BN → ReLU → 1×1 conv on the student (``projection="always"``; ``"auto"``
-    only when channels differ; ``"none"`` never). The reference's pixel enqueue indexes the
-    image's pixels in raster order (all classes) with a random permutation of ``range(n_c)``,
-    n_c the class's pixel count: it stores random pixels among the image's first n_c, whatever
-    their class; segkd stores random pixels of that class. K: the teacher's output channels.
+    winycg/CIRKD): τ = 0.1 (``temperature``), τ_kd = 1 (``kd_temperature``), weights 1
+    (in-batch), 0.1 (pixel memory), 0.1 (region memory; its VOC scripts use 0.01 for both),
+    memories of 20000 pixels / 2000 regions per class, 16 pixels per class and image enqueued,
+    contrast totals 4096 / 1024, a projection head 1×1 conv → BN → ReLU → 1×1 conv on the
+    student (``projection="always"``; ``"auto"`` only when channels differ; ``"none"`` never).
+    The reference's pixel enqueue indexes the image's pixels in raster order (all classes) with
+    a random permutation of ``range(n_c)``, n_c the class's pixel count: it stores random pixels
+    among the image's first n_c, whatever their class; segkd stores random pixels of that class.
+    K: the teacher's output channels.
 
     Returns ``{"cirkd_batch", "cirkd_pixel_memory", "cirkd_region_memory"}``, each weighted.
     """
@@ -61,12 +64,14 @@ class CrossImageRelationalKD(DistillMethod):
         "cirkd_pixel_memory": "KL of pixel-to-pixel similarities to the class-balanced pixel memory",
         "cirkd_region_memory": "KL of pixel-to-region similarities to the class-mean memory",
     }
+    tapped = TAPPED
+    renamed_options = {"tau": "temperature", "kd_tau": "kd_temperature"}
 
     def __init__(
         self,
         at: str = "head",
-        tau: float = 0.1,
-        kd_tau: float = 1.0,
+        temperature: float = 0.1,
+        kd_temperature: float = 1.0,
         weight: float = 1.0,
         pixel_memory_weight: float = 0.1,
         region_memory_weight: float = 0.1,
@@ -77,28 +82,22 @@ class CrossImageRelationalKD(DistillMethod):
         pixels_per_image: int = 16,
         projection: str = "always",
     ) -> None:
-        super().__init__()
+        super().__init__(at)
         check_choice("projection", projection, ("always", "auto", "none"))
         sizes = {"pixel_memory_size": pixel_memory_size, "region_memory_size": region_memory_size,
                  "pixel_contrast_size": pixel_contrast_size, "region_contrast_size": region_contrast_size,
                  "pixels_per_image": pixels_per_image}
         if min(sizes.values()) < 1:
             raise ValueError(f"cirkd: every size option must be >= 1; got {sizes}")
-        self.tau, self.kd_tau = tau, kd_tau
+        self.temperature = check_temperature(temperature, self.name)
+        self.kd_temperature = check_temperature(kd_temperature, self.name, "kd_temperature")
         self.weights = (weight, pixel_memory_weight, region_memory_weight)
         self.sizes = sizes
         self.projection_mode = projection
         self.projection: nn.Module | None = None
         self.memory: ClassQueues | None = None
-        self.student_taps = {TAPPED: at}
-        self.teacher_taps = {TAPPED: at}
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
-        assert teacher_shapes is not None, "cirkd needs a teacher"
+    def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
         s_ch = tap_channels(student_shapes, TAPPED, "student", self.name)
         t_ch = tap_channels(teacher_shapes, TAPPED, "teacher", self.name)
         if self.projection_mode == "always" or (self.projection_mode == "auto" and s_ch != t_ch):
@@ -115,13 +114,10 @@ class CrossImageRelationalKD(DistillMethod):
         self.memory = ClassQueues(num_classes, t_ch, self.sizes["pixel_memory_size"],
                                   self.sizes["region_memory_size"], self.sizes["pixels_per_image"])
 
-    def forward(
-        self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, Tensor]:
-        assert teacher is not None and self.memory is not None, "cirkd needs a teacher and setup()"
-        feature = student[TAPPED]
-        target = teacher[TAPPED].detach()
+    def pair_losses(self, student: Mapping[str, Tensor], teacher: Mapping[str, Tensor],
+                    batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        assert self.memory is not None, "cirkd: setup() builds the memory before the first step"
+        feature, target = self.mapped_pair(student, teacher)
         projected = self.projection(feature) if self.projection is not None else feature
         with full_precision(target):
             t_emb = F.normalize(target.float(), dim=1)
@@ -134,8 +130,8 @@ class CrossImageRelationalKD(DistillMethod):
             valid = labels != self.ignore_index
             pixel_bank = self.memory.sample(self.memory.pixels, self.per_class["pixel_contrast_size"])
             region_bank = self.memory.sample(self.memory.regions, self.per_class["region_contrast_size"])
-            pixel_term = memory_kl(anchors, t_emb, valid, pixel_bank, self.tau, self.kd_tau)
-            region_term = memory_kl(anchors, t_emb, valid, region_bank, self.tau, self.kd_tau)
+            pixel_term = memory_kl(anchors, t_emb, valid, pixel_bank, self.temperature, self.kd_temperature)
+            region_term = memory_kl(anchors, t_emb, valid, region_bank, self.temperature, self.kd_temperature)
         values = (batch_term, pixel_term, region_term)
         return {term: w * v for term, w, v in zip(self.terms, self.weights, values)}
 
@@ -144,6 +140,6 @@ class CrossImageRelationalKD(DistillMethod):
         s_pixels, t_pixels = s_emb.flatten(2), t_emb.flatten(2)  # B×C×N
         total = s_emb.new_zeros(())
         for i in range(s_emb.shape[0]):  # one anchor image at a time keeps memory at B·N²
-            s_scores = s_pixels[i].T @ s_pixels / self.tau  # B×N×N
-            total = total + kl_rows(s_scores, t_pixels[i].T @ t_pixels / self.tau).mean()
+            s_scores = s_pixels[i].T @ s_pixels / self.temperature  # B×N×N
+            total = total + kl_rows(s_scores, t_pixels[i].T @ t_pixels / self.temperature).mean()
         return total / s_emb.shape[0]

@@ -6,15 +6,17 @@ from typing import Any
 
 import torch
 
-from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.base import register_method
 from segkd.distill.functional import check_choice, full_precision, kl_rows, resize_like
-from segkd.distill.mapping import MAPPING_MODES, mapped_pair, pair_mapping
+from segkd.distill.mapping import MAPPING_MODES
+from segkd.distill.options import check_temperature
+from segkd.distill.paired import PairedTapMethod
 
 TAPPED = "cwd_input"
 
 
 @register_method("cwd")
-class ChannelWiseDistillation(DistillMethod):
+class ChannelWiseDistillation(PairedTapMethod):
     """Channel-wise KD (Shu et al., "Channel-wise Knowledge Distillation for Dense Prediction",
     ICCV 2021).
 
@@ -24,7 +26,7 @@ class ChannelWiseDistillation(DistillMethod):
     summed over positions and averaged over channels and images.
 
     Defaults follow the paper's logits setting: the classifier's output before upsampling
-    (feature point ``logits``), τ = 4, loss weight 3. ``at`` may name any feature point (the paper
+    (feature point ``logits``), τ = 4 (``temperature``), loss weight 3. ``at`` may name any feature point (the paper
     also distils the last feature map); when channel counts differ a 1×1 conv + BN maps the
     student (``mapping="auto"``), and the student is resized to the teacher's H×W if needed.
     ``mapping="auto_conv"`` is the reference code's mapping: a plain bias-free 1×1 conv, built
@@ -37,46 +39,30 @@ class ChannelWiseDistillation(DistillMethod):
 
     paper = "Shu et al., Channel-wise Knowledge Distillation for Dense Prediction, ICCV 2021"
     terms = {"cwd": "τ²·KL(teacher ‖ student) of each channel's spatial softmax"}
+    tapped = TAPPED
+    renamed_options = {"tau": "temperature"}
 
-    def __init__(
-        self,
-        tau: float = 4.0,
-        weight: float = 3.0,
-        at: str = "logits",
-        mapping: str = "auto",
-    ) -> None:
-        super().__init__()
+    def __init__(self, temperature: float = 4.0, weight: float = 3.0, at: str = "logits",
+                 mapping: str = "auto") -> None:
+        super().__init__(at)
         check_choice("mapping", mapping, MAPPING_MODES)
-        if tau <= 0:
-            raise ValueError(f"option 'tau' must be > 0, got {tau}")
-        self.tau = tau
+        self.temperature = check_temperature(temperature, self.name)
         self.weight = weight
         self.mapping_mode = mapping
         self.mapping: torch.nn.Module | None = None
-        self.student_taps = {TAPPED: at}
-        self.teacher_taps = {TAPPED: at}
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
-        assert teacher_shapes is not None, "cwd needs a teacher"
-        self.mapping = pair_mapping(self.mapping_mode, student_shapes, teacher_shapes, TAPPED, self.name)
+    def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
+        self.mapping = self.pair_mapping(self.mapping_mode, student_shapes, teacher_shapes)
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
-        assert teacher is not None, "cwd needs a teacher"
-        source, target = mapped_pair(student, teacher, TAPPED, self.mapping)
+    def pair_losses(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                    batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        source, target = self.mapped_pair(student, teacher, self.mapping)
+        tau = self.temperature
         with full_precision(source):
             source = resize_like(source.float(), target)
             b, c = target.shape[:2]
             kl_per_channel = kl_rows(  # B×C: each channel is a distribution over positions
-                source.reshape(b, c, -1) / self.tau, target.float().reshape(b, c, -1) / self.tau
+                source.reshape(b, c, -1) / tau, target.float().reshape(b, c, -1) / tau
             )
-            loss = kl_per_channel.mean() * self.tau**2
+            loss = kl_per_channel.mean() * tau**2
         return {"cwd": self.weight * loss}

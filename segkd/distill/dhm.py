@@ -10,6 +10,7 @@ from torch import nn
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import check_choice, deep_supervision, mutual_kl_binary, require_shapes
 from segkd.distill.heads import PredictionHead
+from segkd.distill.options import check_temperature
 from segkd.distill.replicas import DECODERS, build_branches
 
 
@@ -26,7 +27,7 @@ class DHM(DistillMethod):
     deeper ones, so every branch predicts at full resolution like the inference head; ``"head"``
     puts a small prediction head on the branch's stride-32 map instead. With ``out``::
 
-        L = sup_weight·Σ_b S(z_b, mask) + α·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
+        L = aux_sup_weight·Σ_b S(z_b, mask) + mimic_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
     S is the structure loss (the binary counterpart of cross-entropy). The softened prediction is
     a per-pixel Bernoulli ``σ(z/T)``; the pairwise sum runs over ordered pairs of all heads
@@ -46,9 +47,11 @@ class DHM(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    renamed_options = {"alpha": "mimic_weight", "sup_weight": "aux_sup_weight"}
     terms = {
-        "aux_sup": "sup_weight · structure loss of each branch",
-        "mimic": "alpha · T² · Bernoulli KL over every ordered pair of heads (branches and out), target detached",
+        "aux_sup": "aux_sup_weight · structure loss of each branch",
+        "mimic": "mimic_weight · T² · Bernoulli KL over every ordered pair of heads (branches and out), "
+                 "target detached",
     }
 
     def __init__(
@@ -56,8 +59,8 @@ class DHM(DistillMethod):
         stages: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
         branch_from: Sequence[str] = ("stage2", "stage3"),
         temperature: float = 1.0,
-        alpha: float = 1.0,
-        sup_weight: float = 1.0,
+        mimic_weight: float = 1.0,
+        aux_sup_weight: float = 1.0,
         decoder: str = "copy",
         head_channels: int = 64,
     ) -> None:
@@ -66,11 +69,10 @@ class DHM(DistillMethod):
         if not branch_from or late:
             raise ValueError(f"dhm: 'branch_from' must name stages before the last of {list(stages)}; "
                              f"got {list(branch_from)}")
-        if temperature <= 0:
-            raise ValueError(f"dhm: 'temperature' must be > 0, got {temperature}")
         check_choice("decoder", decoder, DECODERS)
         self.stages, self.branch_from = tuple(stages), tuple(branch_from)
-        self.temperature, self.alpha, self.sup_weight = temperature, alpha, sup_weight
+        self.temperature = check_temperature(temperature, self.name)
+        self.mimic_weight, self.aux_sup_weight = mimic_weight, aux_sup_weight
         self.decoder, self.head_channels = decoder, head_channels
         self.student_taps = {name: name for name in self.stages}
         self.branches = nn.ModuleList()
@@ -106,4 +108,4 @@ class DHM(DistillMethod):
         logits = self.branch_logits(student, out.shape[-2:])
         sup = deep_supervision(logits, batch["mask"])
         mimic = mutual_kl_binary([out, *logits], self.temperature)
-        return {"aux_sup": self.sup_weight * sup, "mimic": self.alpha * mimic}
+        return {"aux_sup": self.aux_sup_weight * sup, "mimic": self.mimic_weight * mimic}

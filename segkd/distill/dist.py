@@ -8,6 +8,7 @@ import torch
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import full_precision
+from segkd.distill.options import check_temperature
 
 LOGITS = "logits"
 AUX_LOGITS = "aux_logits"
@@ -25,7 +26,8 @@ class DIST(DistillMethod):
     - intra-class relation: ``1 − mean_c ρ(p_s[:, c], p_t[:, c])`` (each class across all pixels
       of the batch).
 
-    ``loss = τ² · (β · inter + γ · intra)``. Defaults τ = 1, β = γ = 1, weight 1 follow the
+    ``loss = τ² · (β · inter + γ · intra)`` (τ: ``temperature``, β: ``inter_weight``, γ:
+    ``intra_weight``). Defaults τ = 1, β = γ = 1, weight 1 follow the
     authors' segmentation code (the paper's setting); all pixels count, ignore labels included,
     as there. The logits are the classifier's output before upsampling (feature point
     ``logits``). The authors' code also distils the aux-head logits with factor 0.4: set
@@ -41,21 +43,20 @@ class DIST(DistillMethod):
     terms = {"dist_inter": "1 − Pearson ρ of each pixel's class probabilities",
              "dist_intra": "1 − Pearson ρ of each class's probabilities over the batch's pixels",
              "dist_aux": "both relations on the aux logits (only with aux_weight > 0)"}
+    renamed_options = {"tau": "temperature", "beta": "inter_weight", "gamma": "intra_weight"}
 
     def __init__(
         self,
-        tau: float = 1.0,
-        beta: float = 1.0,
-        gamma: float = 1.0,
+        temperature: float = 1.0,
+        inter_weight: float = 1.0,
+        intra_weight: float = 1.0,
         weight: float = 1.0,
         aux_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"option 'tau' must be > 0, got {tau}")
-        self.tau = tau
-        self.beta = beta
-        self.gamma = gamma
+        self.temperature = check_temperature(temperature, self.name)
+        self.inter_weight = inter_weight
+        self.intra_weight = intra_weight
         self.weight = weight
         self.aux_weight = aux_weight
         taps = {LOGITS: "logits"}
@@ -71,15 +72,16 @@ class DIST(DistillMethod):
         batch: Mapping[str, Any],
     ) -> dict[str, torch.Tensor]:
         assert teacher is not None, "dist needs a teacher"
-        scale = self.weight * self.tau**2
+        scale = self.weight * self.temperature**2
         inter, intra = self.relations(student[LOGITS], teacher[LOGITS].detach())
-        terms = {"dist_inter": scale * self.beta * inter, "dist_intra": scale * self.gamma * intra}
+        terms = {"dist_inter": scale * self.inter_weight * inter,
+                 "dist_intra": scale * self.intra_weight * intra}
         if self.aux_weight:
             aux_inter, aux_intra = self.relations(
                 student[AUX_LOGITS], teacher[AUX_LOGITS].detach()
             )
             terms["dist_aux"] = (
-                scale * self.aux_weight * (self.beta * aux_inter + self.gamma * aux_intra)
+                scale * self.aux_weight * (self.inter_weight * aux_inter + self.intra_weight * aux_intra)
             )
         return terms
 
@@ -89,8 +91,8 @@ class DIST(DistillMethod):
         """B×C×h×w logits → (inter-class, intra-class) relation losses, each a scalar."""
         with full_precision(student_logits):
             c = student_logits.shape[1]
-            p_s = (student_logits.float() / self.tau).softmax(dim=1).movedim(1, -1).reshape(-1, c)
-            p_t = (teacher_logits.float() / self.tau).softmax(dim=1).movedim(1, -1).reshape(-1, c)
+            p_s = (student_logits.float() / self.temperature).softmax(dim=1).movedim(1, -1).reshape(-1, c)
+            p_t = (teacher_logits.float() / self.temperature).softmax(dim=1).movedim(1, -1).reshape(-1, c)
             inter = 1 - _pearson(p_s, p_t, dim=1).mean()
             intra = 1 - _pearson(p_s, p_t, dim=0).mean()
         return inter, intra

@@ -10,6 +10,7 @@ from torch import nn
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
 from segkd.distill.heads import SynergyBranch
+from segkd.distill.options import check_temperature
 
 
 @register_method("dks")
@@ -17,7 +18,7 @@ class DKS(DistillMethod):
     """Auxiliary branches of their own design on intermediate stages; every head is supervised
     and every pair of heads is matched ("knowledge synergy")::
 
-        L = sup_weight·Σ_b S(z_b, mask) + synergy_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
+        L = aux_sup_weight·Σ_b S(z_b, mask) + synergy_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
     Branches, as the authors' code (sundw2014/DKS, ``wrn_DKS/resnet.py``): each ``branch_from``
     stage forks a branch of *fresh* residual blocks (:class:`~segkd.distill.heads.SynergyBranch`:
@@ -41,8 +42,9 @@ class DKS(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    renamed_options = {"sup_weight": "aux_sup_weight"}
     terms = {
-        "aux_sup": "sup_weight · structure loss of each auxiliary branch",
+        "aux_sup": "aux_sup_weight · structure loss of each auxiliary branch",
         "synergy": "synergy_weight · T² · Bernoulli KL over every ordered pair of heads (branches and out), "
                    "target detached",
     }
@@ -54,7 +56,7 @@ class DKS(DistillMethod):
         blocks: int = 1,
         head_channels: int = 64,
         temperature: float = 1.0,
-        sup_weight: float = 1.0,
+        aux_sup_weight: float = 1.0,
         synergy_weight: float = 1.0,
     ) -> None:
         super().__init__()
@@ -62,13 +64,12 @@ class DKS(DistillMethod):
         if not branch_from or late:
             raise ValueError(f"dks: 'branch_from' must name stages before the last of {list(stages)}; "
                              f"got {list(branch_from)}")
-        if temperature <= 0:
-            raise ValueError(f"dks: 'temperature' must be > 0, got {temperature}")
         if blocks < 1:
             raise ValueError(f"dks: 'blocks' must be >= 1, got {blocks}")
         self.stages, self.branch_from = tuple(stages), tuple(branch_from)
         self.blocks, self.head_channels = blocks, head_channels
-        self.temperature, self.sup_weight, self.synergy_weight = temperature, sup_weight, synergy_weight
+        self.temperature = check_temperature(temperature, self.name)
+        self.aux_sup_weight, self.synergy_weight = aux_sup_weight, synergy_weight
         self.student_taps = {name: name for name in self.stages}
         self.branches = nn.ModuleList()
 
@@ -92,4 +93,4 @@ class DKS(DistillMethod):
         logits = self.branch_logits(student, out.shape[-2:])
         sup = deep_supervision(logits, batch["mask"])
         synergy = mutual_kl_binary([out, *logits], self.temperature)
-        return {"aux_sup": self.sup_weight * sup, "synergy": self.synergy_weight * synergy}
+        return {"aux_sup": self.aux_sup_weight * sup, "synergy": self.synergy_weight * synergy}

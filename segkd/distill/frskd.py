@@ -10,6 +10,7 @@ import torch
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.bifpn import BiFPNSelfTeacher
 from segkd.distill.functional import attention_transfer, check_choice, kl_binary, require_shapes
+from segkd.distill.options import check_temperature
 from segkd.models.losses import structure_loss
 
 __all__ = ["FRSKD", "attention_transfer", "ramp_factor"]
@@ -18,7 +19,7 @@ SCHEDULES = ("official", "linear", "none")
 
 
 def ramp_factor(progress: float, schedule: str, start: float, ramp: float) -> float:
-    """Factor (0..1) of α and β at ``progress`` (fraction of training done).
+    """Factor (0..1) of the soft and feature weights (α, β) at ``progress`` (fraction of training done).
 
     ``"official"`` (the official segmentation code): 0 until ``start``, then the sigmoid-shaped
     ``exp(-5(1 − s)²)`` with s the fraction of the remaining training done, reaching 1 at the end.
@@ -53,11 +54,12 @@ class FRSKD(DistillMethod):
     Bernoulli σ(z/T), KL by ``kl_binary`` (× T²). The self-teacher's own loss reaches the
     student's features, as in the paper. BiFPN fusion is fast normalised.
 
-    α = 1, β = 50, T = 1 are the official segmentation defaults, and so is the schedule r(t)
-    (:func:`ramp_factor`, given by the trainer through ``set_progress``): 0 for the first two
-    thirds of training (``ramp_start``), then exp(-5(1 − s)²) up to 1 at the end.
-    ``schedule="linear"`` ramps linearly over the first ``ramp`` of training instead (segkd's
-    former default). Returns ``{"aux_sup", "feature", "soft"}``, weighted.
+    α = 1 (``soft_weight``), β = 50 (``feature_weight``), T = 1 are the official segmentation
+    defaults, and so is the schedule r(t) (:func:`ramp_factor`, given by the trainer through
+    ``set_progress``): 0 for the first two thirds of training (``ramp_start``), then
+    exp(-5(1 − s)²) up to 1 at the end. ``schedule="linear"`` ramps linearly over the first
+    ``ramp`` of training instead (segkd's former default). Returns ``{"aux_sup", "feature",
+    "soft"}``, weighted.
     """
 
     paper = (
@@ -67,10 +69,11 @@ class FRSKD(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    renamed_options = {"alpha": "soft_weight", "beta": "feature_weight", "w_aux_sup": "aux_sup_weight"}
     terms = {
-        "aux_sup": "w_aux_sup · structure loss of the self-teacher's prediction",
-        "feature": "r(t) · beta · Σ_l attention transfer (at_levels ← refined features, detached)",
-        "soft": "r(t) · alpha · T² · Bernoulli KL(self-teacher detached ‖ out)",
+        "aux_sup": "aux_sup_weight · structure loss of the self-teacher's prediction",
+        "feature": "r(t) · feature_weight · Σ_l attention transfer (at_levels ← refined features, detached)",
+        "soft": "r(t) · soft_weight · T² · Bernoulli KL(self-teacher detached ‖ out)",
     }
 
     def __init__(
@@ -79,13 +82,13 @@ class FRSKD(DistillMethod):
         at_levels: Sequence[str] | None = None,
         width: int = 64,
         bifpn_layers: int = 2,
-        alpha: float = 1.0,
-        beta: float = 50.0,
+        soft_weight: float = 1.0,
+        feature_weight: float = 50.0,
         temperature: float = 1.0,
         schedule: str = "official",
         ramp_start: float = 2 / 3,
         ramp: float = 0.3,
-        w_aux_sup: float = 1.0,
+        aux_sup_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if len(levels) < 2:
@@ -95,16 +98,15 @@ class FRSKD(DistillMethod):
                              f"got {list(at_levels)}")
         if width < 1 or bifpn_layers < 1:
             raise ValueError(f"options 'width' and 'bifpn_layers' must be >= 1, got {width!r}, {bifpn_layers!r}")
-        if temperature <= 0:
-            raise ValueError(f"option 'temperature' must be > 0, got {temperature!r}")
         check_choice("schedule", schedule, SCHEDULES)
         for option, value in (("ramp", ramp), ("ramp_start", ramp_start)):
             if not 0 <= value <= 1:
                 raise ValueError(f"option '{option}' must be a fraction in [0, 1], got {value!r}")
         self.levels, self.width, self.bifpn_layers = tuple(levels), width, bifpn_layers
         self.at_levels = tuple(at_levels) if at_levels is not None else self.levels
-        self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.schedule, self.ramp_start, self.ramp, self.w_aux_sup = schedule, ramp_start, ramp, w_aux_sup
+        self.soft_weight, self.feature_weight = soft_weight, feature_weight
+        self.temperature = check_temperature(temperature, self.name)
+        self.schedule, self.ramp_start, self.ramp, self.aux_sup_weight = schedule, ramp_start, ramp, aux_sup_weight
         self.ramp_factor = ramp_factor(0.0, schedule, ramp_start, ramp)
         self.student_taps = {name: name for name in (*self.levels, *self.at_levels)}
 
@@ -134,7 +136,7 @@ class FRSKD(DistillMethod):
         ]).sum()
         soft = kl_binary(out, teacher_logits.detach(), self.temperature)
         return {
-            "aux_sup": self.w_aux_sup * structure_loss(teacher_logits, batch["mask"]),
-            "feature": self.ramp_factor * self.beta * attention,
-            "soft": self.ramp_factor * self.alpha * soft,
+            "aux_sup": self.aux_sup_weight * structure_loss(teacher_logits, batch["mask"]),
+            "feature": self.ramp_factor * self.feature_weight * attention,
+            "soft": self.ramp_factor * self.soft_weight * soft,
         }

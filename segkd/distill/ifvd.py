@@ -7,15 +7,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.base import register_method
 from segkd.distill.functional import check_choice, full_precision, labels_at, resize_like
-from segkd.distill.mapping import MAPPING_MODES, mapped_pair, pair_mapping
+from segkd.distill.mapping import MAPPING_MODES
+from segkd.distill.paired import PairedTapMethod
 
 TAPPED = "ifvd_input"
 
 
 @register_method("ifvd")
-class IntraClassFeatureVariationKD(DistillMethod):
+class IntraClassFeatureVariationKD(PairedTapMethod):
     """IFVD (Wang et al., "Intra-class Feature Variation Distillation for Semantic Segmentation",
     ECCV 2020).
 
@@ -46,41 +47,24 @@ class IntraClassFeatureVariationKD(DistillMethod):
     )
     task = "semantic"
     terms = {"ifvd": "squared difference of each pixel's cosine to its class prototype"}
+    tapped = TAPPED
 
-    def __init__(
-        self,
-        at: str = "head",
-        weight: float = 200.0,
-        mapping: str = "none",
-        mean_over: str = "all",
-    ) -> None:
-        super().__init__()
+    def __init__(self, at: str = "head", weight: float = 200.0, mapping: str = "none", mean_over: str = "all") -> None:
+        super().__init__(at)
         check_choice("mapping", mapping, MAPPING_MODES)
         check_choice("mean_over", mean_over, ("all", "labelled"))
         self.weight = weight
         self.mapping_mode = mapping
         self.mean_over = mean_over
         self.mapping: torch.nn.Module | None = None
-        self.student_taps = {TAPPED: at}
-        self.teacher_taps = {TAPPED: at}
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
-        assert teacher_shapes is not None, "ifvd needs a teacher"
+    def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
         if self.mapping_mode != "none":
-            self.mapping = pair_mapping(self.mapping_mode, student_shapes, teacher_shapes, TAPPED, self.name)
+            self.mapping = self.pair_mapping(self.mapping_mode, student_shapes, teacher_shapes)
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
-        assert teacher is not None, "ifvd needs a teacher"
-        source, target = mapped_pair(student, teacher, TAPPED, self.mapping)
+    def pair_losses(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
+                    batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        source, target = self.mapped_pair(student, teacher, self.mapping)
         with full_precision(source):
             source = resize_like(source.float(), target)
             labels = labels_at(batch["mask"], target.shape[-2:])

@@ -10,6 +10,7 @@ from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import check_choice, full_precision, kl_binary, kl_softmax, labels_at, resize_like
+from segkd.distill.options import check_temperature
 
 # The source repo multiplies its KD loss by 19, a class count copied from a Cityscapes code base;
 # it is kept only for the ``source_exact`` reproduction and does not follow the data set.
@@ -48,7 +49,7 @@ class LogitsKD(DistillMethod):
     of 0.75 (set those in the config).
 
     Args:
-        T: softmax temperature.
+        temperature: softmax temperature T (formerly ``T``).
         weight: factor of the returned term.
         at: ``"logits"`` (the classifier's output before upsampling) or ``"out"`` (input size);
             unset: ``"logits"``, or ``"out"`` with ``source_exact`` (where the source distils) or
@@ -71,10 +72,11 @@ class LogitsKD(DistillMethod):
     )
     task = "any"
     terms = {"kd": "T²·KL(teacher ‖ student) of each labelled pixel's class distribution"}
+    renamed_options = {"T": "temperature"}
 
     def __init__(
         self,
-        T: float = 1.0,
+        temperature: float = 1.0,
         weight: float = 1.0,
         at: str | None = None,
         source_exact: bool = False,
@@ -85,12 +87,10 @@ class LogitsKD(DistillMethod):
         self.at_given = at is not None
         at = at or ("out" if source_exact else "logits")  # the source repo distils at "out"
         check_choice("at", at, ("out", "logits"))
-        if T <= 0:
-            raise ValueError(f"option 'T' must be > 0, got {T}")
         if standardize and source_exact:
             raise ValueError("options 'standardize' and 'source_exact' exclude each other: "
                              "the source repo's formula has no standardisation")
-        self.T = T
+        self.temperature = check_temperature(temperature, self.name)
         self.weight = weight
         self.source_exact = source_exact
         self.standardize = standardize
@@ -125,18 +125,18 @@ class LogitsKD(DistillMethod):
                 student_logits = standardize_logits(student_logits.float())
                 teacher_logits = standardize_logits(teacher_logits.float())
             if student_logits.shape[1] == 1:
-                loss = kl_binary(student_logits, teacher_logits, self.T)
+                loss = kl_binary(student_logits, teacher_logits, self.temperature)
             elif self.source_exact:
                 loss = self._source_repo_loss(student_logits.float(), teacher_logits.float())
             else:
                 labels = labels_at(batch["mask"], student_logits.shape[-2:])
                 valid = labels != self.ignore_index if self.mask_ignore else None
-                loss = kl_softmax(student_logits, teacher_logits, self.T, valid=valid)
+                loss = kl_softmax(student_logits, teacher_logits, self.temperature, valid=valid)
         return {"kd": self.weight * loss}
 
     def _source_repo_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """The source repo's formula, quirks included (mean over N·C·H·W, ×19, no ignore mask)."""
-        t = self.T
+        t = self.temperature
         log_p_s, p_t = F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1)
         # F.kl_div(reduction="mean"): the KL summed over classes is averaged over classes too
         kl_mean_over_all_elements = F.kl_div(log_p_s, p_t, reduction="sum") / student_logits.numel()

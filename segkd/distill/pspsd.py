@@ -17,6 +17,7 @@ from segkd.distill.functional import (
     require_shapes,
     resize_like,
 )
+from segkd.distill.options import check_temperature
 from segkd.distill.pyramids import PyramidBranches
 
 PYRAMIDS = ("ppm", "aspp")
@@ -60,18 +61,20 @@ class PSPSD(DistillMethod):
     kind = "self"
     task = "binary"
     needs_teacher = False
+    renamed_options = {"w_aux_sup": "aux_sup_weight", "w_top_down": "top_down_weight",
+                       "w_consistency": "consistency_weight", "w_feature": "feature_weight"}
     terms = {
-        "aux_sup": "w_aux_sup · Σ structure loss of each pyramid branch",
-        "top_down": "w_top_down · mean Bernoulli KL along deepest branch → … → finest → out",
-        "feature": "w_feature · mean MSE(transfer features, fused pyramid features detached)",
-        "consistency": "w_consistency · mean symmetric KL over pairs of branches and out",
+        "aux_sup": "aux_sup_weight · Σ structure loss of each pyramid branch",
+        "top_down": "top_down_weight · mean Bernoulli KL along deepest branch → … → finest → out",
+        "feature": "feature_weight · mean MSE(transfer features, fused pyramid features detached)",
+        "consistency": "consistency_weight · mean symmetric KL over pairs of branches and out",
     }
 
     def __init__(self, levels: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
                  transfer: Sequence[str] = ("fused1", "fused2", "fused3", "fused4"), pyramid: str = "ppm",
                  bins: Sequence[int] = (1, 2, 3, 6), rates: Sequence[int] = (1, 6, 12, 18), width: int = 64,
-                 temperature: float = 1.0, paths: Sequence[str] = PATHS, w_aux_sup: float = 1.0,
-                 w_top_down: float = 1.0, w_consistency: float = 1.0, w_feature: float = 1.0) -> None:
+                 temperature: float = 1.0, paths: Sequence[str] = PATHS, aux_sup_weight: float = 1.0,
+                 top_down_weight: float = 1.0, consistency_weight: float = 1.0, feature_weight: float = 1.0) -> None:
         super().__init__()
         check_choice("pyramid", pyramid, PYRAMIDS)
         for path in paths:
@@ -86,13 +89,12 @@ class PSPSD(DistillMethod):
                 raise ValueError(f"option '{option}' must be positive integers, got {values!r}")
         if width < 1:
             raise ValueError(f"option 'width' must be a positive integer, got {width!r}")
-        if temperature <= 0:
-            raise ValueError(f"option 'temperature' must be > 0, got {temperature!r}")
         self.levels, self.transfer = tuple(levels), tuple(transfer)
         self.pyramid, self.bins, self.rates = pyramid, tuple(bins), tuple(rates)
-        self.width, self.temperature, self.paths = width, temperature, tuple(paths)
-        self.w_aux_sup, self.w_top_down = w_aux_sup, w_top_down
-        self.w_consistency, self.w_feature = w_consistency, w_feature
+        self.width, self.paths = width, tuple(paths)
+        self.temperature = check_temperature(temperature, self.name)
+        self.aux_sup_weight, self.top_down_weight = aux_sup_weight, top_down_weight
+        self.consistency_weight, self.feature_weight = consistency_weight, feature_weight
         self.student_taps = {name: name for name in (*self.levels, *self.transfer)}
 
     def setup(self, student_shapes: Mapping[str, torch.Size],
@@ -112,16 +114,16 @@ class PSPSD(DistillMethod):
         out = student["out"]
         fused, logits = self.branches([student[n] for n in self.levels], out.shape[-2:])
         supervision = deep_supervision(logits, batch["mask"])
-        losses = {"aux_sup": self.w_aux_sup * supervision}
+        losses = {"aux_sup": self.aux_sup_weight * supervision}
         if "top_down" in self.paths:
-            losses["top_down"] = self.w_top_down * self.top_down(logits, out)
+            losses["top_down"] = self.top_down_weight * self.top_down(logits, out)
             if self.transfer:
-                losses["feature"] = self.w_feature * self.feature_transfer(student, fused)
+                losses["feature"] = self.feature_weight * self.feature_transfer(student, fused)
         if "consistency" in self.paths:
             predictions = [*logits, out]
             pairs = len(predictions) * (len(predictions) - 1)
             # the helper sums both directions of every pair: divide by the ordered pair count
-            losses["consistency"] = self.w_consistency * mutual_kl_binary(predictions, self.temperature) / pairs
+            losses["consistency"] = self.consistency_weight * mutual_kl_binary(predictions, self.temperature) / pairs
         return losses
 
     def top_down(self, logits: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:

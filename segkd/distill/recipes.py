@@ -81,7 +81,7 @@ class SKDFull(Recipe):
     def __init__(self, kd_weight: float = 10.0, pairwise_weight: float = 1.0, adv_weight: float = 0.1,
                  at: str = "head", mask_ignore: bool = True) -> None:
         super().__init__([
-            {"name": "logits_kd", "T": 1.0, "weight": kd_weight, "at": "logits", "mask_ignore": mask_ignore},
+            {"name": "logits_kd", "temperature": 1.0, "weight": kd_weight, "at": "logits", "mask_ignore": mask_ignore},
             {"name": "skd", "at": at, "weight": pairwise_weight, "adv_weight": adv_weight},
         ])
 
@@ -106,7 +106,7 @@ class IFVDFull(Recipe):
                  at: str = "head", mask_ignore: bool = True) -> None:
         super().__init__([
             {"name": "ifvd", "at": at, "weight": ifvd_weight},
-            {"name": "logits_kd", "T": 1.0, "weight": kd_weight, "at": "logits", "mask_ignore": mask_ignore},
+            {"name": "logits_kd", "temperature": 1.0, "weight": kd_weight, "at": "logits", "mask_ignore": mask_ignore},
             {"name": "skd", "weight": 0.0, "adv_weight": adv_weight, "d_loss_weight": 0.1, "d_optimizer": "adam",
              "d_weight_decay": 0.0},
         ])

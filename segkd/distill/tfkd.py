@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from segkd.distill.base import DistillMethod, register_method
 from segkd.distill.functional import check_choice, kl_binary
+from segkd.distill.options import check_temperature
 
 MODES = ("self", "reg")
-# mode -> (alpha, temperature); "reg" keeps the paper's α but not its T (see the class docstring)
+# mode -> (kd_share, temperature); "reg" keeps the paper's α but not its T (see the class docstring)
 MODE_DEFAULTS = {"self": (0.95, 6.0), "reg": (0.1, 2.0)}
 
 
@@ -37,7 +38,7 @@ class TfKD(DistillMethod):
     ``mode="self"`` (Tf-KD self): the teacher is a previously trained copy of the same network
     (give it as the config's teacher; ``needs_teacher`` is True only in this mode)::
 
-        kd = α·T²·KL(σ(z_t/T) ‖ σ(z_s/T))        (z_t detached)
+        kd = α·T²·KL(σ(z_t/T) ‖ σ(z_s/T))        (z_t detached; α: ``kd_share``)
 
     Defaults α = 0.95, T = 6 are the paper's classification values, kept as is.
 
@@ -55,7 +56,7 @@ class TfKD(DistillMethod):
     the binary default. α = 0.1 is the paper's.
 
     In both modes the paper's loss is ``(1 − α)·task + α·…``: set the task-loss weight to
-    ``1 − alpha`` in the config's ``loss:`` section; this method returns only its own term,
+    ``1 − kd_share`` in the config's ``loss:`` section; this method returns only its own term,
     ``{"kd"}`` (self) or ``{"reg"}`` (reg), weighted by α.
 
     KL scale versus the official code: it uses ``nn.KLDivLoss()`` with its default element-wise
@@ -63,7 +64,7 @@ class TfKD(DistillMethod):
     ``multiplier`` option (self: × T² × multiplier, "1.0 in most cases, some 10 or 50"; reg:
     × multiplier, no T²). segkd sums the KL over the two classes of each pixel and averages over
     pixels: the official scale with multiplier = K = 2. To rerun a recipe with another
-    multiplier m, scale ``alpha`` by m / 2.
+    multiplier m, scale ``kd_share`` by m / 2.
     """
 
     paper = (
@@ -73,26 +74,25 @@ class TfKD(DistillMethod):
     kind = "self"
     task = "binary"
     terms = {
-        "kd": "mode self: alpha · T² · Bernoulli KL(teacher out detached ‖ out) at T",
-        "reg": "mode reg: alpha · Bernoulli KL(virtual teacher ‖ σ(out)), no T²",
+        "kd": "mode self: kd_share · T² · Bernoulli KL(teacher out detached ‖ out) at T",
+        "reg": "mode reg: kd_share · Bernoulli KL(virtual teacher ‖ σ(out)), no T²",
     }
+    renamed_options = {"alpha": "kd_share"}
 
     def __init__(
         self,
         mode: str = "self",
-        alpha: float | None = None,
+        kd_share: float | None = None,
         temperature: float | None = None,
         correct_prob: float = 0.99,
     ) -> None:
-        """``alpha`` / ``temperature`` left as None take the mode's default (see the class doc)."""
+        """``kd_share`` / ``temperature`` left as None take the mode's default (see the class doc)."""
         super().__init__()
         check_choice("mode", mode, MODES)
-        default_alpha, default_temperature = MODE_DEFAULTS[mode]
+        default_share, default_temperature = MODE_DEFAULTS[mode]
         self.mode = mode
-        self.alpha = default_alpha if alpha is None else alpha
-        self.temperature = default_temperature if temperature is None else temperature
-        if self.temperature <= 0:
-            raise ValueError(f"option 'temperature' must be > 0, got {self.temperature!r}")
+        self.kd_share = default_share if kd_share is None else kd_share
+        self.temperature = check_temperature(default_temperature if temperature is None else temperature, self.name)
         if not 0.5 < correct_prob < 1:
             raise ValueError(f"option 'correct_prob' must be in (0.5, 1), got {correct_prob!r}")
         self.correct_prob = correct_prob
@@ -115,9 +115,9 @@ class TfKD(DistillMethod):
                 raise ValueError(
                     "method 'tfkd' with mode='self' needs a teacher model in the config"
                 )
-            return {"kd": self.alpha * kl_binary(out, teacher["out"].detach(), self.temperature)}
+            return {"kd": self.kd_share * kl_binary(out, teacher["out"].detach(), self.temperature)}
         mask = batch["mask"]
         if mask.shape[-2:] != out.shape[-2:]:
             mask = F.interpolate(mask.float(), size=out.shape[-2:], mode="nearest")
         target = virtual_teacher_logits(mask, self.correct_prob, self.temperature)
-        return {"reg": self.alpha * kl_binary(out, target, temperature=1.0)}
+        return {"reg": self.kd_share * kl_binary(out, target, temperature=1.0)}
