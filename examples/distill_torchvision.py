@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             module.momentum = 0.1
 
     # CWD taps each model's classifier, by module path; logits KD then reads them too.
-    distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "tau": 4.0}],
+    distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "temperature": 4.0}],
                                 student_points={"logits": "classifier"}, teacher_points={"logits": "classifier"},
                                 example=next(iter(loader))["image"])
     optimizer = torch.optim.AdamW([*student.parameters(), *distiller.parameters()], lr=args.lr)

@@ -12,7 +12,7 @@ The names below are the stable public API; everything else inside the package ma
 Example:
     >>> import segkd
     >>> student = segkd.build_model("pspnet", backbone="resnet18", num_classes=4)
-    >>> distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "tau": 4.0}])
+    >>> distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "temperature": 4.0}])
 
 Names are imported on first use, so ``import segkd`` stays light.
 """

@@ -28,8 +28,8 @@ def build_method(name: str | Mapping[str, Any], /, *, ignore_index: int = 255, *
     """A distillation method by name and options, told the label of unlabelled pixels.
 
     Example:
-        >>> cwd = segkd.build_method("cwd", tau=4.0, at="logits")
-        >>> kd = segkd.build_method({"name": "logits_kd", "T": 2.0})
+        >>> cwd = segkd.build_method("cwd", temperature=4.0, at="logits")
+        >>> kd = segkd.build_method({"name": "logits_kd", "temperature": 2.0})
     """
     spec = {"name": name, **options} if isinstance(name, str) else {**name, **options}
     try:

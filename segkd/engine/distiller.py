@@ -65,7 +65,7 @@ class Distiller(nn.Module):
             (eval mode, no gradients) and run once per call under ``torch.inference_mode``
             (never, when no method reads a teacher).
         methods: names (``"logits_kd"``) or dicts of a name and options (``{"name": "cwd",
-            "tau": 4.0}``), or built methods; ``segkd methods`` lists them all.
+            "temperature": 4.0}``), or built methods; ``segkd methods`` lists them all.
         ignore_index: label value of unlabelled pixels, skipped by the methods' losses.
         example: a batch of images (B×3×H×W, B >= 2) to build the methods' learnable parts from.
             Without it they are built on the student's first forward pass: then build the
@@ -82,7 +82,7 @@ class Distiller(nn.Module):
     ``with`` block's end) removes every hook.
 
     Example:
-        >>> distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "tau": 4.0}],
+        >>> distiller = segkd.Distiller(student, teacher, methods=["logits_kd", {"name": "cwd", "temperature": 4.0}],
         ...                             example=images)
         >>> optimizer = torch.optim.SGD([*student.parameters(), *distiller.parameters()], lr=0.01)
         >>> out = student(images)
