@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from segkd.cli import main
-from segkd.data import DataConfig, build_dataset, build_loader, check_data
+from segkd.data import DataConfig, build_dataset, check_data
 from segkd.data.classes import layout_palette
 from segkd.data.layouts import LAYOUTS
 from segkd.data.semantic import SemanticSegDataset
@@ -93,7 +94,7 @@ def test_camvid_void_is_ignored(tmp_path: Path) -> None:
 def test_training_batches_of_a_layout_hold_train_ids(tmp_path: Path) -> None:
     _cityscapes(tmp_path, np.arange(64, dtype=np.uint8).reshape(8, 8) % 34)
     cfg = DataConfig(layout="cityscapes", root=tmp_path, crop_size=8, batch_size=2, num_workers=0)
-    batch = next(iter(build_loader(cfg, "semantic", "train")))
+    batch = next(iter(DataLoader(build_dataset(cfg, "semantic", "train"), batch_size=2)))
     values = set(torch.unique(batch["mask"]).tolist())
     assert values <= set(range(19)) | {255} and len(values) > 5
 

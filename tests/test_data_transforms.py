@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from segkd.data import DataConfig, MultiScaleCollate, build_eval_transform, build_train_transform
-from segkd.data.transforms import RandomTrimCrop, to_tv_tensors
+from segkd.data import DataConfig, build_eval_transform, build_train_transform
+from segkd.data.transforms import RandomTrimCrop, resize_batch, to_tv_tensors
 
 MEAN = (100.0, 100.0, 100.0)
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
@@ -145,33 +145,22 @@ def test_semantic_eval_keeps_full_resolution() -> None:
     assert torch.allclose(out_image, torch.from_numpy(image).permute(2, 0, 1).float())
 
 
-def test_multiscale_collate_resizes_whole_batch() -> None:
-    samples = [
-        {
-            "image": torch.rand(3, 40, 40),
-            "mask": (torch.rand(1, 40, 40) > 0.5).float(),
-            "name": f"s{index}",
-        }
-        for index in range(3)
-    ]
-    collate = MultiScaleCollate([16, 24])
-    torch.manual_seed(0)
-    sizes = set()
-    for _ in range(12):
-        batch = collate(samples)
-        side = batch["image"].shape[-1]
-        sizes.add(side)
-        assert batch["image"].shape == (3, 3, side, side)
-        assert batch["mask"].shape == (3, 1, side, side)
-        assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
-        assert batch["name"] == ["s0", "s1", "s2"]
-    assert sizes == {16, 24}
+@pytest.mark.parametrize("side", [16, 24])
+def test_resize_batch_resizes_whole_binary_batch(side: int) -> None:
+    batch = {"image": torch.rand(3, 3, 40, 40), "mask": (torch.rand(3, 1, 40, 40) > 0.5).float(),
+             "name": ["s0", "s1", "s2"]}
+    resized = resize_batch(batch, side)
+    assert resized["image"].shape == (3, 3, side, side)
+    assert resized["mask"].shape == (3, 1, side, side)
+    assert set(resized["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert resized["name"] == ["s0", "s1", "s2"]
+    assert batch["image"].shape == (3, 3, 40, 40)  # the input batch is left as it was
 
 
-def test_multiscale_collate_handles_semantic_masks() -> None:
-    mask = torch.zeros(8, 8, dtype=torch.int64)
-    mask[:, 4:] = 255
-    batch = MultiScaleCollate([16])([{"image": torch.rand(3, 8, 8), "mask": mask, "name": "a"}])
+def test_resize_batch_handles_semantic_masks() -> None:
+    mask = torch.zeros(1, 8, 8, dtype=torch.int64)
+    mask[:, :, 4:] = 255
+    batch = resize_batch({"image": torch.rand(1, 3, 8, 8), "mask": mask, "name": ["a"]}, 16)
     assert batch["mask"].shape == (1, 16, 16) and batch["mask"].dtype == torch.int64
     assert torch.equal(batch["mask"][0, :, 8:], torch.full((16, 8), 255))
     assert bool((batch["mask"][0, :, :8] == 0).all())

@@ -1,5 +1,5 @@
 """Data: the binary SOD layout, semseg lists, VOC, Cityscapes, ADE20K and CamVid, joint transforms, a
-synthetic generator and data checks. ``build_dataset`` / ``build_loader`` turn a ``DataConfig`` into either.
+synthetic generator and data checks. ``build_dataset`` turns a ``DataConfig`` into one.
 
 Names are imported on first use: ``segkd.data.readers`` (numpy and PIL only) serves folder scoring without loading
 torch and torchvision.
@@ -12,7 +12,6 @@ _EXPORTS = {
     "BinarySegDataset": "binary",
     "list_binary_samples": "binary",
     "build_dataset": "build",
-    "build_loader": "build",
     "list_samples": "build",
     "resolve_root": "build",
     "check_data": "checks",
@@ -34,7 +33,6 @@ _EXPORTS = {
     "voc_pairs": "semantic",
     "make_synthetic": "synthetic",
     "voc_palette": "classes",
-    "MultiScaleCollate": "transforms",
     "build_eval_transform": "transforms",
     "build_train_transform": "transforms",
 }

@@ -1,12 +1,11 @@
-"""From a ``DataConfig`` to data sets and loaders for a task and split."""
+"""From a ``DataConfig`` to data sets for a task and split."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from segkd.data.binary import BinarySegDataset, list_binary_samples
 from segkd.data.config import DataConfig, Split, Task
@@ -21,7 +20,7 @@ from segkd.data.semantic import (
     voc_pairs,
 )
 from segkd.data.synthetic import make_synthetic
-from segkd.data.transforms import MultiScaleCollate, build_eval_transform, build_train_transform
+from segkd.data.transforms import build_eval_transform, build_train_transform
 
 # Which layouts can feed which task.
 TASK_LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -171,51 +170,4 @@ def build_dataset(cfg: DataConfig, task: Task, split: Split, *, augment: bool | 
         long_side=cfg.long_side,
         label_map=LAYOUTS[cfg.layout].label_map if cfg.layout in LAYOUTS else None,
         extra_maps=extra_maps,
-    )
-
-
-def build_loader(
-    cfg: DataConfig,
-    task: Task,
-    split: Split,
-    *,
-    sampler: Sampler[int] | None = None,
-    generator: torch.Generator | None = None,
-) -> DataLoader[dict[str, Any]]:
-    """A DataLoader over ``build_dataset(cfg, task, split)``.
-
-    train: ``cfg.batch_size``, shuffled (unless a ``sampler``, e.g. a DistributedSampler, is
-    given), incomplete last batch dropped, and for binary tasks with ``multiscale_sizes`` each
-    batch resized to one random size by ``MultiScaleCollate``.
-    val: ``cfg.val_batch_size`` (1 by default: evaluation masks keep each image's own size), in
-    order.
-
-    Raises:
-        DataError: a training split smaller than one batch.
-    """
-    dataset = build_dataset(cfg, task, split)
-    train = split == "train"
-    batch_size = cfg.batch_size if train else cfg.val_batch_size
-    size = len(dataset)  # type: ignore[arg-type]
-    if train and sampler is None and size < batch_size:
-        raise DataError(
-            f"data.batch_size: {batch_size} exceeds the {size} training samples "
-            f"of split '{split_file_name(cfg, task, split)}'; no full batch could be formed"
-        )
-    collate = (
-        MultiScaleCollate(cfg.multiscale_sizes)
-        if train and task == "binary" and cfg.multiscale_sizes
-        else None
-    )
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        drop_last=train,
-        num_workers=cfg.num_workers,
-        collate_fn=collate,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=train and cfg.num_workers > 0,
-        generator=generator,
     )

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -196,27 +195,6 @@ def resize_batch(batch: dict[str, Any], side: int) -> dict[str, Any]:
     return batch
 
 
-class MultiScaleCollate:
-    """Collate a list of samples, then resize the whole batch to one size drawn from ``sizes``.
-
-    Images B×3×H×W are resized bilinearly, masks (binary B×1×H×W, semantic B×H×W) with
-    nearest-exact, so they keep their values. Used for binary training, where each batch gets its
-    own scale.
-    """
-
-    def __init__(self, sizes: Sequence[int]) -> None:
-        if not sizes:
-            raise ValueError("MultiScaleCollate needs at least one size")
-        self.sizes = list(sizes)
-
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        side = self.sizes[int(torch.randint(len(self.sizes), ()))]
-        return resize_batch(default_collate(samples), side)
-
-    def __repr__(self) -> str:
-        return f"MultiScaleCollate(sizes={self.sizes})"
-
-
 def build_train_transform(task: Task, cfg: DataConfig) -> v2.Compose:
     """Training pipeline for ``task``.
 
@@ -224,7 +202,7 @@ def build_train_transform(task: Task, cfg: DataConfig) -> v2.Compose:
         -> Gaussian blur 5×5 (p 0.5) -> h-flip (p 0.5) -> pad to the crop size -> random crop
         -> normalise. Output: image 3×crop×crop, mask 1×crop×crop.
     binary (F3Net): random trim crop (up to 1/8 per side) -> h-flip -> resize to train_size
-        -> normalise. Output: image 3×S×S, mask 1×S×S; ``MultiScaleCollate`` rescales batches.
+        -> normalise. Output: image 3×S×S, mask 1×S×S; the trainer rescales each batch (``resize_batch``).
     """
     mean, std = cfg.normalization(task)
     flip = [v2.RandomHorizontalFlip(p=0.5)] if cfg.flip else []

@@ -121,14 +121,3 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
     if problems:
         raise CheckpointError(f"{source}: this checkpoint does not fit {type(model).__name__}: {problems}")
     model.load_state_dict(state, strict=False)  # describe_mismatch checked every key
-
-
-def model_spec(ckpt: dict[str, Any], source: str | Path) -> tuple[str, dict[str, Any]]:
-    """(model name, builder kwargs) stored in a segkd checkpoint."""
-    try:
-        model_cfg = dict(ckpt["config"]["model"])
-    except (KeyError, TypeError):
-        raise CheckpointError(
-            f"{source}: a plain state dict does not say which model it belongs to; give a config"
-        ) from None
-    return model_cfg.pop("name"), model_cfg

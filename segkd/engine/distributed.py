@@ -99,14 +99,6 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, env: DistEnv) -> Any:
-    if not env.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
     """Give every rank rank 0's buffers (BN running statistics).
 

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,15 +186,19 @@ def _alive(pid: int) -> bool:
 
 
 def weight_problems(*modules: nn.Module) -> list[str]:
-    """Names of floating-point tensors that are not finite or beyond ``DIVERGED_MAGNITUDE``."""
+    """Names of the modules' floating-point tensors that are not finite or beyond ``DIVERGED_MAGNITUDE``."""
+    return [problem for module in modules for problem in state_problems(module.state_dict())]
+
+
+def state_problems(state: Mapping[str, Any]) -> list[str]:
+    """``weight_problems`` of a state dict (e.g. a checkpoint's ``"model"``), each with its largest |w|."""
     bad = []
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:  # extra state
-                continue
-            largest = tensor.detach().abs().max().item()
-            if not math.isfinite(largest) or largest > DIVERGED_MAGNITUDE:
-                bad.append(f"{name} (max |w| {largest:.3g})")
+    for name, tensor in state.items():
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:  # extra state
+            continue
+        largest = tensor.detach().abs().max().item()
+        if not math.isfinite(largest) or largest > DIVERGED_MAGNITUDE:
+            bad.append(f"{name} (max |w| {largest:.3g})")
     return bad
 
 
@@ -213,7 +217,3 @@ def describe_last_checkpoint(last: dict[str, Any] | None, path: Path) -> str:
     state = "finite weights" if last["finite"] else "NON-FINITE weights: do not resume from it"
     return f"the last checkpoint {path} is from iteration {last['iteration']} ({state})"
 
-
-def is_finite_checkpoint(ckpt: dict[str, Any]) -> bool:
-    return all(math.isfinite(t.detach().abs().max().item()) and t.detach().abs().max().item() <= DIVERGED_MAGNITUDE
-               for t in ckpt["model"].values() if torch.is_tensor(t) and t.is_floating_point() and t.numel())

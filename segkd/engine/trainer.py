@@ -54,9 +54,9 @@ from segkd.engine.resume import (
     check_resume,
     describe_last_checkpoint,
     hold_run_folder,
-    is_finite_checkpoint,
     prepare_run_dir,
     selects_on_test,
+    state_problems,
     weight_problems,
 )
 from segkd.engine.schedule import lr_factor
@@ -344,7 +344,7 @@ def restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
     run.iteration, run.best = ckpt["iteration"], ckpt["best"]
     run.seconds_before = float(ckpt.get("train_seconds", 0.0))
     run.progress.iteration = run.iteration
-    run.progress.last_checkpoint = {"iteration": run.iteration, "finite": is_finite_checkpoint(ckpt)}
+    run.progress.last_checkpoint = {"iteration": run.iteration, "finite": not state_problems(ckpt["model"])}
     set_rng_state(ckpt["rng"])
     if run.env.is_main:
         print(f"resumed from {run.last_path} at iteration {run.iteration}/{run.max_iters}")
