@@ -89,11 +89,7 @@ class BYOT(DistillMethod):
         self.adapters = nn.ModuleList()
         self.heads = nn.ModuleList()
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
+    def setup(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         require_shapes(student_shapes, self.student_taps, self.name)
         deepest = student_shapes[self.deepest]
         for stage in self.stages:
@@ -110,12 +106,8 @@ class BYOT(DistillMethod):
             outputs.append((feature, head.forward_to(feature, size)))
         return outputs
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         out = student["out"]
         target_logits = out.detach()
         target_feature = student[self.deepest].detach().float()

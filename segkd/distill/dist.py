@@ -65,12 +65,8 @@ class DIST(DistillMethod):
         self.student_taps = dict(taps)
         self.teacher_taps = dict(taps)
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         assert teacher is not None, "dist needs a teacher"
         scale = self.weight * self.temperature**2
         inter, intra = self.relations(student[LOGITS], teacher[LOGITS].detach())

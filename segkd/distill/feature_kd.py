@@ -69,11 +69,7 @@ class FeatureKD(DistillMethod):
         self.student_taps = _taps_for(self.student_at)
         self.teacher_taps = _taps_for(self.teacher_at)
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
+    def setup(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         assert teacher_shapes is not None, "feature_kd needs a teacher"
         student_key, teacher_key = _key_for(self.student_at), _key_for(self.teacher_at)
         if self.mapping_mode == "none" and not (
@@ -86,12 +82,8 @@ class FeatureKD(DistillMethod):
             self.mapping_mode, student_channels, teacher_channels, self.name
         )
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         assert teacher is not None, "feature_kd needs a teacher"
         source = student[_key_for(self.student_at)]
         target = teacher[_key_for(self.teacher_at)].detach()

@@ -113,21 +113,13 @@ class FRSKD(DistillMethod):
     def set_progress(self, progress: float) -> None:
         self.ramp_factor = ramp_factor(progress, self.schedule, self.ramp_start, self.ramp)
 
-    def setup(
-        self,
-        student_shapes: Mapping[str, torch.Size],
-        teacher_shapes: Mapping[str, torch.Size] | None,
-    ) -> None:
+    def setup(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         require_shapes(student_shapes, self.student_taps, self.name)
         channels = [student_shapes[n][1] for n in self.levels]
         self.self_teacher = BiFPNSelfTeacher(channels, self.width, self.bifpn_layers)
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]``: B×1×H×W in {0, 1}."""
         out = student["out"]
         refined, teacher_logits = self.self_teacher([student[n] for n in self.levels], out.shape[-2:])

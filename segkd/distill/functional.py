@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
+from segkd.models.base import resize_to
 from segkd.models.losses import structure_loss
 
 
@@ -46,13 +47,9 @@ def kl_binary(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return kl.mean() * t * t
 
 
-def resize_like(x: torch.Tensor, ref: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Resize B×C×h×w ``x`` to the spatial size of ``ref`` (no-op when it already matches)."""
-    if x.shape[-2:] == ref.shape[-2:]:
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=ref.shape[-2:], mode="nearest")
-    return F.interpolate(x, size=ref.shape[-2:], mode=mode, align_corners=False)
+def resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of B×C×h×w ``x`` to the spatial size of ``ref`` (no-op when it already matches)."""
+    return resize_to(x, ref.shape[-2:], align_corners=False)
 
 
 # --- several heads and taps ---

@@ -105,12 +105,8 @@ class SAD(DistillMethod):
     def set_progress(self, progress: float) -> None:
         self.active = progress >= self.start
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if not self.active:
             return {"attention": student["out"].new_zeros((), dtype=torch.float32)}
         size = self.size or tuple(student[self.stages[0]].shape[-2:])

@@ -102,12 +102,8 @@ class TfKD(DistillMethod):
         """Only Tf-KD self needs a (pre-trained) teacher."""
         return self.mode == "self"
 
-    def forward(
-        self,
-        student: Mapping[str, torch.Tensor],
-        teacher: Mapping[str, torch.Tensor] | None,
-        batch: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``student["out"]``, ``teacher["out"]`` (self mode) and ``batch["mask"]``: B×1×H×W."""
         out = student["out"]
         if self.mode == "self":
