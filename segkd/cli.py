@@ -55,11 +55,11 @@ def _check_data_args(p: argparse.ArgumentParser) -> None:
     segkd check-data my_voc.yaml --set data.root=/data/VOCdevkit/VOC2012
 """)(_check_data_args)
 def run_check_data(args: argparse.Namespace) -> int:
-    from segkd.config import load_config
+    from segkd.engine.checks import load_run_config
     from segkd.data import check_data
     from segkd.data.checks import DataSummary
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides)
     summary = DataSummary()
     problems = check_data(cfg.data, cfg.task, summary=summary)
     for line in summary.lines(cfg.task):
@@ -86,10 +86,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     torchrun --nproc_per_node 4 -m segkd train pspnet50_voc --set train.sync_bn=true
 """)(_train_args)
 def run_train(args: argparse.Namespace) -> int:
-    from segkd.config import load_config
+    from segkd.engine.checks import load_run_config
     from segkd.engine.trainer import fit
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides)
     report = fit(cfg, resume=args.resume)
     from segkd.data.build import split_file_name
     from segkd.metrics import format_table
@@ -112,10 +112,10 @@ def run_train(args: argparse.Namespace) -> int:
     segkd train kd_pspnet50_to_18_voc --set distill.teacher.cache=runs/cache_pspnet50_voc
 """)(_config_args)
 def run_cache_teacher(args: argparse.Namespace) -> int:
-    from segkd.config import load_config
+    from segkd.engine.checks import load_run_config
     from segkd.engine.teacher_cache import fill_ahead
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides)
     manifest = fill_ahead(cfg)
     print(f"teacher cache {cfg.distill.teacher.cache}: the teacher's {manifest['maps']} for "
           f"{manifest['training_list']['count']} training images, ready")
@@ -248,19 +248,37 @@ def run_methods(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ config
 def _config_show_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["show"], help="show: every config key with its type, default and help")
-    p.add_argument("name", nargs="?", help="a config file or shipped config: show its resolved values instead")
+    p.add_argument("action", choices=["show", "keys"],
+                   help="show NAME: the config NAME resolves to, as YAML (bases, fragments and --set applied); "
+                        "keys: every config key with its type, default (or NAME's value) and help")
+    p.add_argument("name", nargs="?", help="a config file, shipped config or composition (byot_camo, fusion+camo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
-@command("config", "list every config key with its type, default (or a config's value) and help", """
-    segkd config show
-    segkd config show tiny_binary --set train.epochs=3
+@command("config", "print a config as it resolves (YAML), or every config key with its type, default and help", """
+    segkd config show byot_camo                        # the resolved YAML: what segkd train byot_camo runs
+    segkd config show fusion+camo+tfkd --set train.epochs=3
+    segkd config show compare_sbg                      # a comparison config (kind: compare)
+    segkd config keys                                  # every key, its type, default and help
+    segkd config keys tiny_binary                      # ... with that config's values
 """)(_config_show_args)
 def run_config_show(args: argparse.Namespace) -> int:
-    from segkd.config import describe_keys, load_config
+    import yaml
 
-    values = load_config(args.name, args.overrides).to_dict() if args.name else None
+    from segkd.config import describe_keys, read_config
+    from segkd.engine.checks import load_run_config
+
+    if args.action == "show" and args.name:
+        if read_config(args.name)[0] == "compare":
+            from segkd.commands.compare import load_compare_config
+
+            resolved = {"kind": "compare", **load_compare_config(args.name, args.overrides).model_dump(mode="json")}
+        else:
+            resolved = {"kind": "run", **load_run_config(args.name, args.overrides).to_dict()}
+        print(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True, default_flow_style=None, width=110),
+              end="")
+        return 0
+    values = load_run_config(args.name, args.overrides).to_dict() if args.name else None
     rows = describe_keys(values=values)
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'value' if values else 'default'}  — help")

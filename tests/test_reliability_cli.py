@@ -146,7 +146,7 @@ def test_config_show_lists_every_key_with_type_default_and_help(capsys):
     row = next(line for line in out.splitlines() if line.startswith("train.max_iters "))
     assert row.split()[1:5] == ["int", "|", "None", "None"] and "stop after this many iterations" in row
     assert all(f"{section}." in out for section in ("data", "optim", "schedule", "train", "eval", "loss"))
-    assert main(["config", "show", "tiny_binary", "--set", "train.epochs=3"]) == 0
+    assert main(["config", "keys", "tiny_binary", "--set", "train.epochs=3"]) == 0
     shown = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert shown["train.epochs"].split()[2] == "3"
     assert "(not used by this task)" in shown["data.num_classes"]  # a binary run has no class list
