@@ -117,24 +117,11 @@ def measure_latency(
             f"need batch_size >= 1, iters >= 1, warmup >= 0; got {batch_size}, {iters}, {warmup}"
         )
     device = torch.device(device)
-    is_cuda = device.type == "cuda"
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     image = torch.randn(batch_size, 3, height, width, device=device, generator=generator)
-    timings_ms: list[float] = []
     with _eval_mode(model), torch.inference_mode(), _amp_context(amp, device):
-        for _ in range(warmup):
-            model(image)
-        if is_cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(iters):
-            start = time.perf_counter()
-            model(image)
-            if is_cuda:
-                # Kernels run asynchronously: without this the clock measures only the launch.
-                torch.cuda.synchronize(device)
-            timings_ms.append((time.perf_counter() - start) * 1e3)
+        timings_ms = _timed_forwards(model, image, warmup, iters)
     median = float(np.median(timings_ms))
     row: dict[str, Any] = {
         "batch_size": batch_size,
@@ -146,11 +133,32 @@ def measure_latency(
         "latency_ms_p90": float(np.percentile(timings_ms, 90)),
         "throughput_img_s": batch_size / (median / 1e3),
     }
-    if is_cuda:
+    if device.type == "cuda":
         row["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / _MB
     else:
         row["process_peak_rss_mb"] = _process_peak_rss_mb()
     return row
+
+
+def _timed_forwards(model: nn.Module, image: torch.Tensor, warmup: int, iters: int) -> list[float]:
+    """Milliseconds of each of ``iters`` forward passes of ``image``, after ``warmup`` untimed ones
+    (on CUDA the peak-memory counter restarts after the warm-up)."""
+    device = image.device
+    is_cuda = device.type == "cuda"
+    for _ in range(warmup):
+        model(image)
+    if is_cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    timings_ms = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        model(image)
+        if is_cuda:
+            # Kernels run asynchronously: without this the clock measures only the launch.
+            torch.cuda.synchronize(device)
+        timings_ms.append((time.perf_counter() - start) * 1e3)
+    return timings_ms
 
 
 def benchmark_models(

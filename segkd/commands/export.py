@@ -248,11 +248,7 @@ def export_onnx(
         if metadata:
             _add_metadata(tmp, metadata)
         if check:
-            diff = _compare_onnx(tmp, reference, shapes)
-            if diff > tolerance:
-                raise RuntimeError(
-                    f"{path}: ONNX output differs from PyTorch by up to {diff:.3g} (> {tolerance:g})"
-                )
+            diff = _check_against_pytorch(tmp, reference, shapes, tolerance, path)
         file_bytes = tmp.stat().st_size
     return {
         "path": str(path),
@@ -263,6 +259,15 @@ def export_onnx(
         "max_abs_diff": diff,
         "file_bytes": file_bytes,
     }
+
+
+def _check_against_pytorch(onnx_file: Path, reference: nn.Module, shapes: list[tuple[int, int, int, int]],
+                           tolerance: float, target: Path) -> float:
+    """The largest |ONNX − PyTorch| over ``shapes``; a ``RuntimeError`` naming ``target`` above ``tolerance``."""
+    diff = _compare_onnx(onnx_file, reference, shapes)
+    if diff > tolerance:
+        raise RuntimeError(f"{target}: ONNX output differs from PyTorch by up to {diff:.3g} (> {tolerance:g})")
+    return diff
 
 
 def _run_onnx_exporter(

@@ -66,31 +66,45 @@ def evaluate(
         metric = SODMetrics()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
+    protocol = {"crop_size": crop_size, "base_size": base_size, "scales": scales, "flip": flip,
+                "sliding": sliding, "stride_rate": stride_rate}
     for index in tqdm(indices, desc="eval", disable=not (progress and env.is_main), leave=False):
         sample = dataset[index]
-        image = sample["image"].unsqueeze(0).to(device)
-        mask = sample["mask"]
         with autocast_context(device, amp):
-            if task == "semantic":
-                probs = predict_semantic(
-                    model, image, crop_size=crop_size, base_size=base_size, scales=scales,
-                    flip=flip, sliding=sliding, stride_rate=stride_rate,
-                )
-                pred = probs.argmax(dim=1)
-                metric.update(pred, mask.unsqueeze(0).to(device))
-                grey = pred[0].to(torch.uint8).cpu().numpy()
-            else:
-                gt = mask[0] if mask.dim() == 3 else mask
-                prob = predict_binary(model, image, tuple(gt.shape[-2:]))
-                grey = to_uint8(prob[0, 0])
-                metric.step(grey, (gt.numpy() > 0.5).astype(np.uint8) * 255)
+            grey = _predict_and_score(model, sample, metric, task, device, protocol)
         if save_dir is not None:
-            out = Image.fromarray(grey)
-            if task == "semantic" and palette is not None:
-                out = out.convert("P")
-                out.putpalette(palette)
-            out.save(save_dir / f"{sample['name']}.png")
+            _save_map(grey, save_dir / f"{sample['name']}.png", palette if task == "semantic" else None)
     model.train(was_training)
+    return _merged_results(metric, task, env, return_curves)
+
+
+def _predict_and_score(model: nn.Module, sample: dict[str, Any], metric: Any, task: str, device: torch.device,
+                       protocol: dict[str, Any]) -> np.ndarray:
+    """Predict one sample, add it to ``metric``, and return its H×W uint8 map (class ids, or the
+    foreground probability ×255)."""
+    image = sample["image"].unsqueeze(0).to(device)
+    mask = sample["mask"]
+    if task == "semantic":
+        pred = predict_semantic(model, image, **protocol).argmax(dim=1)
+        metric.update(pred, mask.unsqueeze(0).to(device))
+        return pred[0].to(torch.uint8).cpu().numpy()
+    gt = mask[0] if mask.dim() == 3 else mask
+    grey = to_uint8(predict_binary(model, image, tuple(gt.shape[-2:]))[0, 0])
+    metric.step(grey, (gt.numpy() > 0.5).astype(np.uint8) * 255)
+    return grey
+
+
+def _save_map(grey: np.ndarray, path: Path, palette: list[int] | None) -> None:
+    """A grey PNG, or a palette PNG of class ids when ``palette`` is given."""
+    out = Image.fromarray(grey)
+    if palette is not None:
+        out = out.convert("P")
+        out.putpalette(palette)
+    out.save(path)
+
+
+def _merged_results(metric: Any, task: str, env: DistEnv, return_curves: bool) -> dict[str, Any]:
+    """The metrics over every rank's images: summed confusion matrices, or merged SOD records."""
     if task == "semantic":
         all_reduce_sum(metric.confusion, env)
         return metric.compute()

@@ -72,8 +72,19 @@ def evaluate_folders(
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    pred_files = _images_by_stem(Path(pred_dir), "prediction")
-    gt_files = _images_by_stem(Path(gt_dir), "ground-truth")
+    pred_files, gt_files = _paired_files(Path(pred_dir), Path(gt_dir), names)
+    ordered = sorted(gt_files)
+    if num_classes is None:
+        pairs = [(pred_files[name], gt_files[name]) for name in ordered]
+        return _evaluate_binary(pairs, workers or available_cores())
+    return _evaluate_semantic(ordered, pred_files, gt_files, num_classes, ignore_index, class_names)
+
+
+def _paired_files(pred_dir: Path, gt_dir: Path, names: Sequence[str] | None) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``({name: prediction}, {name: mask})`` of the masks to score (all, or ``names``), every one
+    with its prediction; a prediction without a mask is skipped with a warning."""
+    pred_files = _images_by_stem(pred_dir, "prediction")
+    gt_files = _images_by_stem(gt_dir, "ground-truth")
     if not gt_files:
         raise FileNotFoundError(f"no mask images ({', '.join(IMAGE_SUFFIXES)}) found in {gt_dir}")
     if names is not None:
@@ -84,7 +95,6 @@ def evaluate_folders(
             )
         gt_files = {name: gt_files[name] for name in dict.fromkeys(names)}
         pred_files = {name: path for name, path in pred_files.items() if name in gt_files}
-
     missing = sorted(set(gt_files) - set(pred_files))
     if missing:
         raise FileNotFoundError(
@@ -96,14 +106,9 @@ def evaluate_folders(
         warnings.warn(
             f"{len(unmatched)} prediction(s) in {pred_dir} have no mask in {gt_dir} and are "
             f"skipped: {_name_list(unmatched)}",
-            stacklevel=2,
+            stacklevel=3,  # the caller of evaluate_folders
         )
-
-    ordered = sorted(gt_files)
-    if num_classes is None:
-        pairs = [(pred_files[name], gt_files[name]) for name in ordered]
-        return _evaluate_binary(pairs, workers or available_cores())
-    return _evaluate_semantic(ordered, pred_files, gt_files, num_classes, ignore_index, class_names)
+    return pred_files, gt_files
 
 
 def _open(path: Path) -> Image.Image:
