@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from engine_helpers import tiny_semantic_config
 from segkd.data.classes import CITYSCAPES_COLORS, voc_palette
 from segkd.engine import run
 from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.panels import log_prediction_images
+
+from engine_helpers import tiny_semantic_config
 
 NUM_CLASSES = len(CITYSCAPES_COLORS)
 
