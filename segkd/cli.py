@@ -55,9 +55,9 @@ def _check_data_args(p: argparse.ArgumentParser) -> None:
     segkd check-data my_voc.yaml --set data.root=/data/VOCdevkit/VOC2012
 """)(_check_data_args)
 def run_check_data(args: argparse.Namespace) -> int:
-    from segkd.engine.checks import load_run_config
     from segkd.data import check_data
     from segkd.data.checks import DataSummary
+    from segkd.engine.checks import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)
     summary = DataSummary()

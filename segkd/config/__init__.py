@@ -13,6 +13,7 @@ from segkd.config.loading import (
     read_config,
     read_yaml,
     save_config,
+    shipped_names,
 )
 from segkd.config.schema import (
     MIN_TRAINING_SIDE,
@@ -36,5 +37,5 @@ __all__ = [
     "ALIASES", "CONFIG_DIR", "FRAGMENT_FOLDERS", "MIN_TRAINING_SIDE", "TASK_METRICS", "Config", "ConfigCheck",
     "ConfigError", "DistillConfig", "EvalConfig", "LossConfig", "ModelConfig", "OptimConfig", "ScheduleConfig",
     "TeacherConfig", "TrainConfig", "apply_overrides", "blame_config", "deep_merge", "describe_keys", "fill_vars",
-    "find_config", "load_config", "read_config", "read_yaml", "save_config", "validate",
+    "find_config", "load_config", "read_config", "read_yaml", "save_config", "shipped_names", "validate",
 ]

@@ -5,13 +5,14 @@ A config is a YAML mapping. It may start from others with ``base: other.yaml`` o
 right, then the file itself: keys given later replace earlier ones, dicts merge key by key.
 
 A name that is no file is a composition of fragments (the files in ``segkd/configs/{datasets,models,
-methods}``): ``A+B+C`` merges the parts left to right (each a file, a shipped name such as
+methods,recipes,splits}``): ``A+B+C`` merges the parts left to right (each a file, a shipped name such as
 ``methods/byot``, or a fragment's stem such as ``byot``) and names the run after them
 (``fusion_camo_byot``); the names in ``ALIASES`` (``byot_camo``: the fusion network on CAMO with BYOT's
 recipe) compose the same way and keep their own name.
 
 ``vars: {dataset: camo}`` names a value that strings elsewhere use as ``${dataset}`` (Tf-KD's teacher is
-``runs/fusion_${dataset}/last.pt``); ``vars`` is filled in once everything is merged, and dropped.
+``runs/fusion_${dataset}/last.pt``), and ``${name}`` is the config's name (``output_dir: runs/${name}``);
+they are filled in once everything is merged, and ``vars`` is dropped.
 
 ``kind: run`` or ``kind: compare`` says which schema a file follows (a run, or a comparison of runs for
 ``segkd compare``); a file without it is a comparison when its name starts with demo, compare or
@@ -30,14 +31,16 @@ import yaml
 from segkd.config.schema import Config, ConfigCheck, ConfigError, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-FRAGMENT_FOLDERS = ("datasets", "models", "methods")
+FRAGMENT_FOLDERS = ("datasets", "models", "methods", "recipes", "splits")
 KINDS = ("run", "compare")
 COMPARE_NAME_PREFIXES = ("demo", "compare", "search")  # the rule for files that do not say their kind
-# Shipped names made of fragments, kept from when each pair had its own file. ``{dataset}`` stands for
-# any fragment in datasets/, ``{method}`` for any in methods/.
+# Shipped names made of fragments, kept from when each had its own file. ``{dataset}`` stands for any
+# fragment in datasets/, ``{method}`` for any in methods/. A file of the same name comes first.
 ALIASES = {
     "fusion_{dataset}": ("models/fusion", "datasets/{dataset}"),
     "{method}_{dataset}": ("models/fusion", "datasets/{dataset}", "methods/{method}"),
+    "{dataset}_lite0": ("models/fusion_lite0", "datasets/{dataset}"),
+    "{dataset}_lite0_holdout": ("models/fusion_lite0", "datasets/{dataset}", "splits/holdout"),
 }
 _VAR = re.compile(r"\$\{(\w+)\}")
 
@@ -79,6 +82,18 @@ def _alias_parts(name: str) -> list[str] | None:
     return None
 
 
+def shipped_names() -> list[str]:
+    """Every name ``segkd train`` or ``segkd compare`` takes without a path: the files in ``segkd/configs``
+    and the aliases, each slot filled with every fragment of its folder."""
+    names = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    for pattern in ALIASES:
+        expanded = [pattern]
+        for slot in re.findall(r"\{(\w+)\}", pattern):
+            expanded = [n.replace(f"{{{slot}}}", stem) for n in expanded for stem in _stems(f"{slot}s")]
+        names.update(expanded)
+    return sorted(names)
+
+
 def _fragment(part: str) -> list[Path]:
     """The files one part of an ``A+B`` name stands for: a file, a shipped name or a fragment's stem."""
     stem_matches = [CONFIG_DIR / folder / f"{part}.yaml" for folder in FRAGMENT_FOLDERS]
@@ -103,9 +118,9 @@ def _sources(name_or_path: str | Path, relative_to: Path | None = None) -> tuple
     parts = _alias_parts(name)
     if parts is not None:
         return [CONFIG_DIR / f"{part}.yaml" for part in parts], name
-    stems = [p.stem for p in sorted(CONFIG_DIR.glob("*.yaml"))]
-    close = difflib.get_close_matches(path.stem, stems, n=5, cutoff=0.5)
-    hint = f"close names: {', '.join(close)}" if close else f"{len(stems)} are in {CONFIG_DIR}"
+    names = shipped_names()
+    close = difflib.get_close_matches(path.stem, names, n=5, cutoff=0.5)
+    hint = f"close names: {', '.join(close)}" if close else f"{len(names)} are shipped, from {CONFIG_DIR}"
     raise ConfigError(f"config '{name_or_path}' not found: not a file, a shipped config nor a composition of "
                       f"fragments such as byot+camo ({hint})")
 
@@ -157,10 +172,12 @@ def _merged(paths: list[Path], name: str | None, chain: tuple[Path, ...]) -> dic
 
 
 def fill_vars(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """``raw`` without ``vars``, each ``${NAME}`` in its strings replaced by ``vars[NAME]``."""
+    """``raw`` without ``vars``, each ``${NAME}`` in its strings replaced by ``vars[NAME]`` (``${name}``: the
+    config's ``name``)."""
     names = raw.get("vars") or {}
     if not isinstance(names, dict):
         raise ConfigError(f"{source}: vars: give a mapping of names to values, got {names!r}")
+    names = {"name": raw.get("name", "run"), **names}
 
     def fill(node: Any, key: str) -> Any:
         if isinstance(node, dict):

@@ -1,10 +1,12 @@
 """Write tests/data/resolved_configs.json: every shipped config name resolved to its values.
 
 Run configs as ``load_config(name).to_dict()``; comparison configs as their ``model_dump`` plus the run
-config of every entry at its first seed (its other seeds differ only in ``train.seed`` and ``output_dir``). tests/test_configs_resolved.py checks that each name still resolves to
-these values, so a change in how configs are written (bases, fragments) cannot change a run unnoticed.
+config of every entry at its first seed (its other seeds differ only in ``train.seed`` and
+``output_dir``). tests/test_configs_resolved.py checks that each name still resolves to these values,
+so a change in how configs are written (bases, fragments) cannot change a run unnoticed. Rewrite it
+only for a change meant to alter resolved values, and say which in the commit.
 Run from the repository root: ``python tests/data/resolve_shipped_configs.py NAME...`` (default: the
-names of the files in segkd/configs when the snapshot was taken, stored in the JSON).
+names already in the JSON, i.e. every file segkd/configs held before configs composed).
 """
 from __future__ import annotations
 
@@ -36,9 +38,8 @@ def resolve(name: str, compare_names: set[str]) -> dict[str, Any]:
 
 
 def main(names: list[str]) -> None:
-    config_dir = Path(__file__).resolve().parents[2] / "segkd" / "configs"
-    names = names or sorted(p.stem for p in config_dir.glob("*.yaml"))
-    # today's rule (the file name) tells the two schemas apart
+    names = names or sorted(json.loads(OUTPUT.read_text()))
+    # the rule of the snapshot's time (the file name) tells the two schemas apart
     compare_names = {n for n in names if n.startswith(("demo", "compare", "search"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
