@@ -118,13 +118,15 @@ def test_no_two_shipped_configs_differ_only_in_a_data_path_or_a_name():
     assert all(_without_names(raw) for raw in own.values())
 
 
-def test_each_self_distillation_recipe_is_written_once():
+def test_each_method_recipe_is_written_once():
     written = {}
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
         for spec in ((yaml.safe_load(path.read_text()) or {}).get("distill") or {}).get("methods") or []:
             written.setdefault(spec["name"], []).append(path.relative_to(CONFIG_DIR).as_posix())
     for method in ("byot", "dhm", "dks", "frskd", "pspsd", "sad", "tfkd"):
         assert written[method] == [f"methods/{method}.yaml"]
+    assert written["cirkd"] == ["recipes/cirkd.yaml"] and written["afdcd"] == ["recipes/afdcd.yaml"]
+    assert written["cwd"] == ["recipes/kd_cwd.yaml"]  # the recommended recipe, in its runs by base
 
 
 def test_config_show_prints_the_resolved_yaml(tmp_path, capsys):
