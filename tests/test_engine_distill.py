@@ -29,7 +29,7 @@ def _distill_cfg(tmp, teacher_cfg, methods, **extra):
 
 
 def test_distilled_student_checkpoint_holds_exactly_the_plain_student(tmp_path, teacher_run, monkeypatch):
-    methods = [{"name": "logits_kd", "T": 2.0},
+    methods = [{"name": "logits_kd", "temperature": 2.0},
                {"name": "feature_kd", "student_at": "head", "teacher_at": "head", "mapping": "conv_bn"}]
     cfg = _distill_cfg(tmp_path, teacher_run, methods)
     seen = {}

@@ -26,7 +26,7 @@ from engine_helpers import tiny_semantic_config
 
 
 def _kd(**options):
-    return build_method({"name": "logits_kd", "T": 1.0, "at": "out", **options})
+    return build_method({"name": "logits_kd", "temperature": 1.0, "at": "out", **options})
 
 
 def test_ce_plus_kd_doubles_the_gradient_and_a_convex_mix_keeps_it():
@@ -59,7 +59,7 @@ def _setup(tmp_path):
     teacher = {"model": {"name": "pspnet", "backbone": "resnet18", "output_stride": 8},
                "checkpoint": str(tmp_path / "unused.pt")}  # the tests pass the teacher model directly
     cfg = tiny_semantic_config(tmp_path, distill={"teacher": teacher,
-                                                  "methods": [{"name": "logits_kd", "T": 1.0, "at": "out"}]})
+                                                  "methods": [{"name": "logits_kd", "temperature": 1.0, "at": "out"}]})
 
     torch.manual_seed(0)
     student = builders.build_student(cfg)

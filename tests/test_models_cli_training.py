@@ -56,7 +56,7 @@ def _train(tmp_path: Path, name: str, model: dict[str, Any], distill: dict[str, 
 def test_torchvision_and_imported_models_as_student_and_teacher(tmp_path: Path) -> None:
     torch.manual_seed(0)
     tv_run = _train(tmp_path, "tv_student", TORCHVISION)
-    kd = [{"name": "logits_kd", "T": 1.0, "weight": 1.0}]
+    kd = [{"name": "logits_kd", "temperature": 1.0, "weight": 1.0}]
     # the user's module learns from the torchvision teacher...
     plain_run = _train(
         tmp_path, "plain_student", PLAIN,

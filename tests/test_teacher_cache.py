@@ -80,7 +80,7 @@ def test_the_cache_is_filled_once_and_reused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("at", ["out", "logits"])
 def test_without_augmentation_the_cached_kd_loss_equals_the_live_one(tmp_path, at):
-    cfg = _cfg(tmp_path, methods=[{"name": "logits_kd", "at": at, "T": 2.0}], data=PLAIN)
+    cfg = _cfg(tmp_path, methods=[{"name": "logits_kd", "at": at, "temperature": 2.0}], data=PLAIN)
     student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
     needed = teacher_cache.needed_maps(methods, teacher, teacher_taps)
     manifest = _open(cfg, teacher, set(needed.values()), train_set)
