@@ -7,11 +7,12 @@ import pytest
 import torch
 import yaml
 
+from segkd.data import DataError
 from segkd.engine import builders
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import read_checkpoint
-from segkd.engine.resume import ResumeError, config_differences, weight_problems
 from segkd.engine.errors import DivergedWeightsError, NonFiniteLossError, TrainingInterrupted
+from segkd.engine.resume import ResumeError, config_differences, weight_problems
 from segkd.engine.trainer import fit
 
 from engine_helpers import tiny_binary_config
@@ -130,3 +131,10 @@ def test_a_run_stored_by_an_older_version_still_resumes(tmp_path):
     del ckpt["config"]["train"]["checkpoint_every_iters"], ckpt["config"]["eval"]["stride_rate"]
     atomic_save(ckpt, last)
     assert check_resume(cfg, last)["iteration"] == 2
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_training(tmp_path):
+    cfg = tiny_binary_config(tmp_path, data={"batch_size": 16})  # 8 training images
+    with pytest.raises(DataError, match=r"^data.batch_size: 16 exceeds the 8 training samples .*lower data.batch_size"):
+        fit(cfg)
+    assert not (cfg.run_dir / "last.pt").exists()

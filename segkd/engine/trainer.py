@@ -328,7 +328,8 @@ def load_data(cfg: Config, env: DistEnv) -> tuple[SeededSamples, Dataset, int, i
     iters_per_epoch = len(epoch_indices(len(train_set), env, seed=0, epoch=0, shuffle=True,
                                         drop_last_batch=batch_size)) // batch_size
     if iters_per_epoch == 0:
-        raise DataError(f"{len(train_set)} training samples is fewer than one batch of {batch_size}")
+        raise DataError(f"data.batch_size: {batch_size} exceeds the {len(train_set)} training samples (per process); "
+                        "no full batch could be formed: lower data.batch_size")
     max_iters = cfg.train.epochs * iters_per_epoch
     if cfg.train.max_iters:
         max_iters = min(max_iters, cfg.train.max_iters)
