@@ -71,12 +71,12 @@ def _stems(folder: str) -> list[str]:
 
 def _alias_parts(name: str) -> list[str] | None:
     """The fragments of an alias (``byot_camo`` -> models/fusion, datasets/camo, methods/byot), or None."""
+
+    def slot(match: re.Match[str]) -> str:  # {dataset} -> (?P<dataset>camo|cod10k|...): the folder's stems
+        return f"(?P<{match[1]}>{'|'.join(re.escape(stem) for stem in _stems(match[1] + 's'))})"
+
     for pattern, fragments in ALIASES.items():
-        regex = re.escape(pattern)
-        for slot in re.findall(r"\\\{(\w+)\\\}", regex):
-            choices = "|".join(re.escape(stem) for stem in _stems(f"{slot}s"))
-            regex = regex.replace(rf"\{{{slot}\}}", f"(?P<{slot}>{choices})")
-        match = re.fullmatch(regex, name)
+        match = re.fullmatch(re.sub(r"\\\{(\w+)\\\}", slot, re.escape(pattern)), name)
         if match:
             return [fragment.format(**match.groupdict()) for fragment in fragments]
     return None
