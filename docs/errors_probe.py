@@ -320,8 +320,8 @@ def run() -> None:
     semantic = config("semantic", semantic_set(ROOT / "semantic"), "semantic")
     case("data.crop_size 1 (a warning)", ["check-data", s(semantic), "--set", "data.crop_size=1"])
     listed = ROOT / "configs" / "listed.yaml"
-    listed.write_text(yaml.safe_dump({"base": [s(good), s(good)], "name": "listed"}))
-    case("base: given a list", ["check-data", s(listed)])
+    listed.write_text(yaml.safe_dump({"base": [s(good), "missing.yaml"], "name": "listed"}))
+    case("base: a list naming a missing file", ["check-data", s(listed)])
     case("negative learning rate", ["train", s(good), "--set", "optim.lr=-0.01"])
     case("loss.main_weight 0 with no method", ["train", s(good), "--set", "loss.main_weight=0"])
     case("train.device cuda on a machine without CUDA", ["train", s(good), "--set", "train.device=cuda"],
