@@ -8,7 +8,7 @@ from segkd.commands.demo import demo_config
 
 
 def _configs(cc):
-    return {e.name: run_config(cc, e, (e.seeds or cc.seeds)[0]) for e in cc.entries}
+    return {e.name: run_config(cc, e, cc.seeds_of(e)[0]) for e in cc.entries}
 
 
 def test_demo_compares_three_seeds_with_the_same_student_data(tmp_path):
@@ -21,12 +21,18 @@ def test_demo_compares_three_seeds_with_the_same_student_data(tmp_path):
     assert (student.optim, student.schedule, student.train.epochs) == (
         distilled.optim, distilled.schedule, distilled.train.epochs)
     assert student.data.synthetic.label_noise > 0  # annotations that confuse classes
-    assert distilled.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}, {"name": "cwd"}]
+    assert distilled.distill.methods == [{"name": "logits_kd", "temperature": 1.0, "at": "logits"}, {"name": "cwd"}]
     assert distilled.loss.distill_share == 0.5
-    # the teacher learned from a larger set annotated the same way
-    assert teacher.data.synthetic.num_train > student.data.synthetic.num_train
-    assert teacher.data.synthetic.label_noise == student.data.synthetic.label_noise
+    # the recipe's only other change: the teacher's logits read from the cache rather than recomputed
+    assert distilled.distill.teacher.cache == cc.output_dir / "teacher_cache" / "teacher"
+    # the teacher learned from a larger set, carefully annotated, that holds the students' images
+    # (image i depends on the generator's seed and the image size only, not on the set's length)
+    t, s = teacher.data.synthetic, student.data.synthetic
+    assert t.num_train > s.num_train and (t.seed, t.image_size, t.num_classes) == (s.seed, s.image_size, s.num_classes)
+    assert t.label_noise == 0 < s.label_noise
     assert teacher.data.root != student.data.root
+    # the teacher is the larger network
+    assert teacher.model.backbone == "resnet18" and student.model.backbone == "resnet10t"
 
 
 def test_demo_on_a_users_data_trains_every_entry_on_it(tmp_path, shared_data):
@@ -54,3 +60,16 @@ def test_a_shrunken_demo_runs_end_to_end(tmp_path, monkeypatch):
     for name in ("results.md", "results.csv", "results.json"):
         assert (cc.output_dir / name).is_file()
     assert {"qualitative.png", "training_curves.png"} <= {Path(f).name for f in result["figures"]}
+
+
+def test_the_expected_time_follows_compares_schedule(tmp_path, monkeypatch):
+    from segkd.commands import demo
+
+    monkeypatch.setattr(demo, "MEASURED_SECONDS", {"teacher": 100.0, "run": 40.0, "report": 5.0})
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    cc = demo_config(None, tmp_path, ["jobs=1"])
+    assert demo.expected_seconds(cc) == 100 + 6 * 40 + 5  # one after another
+    cc = demo_config(None, tmp_path, ["jobs=2"])
+    # the students alone run beside the teacher (40, 80, 120 s); the distilled ones wait for it:
+    # 100-140 and 120-160, then 140-180
+    assert demo.expected_seconds(cc) == 180 + 5

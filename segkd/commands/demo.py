@@ -1,7 +1,6 @@
 """``segkd demo``: the comparison a user runs first, on synthetic data or on theirs."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -49,19 +48,26 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
 
 
 # Seconds the default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, nothing
-# else running: 700 s in all), split into the teacher and each student run (alone or distilled)
-# with what surrounds them (generating the data, scoring, tables and figures).
-MEASURED_SECONDS = {"teacher": 190.0, "run": 85.0}
+# else running), split into the teacher and each student run (alone or distilled), each with what
+# surrounds it (starting its process, generating the data, scoring), and the tables and figures.
+MEASURED_SECONDS = {"teacher": 190.0, "run": 85.0, "report": 10.0}
 
 
 def expected_seconds(cc: CompareConfig) -> float:
-    """About how long the demo ``cc`` takes on the README's CPU: its runs, ``cc.jobs`` at a time
-    (runs side by side on two cores each run about as fast as alone: these small networks gain
-    little from a second thread)."""
-    runs = sum(len(cc.seeds_of(e)) for e in cc.entries if e.role != "teacher")
-    teachers = sum(len(cc.seeds_of(e)) for e in cc.entries if e.role == "teacher")
-    at_once = max(1, min(cc.jobs, os.cpu_count() or 1))
-    return MEASURED_SECONDS["teacher"] * teachers + MEASURED_SECONDS["run"] * math.ceil(runs / at_once)
+    """About how long the demo ``cc`` takes on the README's CPU, its runs scheduled as
+    ``segkd compare`` does: ``cc.jobs`` at a time (capped by the cores), teachers first, a
+    distilled run once its teacher is done."""
+    slots = [0.0] * max(1, min(cc.jobs, os.cpu_count() or 1))  # when each process is next free
+    finish: dict[str, float] = {}  # entry -> when its last run ends
+    order = sorted(cc.entries, key=lambda e: e.role != "teacher")
+    for entry in order:
+        took = MEASURED_SECONDS["teacher" if entry.role == "teacher" else "run"]
+        for _ in cc.seeds_of(entry):
+            slot = min(range(len(slots)), key=slots.__getitem__)
+            start = max(slots[slot], finish.get(entry.teacher_from, 0.0) if entry.teacher_from else 0.0)
+            slots[slot] = start + took
+            finish[entry.name] = max(finish.get(entry.name, 0.0), slots[slot])
+    return max(slots) + MEASURED_SECONDS["report"]
 
 
 __all__ = ["demo_config", "detect_layout", "expected_seconds"]
