@@ -46,3 +46,18 @@ def test_commands_live_beside_the_engine():
         p.name for p in (PACKAGE / "commands").glob("*.py")}
     assert not {"compare.py", "demo.py", "plots.py", "export.py", "benchmark.py"} & {
         p.name for p in (PACKAGE / "engine").glob("*.py")}
+
+
+def test_functions_and_methods_stay_small():
+    """A function reads on one screen (<= 60 lines); a distillation method is one small file (< 150)."""
+    long_functions = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long_functions, long_functions
+    long_files = [f"{p.name} ({n} lines)" for p in sorted((PACKAGE / "distill").glob("*.py"))
+                  if (n := len(p.read_text().splitlines())) >= 150]
+    assert not long_files, long_files
