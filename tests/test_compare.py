@@ -85,7 +85,7 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert "| sad |" in result["markdown"] and ", 2 seed(s) per row" in result["markdown"]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
-    with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate") as validations:
+    with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate_run") as validations:
         compare(cc, log=messages.append)
     assert len(messages) == 4 and all("reused" in m for m in messages)
     # the run config's YAML is read once for the whole command, each (entry, seed) validated once
@@ -177,3 +177,81 @@ def test_a_worker_whose_comparison_is_gone_stops_as_sigterm_asks():
     code = "from segkd.commands.compare_runner import _stop_with_parent; _stop_with_parent(-1, 0.01); input()"
     done = subprocess.run([sys.executable, "-c", code], timeout=120, stdin=subprocess.PIPE)
     assert done.returncode == -signal.SIGTERM
+
+
+@pytest.mark.parametrize(("setting", "blamed"), [
+    ("distill.methods=[{name: nosuch}]", "unknown distillation method 'nosuch'"),
+    ("model.name=nosuch", "unknown model 'nosuch'"),
+    ("distill.methods=[{name: cwd}]", "method 'cwd' needs a teacher: set distill.teacher"),
+])
+def test_an_entry_naming_no_registered_model_or_method_stops_the_comparison_before_any_run(
+        tmp_path, monkeypatch, setting, blamed):
+    from segkd.commands import compare_runner
+
+    save_config(tiny_binary_config(tmp_path), tmp_path / "run.yaml")
+    monkeypatch.setattr(compare_runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "bad", "set": [setting]}])
+    with pytest.raises(ConfigError) as err:
+        compare(cc, log=lambda *_: None)
+    message = str(err.value)
+    assert message.startswith(f"t: entry 'bad', seed 1: set {setting}: ") and blamed in message
+    assert "\n" not in message  # one line, naming the entry and its `set` item
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_given_a_run_config_names_the_file_and_segkd_train(tmp_path, capsys):
+    from segkd.cli import main
+    from segkd.commands.compare import load_compare_config
+
+    save_config(tiny_binary_config(tmp_path), tmp_path / "run.yaml")
+    (tmp_path / "run.yaml").write_text("kind: run\n" + (tmp_path / "run.yaml").read_text())
+    with pytest.raises(ConfigError) as err:
+        load_compare_config(tmp_path / "run.yaml")
+    assert str(err.value) == (f"{tmp_path / 'run.yaml'}: a run config (kind: run), not a comparison: train it "
+                              f"with segkd train {tmp_path / 'run.yaml'}")
+    assert main(["compare", "tiny_binary"]) != 0  # a shipped run config, without a kind of its own
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "tiny_binary.yaml: a run config" in line and line.endswith("segkd train tiny_binary")
+
+
+def test_the_qualitative_figure_of_a_cityscapes_comparison_uses_cityscapes_colours(tmp_path, monkeypatch):
+    """The ground truth and each entry's prediction are drawn in the data set's colours, not VOC's."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+    from torch import nn
+
+    from segkd.commands import compare_report, plots
+    from segkd.data.classes import CITYSCAPES_COLORS, voc_palette
+
+    from engine_helpers import tiny_semantic_config
+
+    classes = len(CITYSCAPES_COLORS)
+    cfg = tiny_semantic_config(tmp_path, data={"layout": "cityscapes", "root": str(tmp_path / "cityscapes"),
+                                               "crop_size": 38, "base_size": 76})
+    bands = (np.arange(76)[None, :] * classes // 76).repeat(19, axis=0).astype(np.uint8)  # every class
+    Image.fromarray(np.zeros((19, 76, 3), np.uint8)).save(tmp_path / "street.png")
+    Image.fromarray(bands).save(tmp_path / "street_labelTrainIds.png")
+    sample = SimpleNamespace(name="street", image=tmp_path / "street.png", mask=tmp_path / "street_labelTrainIds.png")
+    monkeypatch.setattr(compare_report, "build_dataset", lambda *a: SimpleNamespace(samples=[sample]))
+
+    def evaluate(model, dataset, cfg, device, save_dir, **_):  # the prediction: the ground truth itself
+        save_dir.mkdir(parents=True)
+        Image.fromarray(bands).save(save_dir / "street.png")
+        return {}
+
+    drawn = {}
+    monkeypatch.setattr(compare_report, "evaluate_with_config", evaluate)
+    monkeypatch.setattr(plots, "plot_metric_bars", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot_training_curves", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot_qualitative_grid", lambda grid, *a, **k: drawn.setdefault("grid", grid))
+    monkeypatch.setattr(compare_report, "_history", lambda *a: {})
+    cc = SimpleNamespace(output_dir=tmp_path / "cmp", qualitative_images=1)
+    compare_report.make_plots(cc, [{"method": "kd", "mIoU": 0.5}], {"kd": cfg}, {"kd": nn.Conv2d(1, 1, 1)},
+                              "semantic", "mIoU")
+    [row] = drawn["grid"]
+    expected = np.asarray(CITYSCAPES_COLORS, np.uint8)[bands]
+    for column in ("ground truth", "kd"):
+        np.testing.assert_array_equal(row[column], expected)
+    assert (expected != np.asarray(voc_palette(), np.uint8).reshape(256, 3)[bands]).any()  # VOC's would fail

@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from segkd.config import Config, ConfigError, apply_overrides, find_config, read_yaml, validate
+from segkd.config import Config, ConfigError, apply_overrides, find_config, read_config, read_yaml
+from segkd.engine.checks import validate_run
 
 SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
 SEMANTIC_COLUMNS = ("mIoU", "mAcc", "allAcc")
@@ -108,7 +109,11 @@ def validate_compare(raw: dict[str, Any], source: str) -> CompareConfig:
 
 def load_compare_config(name_or_path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
     path = find_config(name_or_path)
-    return validate_compare(apply_overrides(read_yaml(path), overrides or []), str(path))
+    kind, raw = read_config(path)
+    if kind != "compare":  # a run's keys would each be reported unknown: name the command it is for
+        raise ConfigError(f"{path}: a run config (kind: {kind}), not a comparison: train it with "
+                          f"segkd train {name_or_path}")
+    return validate_compare(apply_overrides(raw, overrides or []), str(path))
 
 
 RunConfigs = dict[tuple[str, int], Config]
@@ -162,7 +167,13 @@ def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed:
     teacher_raw = (raw.get("distill") or {}).get("teacher")
     if isinstance(teacher_raw, dict) and teacher_raw.get("cache") == AUTO_CACHE:
         teacher_raw["cache"] = str(teacher_cache_dir(cc, entry, teacher_raw))
-    return validate(raw, f"{cc.name}: entry '{entry.name}', seed {seed}")
+    source = f"{cc.name}: entry '{entry.name}', seed {seed}"
+    try:  # the registry checks too: a bad model or method name stops the comparison before any run
+        return validate_run(raw, source, [*cc.set, *entry.set])
+    except ConfigError as err:  # an error blamed on one `set` item alone does not name the entry
+        message = str(err)
+        raise ConfigError(message if message.startswith(source) else
+                          f"{source}: set {message.removeprefix('--set ')}") from None
 
 
 def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry, teacher: dict[str, Any]) -> Path:

@@ -185,11 +185,12 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
     first = next(iter(configs.values()))
     dataset = build_dataset(first.data, task, "val")
     samples = dataset.samples[: cc.qualitative_images]
+    palette = layout_palette(first.data.layout)  # Cityscapes' colours for Cityscapes, as its saved predictions
 
     def shown(label: np.ndarray) -> np.ndarray:
         if task == "binary":
             return label if label.max() > 1 else (label * 255).astype(np.uint8)
-        return colorize_labels(label, first.data.num_classes)
+        return colorize_labels(label, first.data.num_classes, palette)
 
     grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task, dataset))}
             for s in samples]

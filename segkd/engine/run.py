@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkd.config import Config, apply_overrides, blame_config, load_config, validate
+from segkd.config import Config, apply_overrides, blame_config, validate
 from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
+from segkd.engine.checks import load_run_config, model_problems
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
@@ -31,26 +32,34 @@ def load_trained(checkpoint: str | Path, config: str | Path | None = None,
     unless ``trust`` (default: ``--trust-checkpoint`` / ``SEGKD_TRUST_CHECKPOINT=1``) or
     ``allow_import`` (the caller's own config asked for that import, as a comparison's runs do).
     """
+    # a given config's bad model or method name is refused (one line) before the checkpoint is read
+    cfg = load_run_config(config, overrides) if config is not None else None
     ckpt = read_checkpoint(checkpoint, trust)
-    if config is not None:
-        cfg = load_config(config, overrides)
-    elif "config" in ckpt:
-        stored = ckpt["config"]
-        model_name = stored.get("model", {}).get("name") if isinstance(stored, dict) else None
-        if model_name == "import" and not (allow_import or trusted(trust)):
-            target = stored["model"].get("target")
-            raise CheckpointError(
-                f"{checkpoint}: its stored config builds the model by importing code ({target!r}), which "
-                f"segkd runs only when asked; {TRUST_HINT}, or give --config"
-            )
-        cfg = validate(apply_overrides(stored, overrides or []), f"{checkpoint} (stored config)")
-    else:
-        raise CheckpointError(f"{checkpoint}: a plain state dict holds no config; pass --config")
+    if cfg is None:
+        cfg = stored_config(ckpt, checkpoint, overrides, trust, allow_import)
     device = pick_device(cfg.train.device)
     with blame_config("model"):
         model = build_student(cfg)
     load_model_state(model, ckpt["model"], checkpoint)
     return cfg, model.to(device).eval(), device
+
+
+def stored_config(ckpt: dict[str, Any], checkpoint: str | Path, overrides: list[str] | None,
+                  trust: bool | None, allow_import: bool) -> Config:
+    """The run config a checkpoint stores, with ``overrides``; see ``load_trained`` for ``trust``."""
+    if "config" not in ckpt:
+        raise CheckpointError(f"{checkpoint}: a plain state dict holds no config; pass --config")
+    stored = ckpt["config"]
+    model_name = stored.get("model", {}).get("name") if isinstance(stored, dict) else None
+    if model_name == "import" and not (allow_import or trusted(trust)):
+        target = stored["model"].get("target")
+        raise CheckpointError(
+            f"{checkpoint}: its stored config builds the model by importing code ({target!r}), which "
+            f"segkd runs only when asked; {TRUST_HINT}, or give --config"
+        )
+    # only the model is built from it: the methods a stored run named (perhaps renamed since) are not checked
+    return validate(apply_overrides(stored, overrides or []), f"{checkpoint} (stored config)", overrides,
+                    (model_problems,))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None,
