@@ -12,6 +12,7 @@ A comparison config names a run config to start from, the seeds, and one entry p
     entries:
       - {name: baseline}
       - {name: pspsd, set: ["distill.methods=[{name: pspsd}]"]}
+      - {name: byot, base: [methods/byot]}   # a method's recipe from its fragment, written once
       - {name: teacher, role: teacher, set: ["model.backbone=resnet50"], seeds: [1]}
       - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
       - {name: kd_cached, teacher_from: teacher,
@@ -24,7 +25,7 @@ seed and entry after it; entries sharing it must read the same maps (``logits`` 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +50,8 @@ def metric_columns(task: str) -> tuple[str, ...]:
 class CompareEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
+    base: list[str] = Field(default_factory=list, description="fragments merged over the run config before the "
+                            "overrides, e.g. [methods/byot] or [recipes/kd_cwd]: a recipe written once")
     set: list[str] = Field(default_factory=list, description="overrides of the run config (key=value)")
     role: Literal["student", "teacher"] = "student"
     teacher_from: str | None = Field(None, description="entry whose trained model is this entry's teacher")
@@ -122,35 +125,55 @@ Results = dict[str, dict[int, dict[str, Any]]]
 """``{entry name: {seed: the run's metrics.json}}``"""
 
 
+def _starts(cc: CompareConfig) -> Callable[[CompareEntry], dict[str, Any]]:
+    """The raw config an entry starts from: the run config, composed with the entry's ``base`` fragments
+    (``sod300_lite0+methods/byot``) when it has some; each distinct start read once."""
+    read: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def start(entry: CompareEntry) -> dict[str, Any]:
+        key = tuple(entry.base)
+        if key not in read:
+            if not key:
+                read[key] = read_yaml(find_config(cc.run_config))
+                return read[key]
+            try:
+                read[key] = read_yaml("+".join([cc.run_config, *key]))
+            except ConfigError as err:
+                raise ConfigError(f"{cc.name}: entry '{entry.name}': base {list(key)}: {err}") from None
+        return read[key]
+
+    return start
+
+
 def run_configs(cc: CompareConfig) -> RunConfigs:
     """The run config of every (entry, seed): the run config's YAML read once, each run validated once."""
-    base = read_yaml(find_config(cc.run_config))
+    start = _starts(cc)
     configs: RunConfigs = {}
     for entry, seed in runs_of(cc):
         teacher = None
         if entry.teacher_from is not None:  # an earlier entry: resolved already
             teacher = configs[(entry.teacher_from, cc.seeds_of(cc.entry(entry.teacher_from))[0])]
-        configs[(entry.name, seed)] = _resolve(cc, base, entry, seed, teacher)
+        configs[(entry.name, seed)] = _resolve(cc, start(entry), entry, seed, teacher)
     return configs
 
 
 def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
     """The run config of one (entry, seed), and of its teacher entry's first seed when it has one."""
-    base = read_yaml(find_config(cc.run_config))
+    start = _starts(cc)
 
     def resolved(entry: CompareEntry, seed: int) -> Config:
         teacher = None
         if entry.teacher_from is not None:
             teacher_entry = cc.entry(entry.teacher_from)
             teacher = resolved(teacher_entry, cc.seeds_of(teacher_entry)[0])
-        return _resolve(cc, base, entry, seed, teacher)
+        return _resolve(cc, start(entry), entry, seed, teacher)
 
     return resolved(entry, seed)
 
 
 def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed: int,
              teacher: Config | None) -> Config:
-    """``base`` (the run config's raw YAML) with the comparison's and the entry's settings; ``teacher``:
+    """``base`` (the raw YAML the entry starts from) with the comparison's and the entry's settings; ``teacher``:
     the resolved run of the ``teacher_from`` entry, whose trained model becomes this run's teacher."""
     overrides = [*cc.set, *entry.set, f"train.seed={seed}", f"name={entry.name}",
                  f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}",
