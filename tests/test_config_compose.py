@@ -146,3 +146,50 @@ def test_the_config_layer_imports_nothing_above_it():
             "(['segkd', 'models'], ['segkd', 'distill'], ['segkd', 'engine'], ['segkd', 'commands'])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_comparison_entry_takes_a_recipe_from_its_fragments(tmp_path):
+    from segkd.commands.compare import load_compare_config, run_config
+
+    study = _write(tmp_path / "study.yaml", {
+        "kind": "compare", "run_config": "tiny_binary", "output_dir": str(tmp_path), "baseline": "alone",
+        "entries": [{"name": "alone"}, {"name": "byot", "base": ["methods/byot"]},
+                    {"name": "byot_half", "base": ["methods/byot"], "set": ["loss.main_weight=0.5"]}]})
+    cc = load_compare_config(study)
+    alone, byot, byot_half = (run_config(cc, entry, 1) for entry in cc.entries)
+    assert alone.distill.methods == [] and alone.loss.main_weight == 1.0
+    assert byot.distill.methods == [{"name": "byot"}] and byot.loss.main_weight == 0.9  # methods/byot.yaml
+    assert byot_half.loss.main_weight == 0.5  # the entry's overrides come after its fragments
+    assert (byot.name, byot.train.epochs) == ("byot", alone.train.epochs)  # the rest is the run config's
+    gone = _write(tmp_path / "gone.yaml", {**yaml.safe_load(study.read_text()),
+                                           "entries": [{"name": "alone", "base": ["methods/byto"]}]})
+    with pytest.raises(ConfigError, match=r"entry 'alone': base \['methods/byto'\]: config 'methods/byto' not found"):
+        run_config(load_compare_config(gone), load_compare_config(gone).entries[0], 1)
+
+
+def _flat_keys(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_comparisons_take_recipes_from_their_fragments_not_copies():
+    recipes = {p.relative_to(CONFIG_DIR).with_suffix("").as_posix(): yaml.safe_load(p.read_text())
+               for folder in ("methods", "recipes") for p in (CONFIG_DIR / folder).glob("*.yaml")}
+    spelled = {name: r["distill"]["methods"] for name, r in recipes.items()}
+    comparisons = [p for p in CONFIG_DIR.glob("*.yaml") if read_config(p)[0] == "compare"]
+    used = set()
+    for path in comparisons:
+        for entry in read_config(path)[1]["entries"]:
+            used.update(entry.get("base", []))
+            overrides = dict(item.split("=", 1) for item in entry.get("set", []))
+            methods = yaml.safe_load(overrides.get("distill.methods", "[]"))
+            copied = [name for name, spec in spelled.items() if methods == spec]
+            assert not copied, f"{path.name}: entry '{entry['name']}' copies {copied}: write base: {copied}"
+            for base in entry.get("base", []):  # nor sets again what its fragment holds
+                again = set(overrides) & set(_flat_keys(recipes[base]))
+                assert not again, f"{path.name}: entry '{entry['name']}' sets {again} of {base} again"
+    assert {f"methods/{m}" for m in ("byot", "dhm", "dks", "frskd", "pspsd", "sad", "tfkd")} | {
+        "recipes/kd_cwd"} <= used

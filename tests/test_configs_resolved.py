@@ -1,16 +1,60 @@
 """Every config name shipped before configs composed still resolves to the same values
-(tests/data/resolved_configs.json, written by tests/data/resolve_shipped_configs.py before the change)."""
+(tests/data/resolved_configs.json, written by tests/data/resolve_shipped_configs.py before the change),
+and no shipped config spells a method option under an older name."""
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from segkd.config import read_config
+from segkd.config import read_config, shipped_names
+from segkd.distill import METHODS, build_method
+from segkd.distill.options import current_options
 
 SNAPSHOT = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
+_ABSENT = object()
+
+
+def _method_values(spec: dict[str, Any]) -> dict[str, Any]:
+    """A method entry by what it builds: each older option name under its current one (the snapshot
+    predates the renames), without the options that restate the value the method takes when they are
+    left out (``{name: byot, kd_share: 0.1}`` is ``{name: byot}``: 0.1 is BYOT's default)."""
+    name = spec["name"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the old names' warnings are tested below
+        options = current_options(name, {k: v for k, v in spec.items() if k != "name"},
+                                  METHODS.get(name).renamed_options)
+    kept = {}
+    for option, value in options.items():
+        without = build_method({"name": name, **{k: v for k, v in options.items() if k != option}})
+        if getattr(without, option, _ABSENT) != value:  # an attribute of another name: kept as written
+            kept[option] = value
+    return {"name": name, **kept}
+
+
+def _run_values(run: dict[str, Any]) -> dict[str, Any]:
+    distill = run.get("distill") or {}
+    return {**run, "distill": {**distill, "methods": [_method_values(m) for m in distill.get("methods") or []]}}
+
+
+def _comparison_values(dump: dict[str, Any]) -> dict[str, Any]:
+    """A comparison without how its entries are written (fragments, overrides): their runs are compared."""
+    entries = [{k: v for k, v in e.items() if k not in ("base", "set")} for e in dump["entries"]]
+    return {**dump, "entries": entries}
+
+
+def test_method_values_drop_restated_defaults_only():
+    assert _method_values({"name": "byot", "alpha": 0.1}) == {"name": "byot"}
+    assert _method_values({"name": "byot", "alpha": 0.2}) == {"name": "byot", "kd_share": 0.2}
+    # the self form and its defaults (kd_share 0.95, temperature 6), which depend on the form
+    assert _method_values({"name": "tfkd", "mode": "self", "alpha": 0.95, "temperature": 6.0}) == {"name": "tfkd"}
+    assert _method_values({"name": "tfkd", "mode": "reg", "temperature": 6.0}) == {
+        "name": "tfkd", "mode": "reg", "temperature": 6.0}  # the reg form's is 2
+    assert _method_values({"name": "logits_kd", "T": 1.9, "at": "out"}) == {
+        "name": "logits_kd", "temperature": 1.9, "at": "out"}
 
 
 @pytest.mark.parametrize("name", sorted(SNAPSHOT))
@@ -23,14 +67,14 @@ def test_an_old_name_resolves_to_the_same_values(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # valid configs that would train to little are the user's choice
         if stored["kind"] == "run":
-            assert load_run_config(name).to_dict() == stored["config"]
+            assert _run_values(load_run_config(name).to_dict()) == _run_values(stored["config"])
             return
         cc = load_compare_config(name)
-        assert cc.model_dump(mode="json") == stored["config"]
+        assert _comparison_values(cc.model_dump(mode="json")) == _comparison_values(stored["config"])
         for entry in cc.entries:
-            resolved = run_config(cc, entry, (entry.seeds or cc.seeds)[0]).to_dict()
+            resolved = run_config(cc, entry, cc.seeds_of(entry)[0]).to_dict()
             resolved["train"].pop("progress")  # on in a terminal only: not part of the stored values
-            assert resolved == stored["runs"][entry.name], entry.name
+            assert _run_values(resolved) == _run_values(stored["runs"][entry.name]), entry.name
 
 
 def test_the_snapshot_covers_the_method_and_data_set_pairs():
@@ -38,3 +82,21 @@ def test_the_snapshot_covers_the_method_and_data_set_pairs():
     data_sets = ("camo", "cod10k", "dutomron", "soc", "thur15k")
     assert {f"{m}_{d}" for m in methods for d in data_sets} | {f"fusion_{d}" for d in data_sets} <= set(SNAPSHOT)
     assert len(SNAPSHOT) == 79
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_no_shipped_config_spells_an_older_option_name(name):
+    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.engine.checks import load_run_config
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. a short schedule's warning: not what this test is about
+        warnings.simplefilter("error", DeprecationWarning)
+        if read_config(name)[0] == "run":
+            runs = [load_run_config(name)]
+        else:
+            cc = load_compare_config(name)
+            runs = [run_config(cc, entry, cc.seeds_of(entry)[0]) for entry in cc.entries]
+        for run in runs:  # built here too, so the test does not rely on how far loading checks methods
+            for spec in run.distill.methods:
+                build_method(spec)
