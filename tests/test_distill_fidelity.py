@@ -154,7 +154,7 @@ def test_byot_hint_is_on_pooled_features_where_either_is_positive_summed_over_th
     assert method.hint_on == "pooled"
     method.setup({k: v.shape for k, v in student.items()}, None)
     losses = method(student, None, {"mask": (torch.rand(2, 1, 16, 16) > 0.5).float()})
-    feature = method.branches(student, (16, 16))[0][0].detach()
+    feature = method.branch_outputs(student, (16, 16))[0][0].detach()
     pooled, target = feature.mean(dim=(2, 3)), student["deep"].mean(dim=(2, 3))
     expected = sum(float((a - b) ** 2) for row, row_t in zip(pooled, target)
                    for a, b in zip(row, row_t) if a > 0 or b > 0)
@@ -190,9 +190,9 @@ def test_frskd_default_self_teacher_reads_the_neck_and_transfers_attention_there
 
 # ----------------------------------------------------------------------------- DKS apart from DHM
 def test_dks_and_dhm_at_defaults_differ_in_structure_and_in_loss():
-    from segkd.distill.heads import SynergyBranch
     from segkd.distill.hooks import FeatureTaps
     from segkd.distill.replicas import StageBranch
+    from segkd.distill.side_branches import SynergyBranch
     from segkd.models.fusion import fusion
 
     torch.manual_seed(0)

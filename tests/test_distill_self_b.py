@@ -86,7 +86,7 @@ def test_byot_builds_from_shapes(channels: dict[str, int]) -> None:
     student = features(channels, SIZES)
     method = BYOT()
     method.setup(shapes_of(student), None)
-    for stage, (feature, logits) in zip(method.stages, method.branches(student, (H, W))):
+    for stage, (feature, logits) in zip(method.stages, method.branch_outputs(student, (H, W))):
         assert feature.shape == student["stage4"].shape, stage
         assert logits.shape == (B, 1, H, W)
     assert [h[0].in_channels for h in method.heads] == [channels["stage4"]] * 3
@@ -98,7 +98,7 @@ def test_byot_value_matches_numpy() -> None:
     method.setup(shapes_of(student), None)
     batch = binary_batch()
     losses = method(student, None, batch)
-    branches = method.branches(student, (H, W))
+    branches = method.branch_outputs(student, (H, W))
     deep = student["deep"].detach().double().numpy()
     sup = sum(structure_loss(z, batch["mask"]).item() for _, z in branches)
     kd = sum(np_kl_binary(z, student["out"], 2.0) for _, z in branches)

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from segkd.distill.base import DistillMethod, register_method
+from segkd.distill.byot_adapters import adaptation
 from segkd.distill.functional import check_choice, kl_binary, require_shapes, resize_like
-from segkd.distill.heads import PredictionHead, adaptation
+from segkd.distill.heads import PredictionHead
 from segkd.distill.options import check_temperature
 from segkd.models.losses import structure_loss
 
@@ -96,7 +97,7 @@ class BYOT(DistillMethod):
             self.adapters.append(adaptation(student_shapes[stage], deepest))
             self.heads.append(PredictionHead(deepest[1], 1, self.head_channels))
 
-    def branches(
+    def branch_outputs(
         self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(F_i, z_i)`` per shallow stage: adapted feature B×C_deep×h×w, logits B×1×H×W."""
@@ -112,7 +113,7 @@ class BYOT(DistillMethod):
         target_logits = out.detach()
         target_feature = student[self.deepest].detach().float()
         sup, kd, hint = [], [], []
-        for feature, logits in self.branches(student, out.shape[-2:]):
+        for feature, logits in self.branch_outputs(student, out.shape[-2:]):
             sup.append(structure_loss(logits, batch["mask"]))
             kd.append(kl_binary(logits, target_logits, self.temperature))
             hint.append(self.hint(feature.float(), target_feature))

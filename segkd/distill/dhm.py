@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from segkd.distill.base import DistillMethod, register_method
-from segkd.distill.functional import check_choice, deep_supervision, mutual_kl_binary, require_shapes
+from segkd.distill.base import register_method
+from segkd.distill.functional import check_choice
 from segkd.distill.heads import PredictionHead
-from segkd.distill.options import check_temperature
 from segkd.distill.replicas import DECODERS, build_branches
+from segkd.distill.side_branches import FORKS, PAIRED_HEADS, STAGES, SideBranchMethod
 
 
 @register_method("dhm")
-class DHM(DistillMethod):
+class DHM(SideBranchMethod):
     """Side branches that replicate the later stages, all heads mimicking one another.
 
     A branch forks at each ``branch_from`` stage and runs copies of every later module of the
@@ -29,10 +28,8 @@ class DHM(DistillMethod):
 
         L = aux_sup_weight·Σ_b S(z_b, mask) + mimic_weight·Σ_{i≠j} KL(σ(z_j/T) ‖ σ(z_i/T))
 
-    S is the structure loss (the binary counterpart of cross-entropy). The softened prediction is
-    a per-pixel Bernoulli ``σ(z/T)``; the pairwise sum runs over ordered pairs of all heads
-    (branches and ``out``), with the target ``z_j`` detached, so every pair mimics both ways.
-    The student's own structure loss is added by the trainer.
+    S, the softened prediction and the ordered pairs of heads (branches and ``out``, target detached,
+    so every pair mimics both ways): as :class:`~segkd.distill.side_branches.SideBranchMethod`.
 
     Learning rates: the copied stages train at the backbone's LR (:meth:`param_groups`), the
     decoders at the head's, as their originals do; the reference trains all at one rate.
@@ -44,46 +41,26 @@ class DHM(DistillMethod):
         "Li & Chen, Dynamic Hierarchical Mimicking Towards Consistent Optimization Objectives, "
         "CVPR 2020"
     )
-    kind = "self"
-    task = "binary"
-    needs_teacher = False
+    pair_term = "mimic"
+    built_in = "bind(student, teacher)"
     renamed_options = {"alpha": "mimic_weight", "sup_weight": "aux_sup_weight"}
     terms = {
         "aux_sup": "aux_sup_weight · structure loss of each branch",
-        "mimic": "mimic_weight · T² · Bernoulli KL over every ordered pair of heads (branches and out), "
-                 "target detached",
+        "mimic": f"mimic_weight · {PAIRED_HEADS}",
     }
 
-    def __init__(
-        self,
-        stages: Sequence[str] = ("stage1", "stage2", "stage3", "stage4"),
-        branch_from: Sequence[str] = ("stage2", "stage3"),
-        temperature: float = 1.0,
-        mimic_weight: float = 1.0,
-        aux_sup_weight: float = 1.0,
-        decoder: str = "copy",
-        head_channels: int = 64,
-    ) -> None:
-        super().__init__()
-        late = [s for s in branch_from if s not in tuple(stages)[:-1]]
-        if not branch_from or late:
-            raise ValueError(f"dhm: 'branch_from' must name stages before the last of {list(stages)}; "
-                             f"got {list(branch_from)}")
+    def __init__(self, stages: Sequence[str] = STAGES, branch_from: Sequence[str] = FORKS, temperature: float = 1.0,
+                 mimic_weight: float = 1.0, aux_sup_weight: float = 1.0, decoder: str = "copy",
+                 head_channels: int = 64) -> None:
+        super().__init__(stages, branch_from, temperature, aux_sup_weight, mimic_weight)
         check_choice("decoder", decoder, DECODERS)
-        self.stages, self.branch_from = tuple(stages), tuple(branch_from)
-        self.temperature = check_temperature(temperature, self.name)
-        self.mimic_weight, self.aux_sup_weight = mimic_weight, aux_sup_weight
         self.decoder, self.head_channels = decoder, head_channels
-        self.student_taps = {name: name for name in self.stages}
-        self.branches = nn.ModuleList()
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Copy the stages after each fork point (and the decoder) from ``student``."""
         self.branches = build_branches(student, self.stages, self.branch_from, self.decoder, self.name)
 
-    def setup(self, student_shapes: Mapping[str, torch.Size],
-              teacher_shapes: Mapping[str, torch.Size] | None) -> None:
-        require_shapes(student_shapes, self.student_taps, self.name)
+    def setup_branches(self, student_shapes: Mapping[str, torch.Size]) -> None:
         if self.decoder == "head":  # a small head on each branch's deepest map
             channels = student_shapes[self.stages[-1]][1]
             for branch in self.branches:
@@ -92,20 +69,3 @@ class DHM(DistillMethod):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = [branch.param_groups() for branch in self.branches]
         return {key: [p for g in groups for p in g[key]] for key in ("backbone", "head")}
-
-    def branch_logits(self, student: Mapping[str, torch.Tensor],
-                      size: torch.Size | tuple[int, int]) -> list[torch.Tensor]:
-        """Logits B×1×H×W of each branch, in ``branch_from`` order."""
-        if len(self.branches) != len(self.branch_from):
-            raise RuntimeError(f"{self.name}: call bind(student, teacher) before using the method")
-        shared = [student[s] for s in self.stages]
-        return [branch(shared[: self.stages.index(stage) + 1], size)
-                for stage, branch in zip(self.branch_from, self.branches)]
-
-    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
-                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        out = student["out"]
-        logits = self.branch_logits(student, out.shape[-2:])
-        sup = deep_supervision(logits, batch["mask"])
-        mimic = mutual_kl_binary([out, *logits], self.temperature)
-        return {"aux_sup": self.aux_sup_weight * sup, "mimic": self.mimic_weight * mimic}

@@ -15,8 +15,8 @@ from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
 from segkd.engine.builders import build_student
-from segkd.engine.checks import load_run_config, model_problems
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
+from segkd.engine.checks import load_run_config, model_problems
 from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distributed import pick_device
 from segkd.engine.evaluate import evaluate_with_config
