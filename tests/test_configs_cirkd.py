@@ -39,7 +39,7 @@ def test_cirkd_protocol(name: str) -> None:
         assert teacher is not None and teacher.model.name == "deeplabv3"
         assert teacher.model.kwargs["backbone"] == "resnet101"
         assert teacher.checkpoint == Path("runs/cirkd_deeplabv3_r101_cityscapes/best.pt")
-        assert {"name": "logits_kd", "T": 1.0, "weight": 1.0} in cfg.distill.methods
+        assert {"name": "logits_kd", "temperature": 1.0, "weight": 1.0} in cfg.distill.methods
 
 
 def test_the_af_dcd_config_trains_on_a_tiny_cityscapes_folder(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def test_shipped_kd_configs_follow_the_recipe_and_the_source_recipe_is_kept():
     from segkd.config import load_config
 
     recipe, alone = load_config("kd_pspnet50_to_18_voc"), load_config("pspnet18_voc")
-    assert recipe.distill.methods == [{"name": "logits_kd", "T": 1.0, "at": "logits"}, {"name": "cwd"}]
+    assert recipe.distill.methods == [{"name": "logits_kd", "temperature": 1.0, "at": "logits"}, {"name": "cwd"}]
     assert recipe.loss.distill_share == 0.5 and recipe.schedule.warmup == alone.schedule.warmup > 0
     assert (recipe.optim, recipe.train.epochs, recipe.data) == (alone.optim, alone.train.epochs, alone.data)
     source = load_config("kd_pspnet50_to_18_voc_source_exact")

@@ -103,8 +103,8 @@ class DistillConfig(_Strict):
         "methods that need one; cache: read its logits from a teacher cache instead of running it each step "
         "(offline distillation, filled on first use)")
     methods: list[dict[str, Any]] = Field(
-        default_factory=list, description="[{name: logits_kd, T: 4, weight: 1.0}, ...]; a method listed twice (e.g. "
-        "cwd at two layers) runs twice, its terms logged as cwd/... and cwd_2/..."
+        default_factory=list, description="[{name: logits_kd, temperature: 4, weight: 1.0}, ...]; a method listed "
+        "twice (e.g. cwd at two layers) runs twice, its terms logged as cwd/... and cwd_2/..."
     )
 
     @model_validator(mode="after")
