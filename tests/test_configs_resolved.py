@@ -11,33 +11,15 @@ from typing import Any
 import pytest
 
 from segkd.config import read_config, shipped_names
-from segkd.distill import METHODS, build_method
-from segkd.distill.options import current_options
+from segkd.distill import build_method
+from segkd.distill.options import method_values
 
 SNAPSHOT = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
-_ABSENT = object()
-
-
-def _method_values(spec: dict[str, Any]) -> dict[str, Any]:
-    """A method entry by what it builds: each older option name under its current one (the snapshot
-    predates the renames), without the options that restate the value the method takes when they are
-    left out (``{name: byot, kd_share: 0.1}`` is ``{name: byot}``: 0.1 is BYOT's default)."""
-    name = spec["name"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the old names' warnings are tested below
-        options = current_options(name, {k: v for k, v in spec.items() if k != "name"},
-                                  METHODS.get(name).renamed_options)
-    kept = {}
-    for option, value in options.items():
-        without = build_method({"name": name, **{k: v for k, v in options.items() if k != option}})
-        if getattr(without, option, _ABSENT) != value:  # an attribute of another name: kept as written
-            kept[option] = value
-    return {"name": name, **kept}
 
 
 def _run_values(run: dict[str, Any]) -> dict[str, Any]:
     distill = run.get("distill") or {}
-    return {**run, "distill": {**distill, "methods": [_method_values(m) for m in distill.get("methods") or []]}}
+    return {**run, "distill": {**distill, "methods": [method_values(m) for m in distill.get("methods") or []]}}
 
 
 def _comparison_values(dump: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +29,13 @@ def _comparison_values(dump: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_method_values_drop_restated_defaults_only():
-    assert _method_values({"name": "byot", "alpha": 0.1}) == {"name": "byot"}
-    assert _method_values({"name": "byot", "alpha": 0.2}) == {"name": "byot", "kd_share": 0.2}
+    assert method_values({"name": "byot", "alpha": 0.1}) == {"name": "byot"}
+    assert method_values({"name": "byot", "alpha": 0.2}) == {"name": "byot", "kd_share": 0.2}
     # the self form and its defaults (kd_share 0.95, temperature 6), which depend on the form
-    assert _method_values({"name": "tfkd", "mode": "self", "alpha": 0.95, "temperature": 6.0}) == {"name": "tfkd"}
-    assert _method_values({"name": "tfkd", "mode": "reg", "temperature": 6.0}) == {
+    assert method_values({"name": "tfkd", "mode": "self", "alpha": 0.95, "temperature": 6.0}) == {"name": "tfkd"}
+    assert method_values({"name": "tfkd", "mode": "reg", "temperature": 6.0}) == {
         "name": "tfkd", "mode": "reg", "temperature": 6.0}  # the reg form's is 2
-    assert _method_values({"name": "logits_kd", "T": 1.9, "at": "out"}) == {
+    assert method_values({"name": "logits_kd", "T": 1.9, "at": "out"}) == {
         "name": "logits_kd", "temperature": 1.9, "at": "out"}
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from segkd.commands.compare_config import CompareConfig, Results, RunConfigs, metric_columns, run_configs, runs_of
 from segkd.config import Config, ConfigError
-from segkd.engine.resume import config_differences, normalised
+from segkd.engine.resume import run_changes
 from segkd.engine.teacher_cache import fill_ahead
 from segkd.engine.trainer import fit
 
@@ -50,7 +50,7 @@ def stale_runs(cc: CompareConfig, configs: RunConfigs | None = None) -> StaleRun
     for entry, seed in runs_of(cc):
         cfg = configs[(entry.name, seed)]
         stored = stored_config(cfg.run_dir)
-        diffs = config_differences(normalised(stored), cfg.to_dict()) if stored is not None else []
+        diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
         if entry.teacher_from in stale_entries and stored is not None:
             diffs.append(f"teacher entry '{entry.teacher_from}' is retrained")
         if diffs:

@@ -16,8 +16,10 @@ from typing import Any
 warnings.filterwarnings("default", message=r"method '.*': option '.*' is deprecated", category=DeprecationWarning)
 
 
-def current_options(method: str, options: Mapping[str, Any], renamed: Mapping[str, str]) -> dict[str, Any]:
-    """``options`` with each old name in ``renamed`` (old → new) replaced by its new name.
+def current_options(method: str, options: Mapping[str, Any], renamed: Mapping[str, str],
+                    warn: bool = True) -> dict[str, Any]:
+    """``options`` with each old name in ``renamed`` (old → new) replaced by its new name, each with a
+    ``DeprecationWarning`` unless ``warn`` is False (reading a config stored before the rename).
 
     Raises:
         ValueError: when an option is given under both its old and its new name.
@@ -28,10 +30,38 @@ def current_options(method: str, options: Mapping[str, Any], renamed: Mapping[st
             continue
         if new in current:
             raise ValueError(f"method '{method}': options '{old}' and '{new}' are one option; keep '{new}'")
-        warnings.warn(f"method '{method}': option '{old}' is deprecated; write '{new}' instead",
-                      DeprecationWarning, stacklevel=3)
+        if warn:
+            warnings.warn(f"method '{method}': option '{old}' is deprecated; write '{new}' instead",
+                          DeprecationWarning, stacklevel=3)
         current[new] = current.pop(old)
     return current
+
+
+_ABSENT = object()
+
+
+def method_values(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A method entry by what it builds: each older option name under its current one, without the
+    options that restate the value the method takes when they are left out (``{name: byot, alpha: 0.1}``
+    is ``{name: byot}``: 0.1 is BYOT's default kd_share). Two entries that build the same method compare
+    equal however they are spelled; no ``DeprecationWarning`` is shown.
+
+    Raises:
+        KeyError: an unknown method.
+        ValueError: an unknown option, an option under both names, or a value the method refuses.
+    """
+    from segkd.distill.base import METHODS, build_method  # here, not above: base imports this module
+
+    name = spec["name"]
+    options = current_options(name, {k: v for k, v in spec.items() if k != "name"},
+                              METHODS.get(name).renamed_options, warn=False)
+    kept = {}
+    for option, value in options.items():
+        # Built without it, one at a time: a default may depend on another option (Tf-KD's on its mode).
+        without = build_method({"name": name, **{k: v for k, v in options.items() if k != option}})
+        if getattr(without, option, _ABSENT) != value:  # stored under another attribute: kept as written
+            kept[option] = value
+    return {"name": name, **kept}
 
 
 def check_temperature(value: float, method: str, option: str = "temperature") -> float:

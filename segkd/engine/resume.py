@@ -18,6 +18,7 @@ from torch import nn
 
 from segkd.config import Config, ConfigError
 from segkd.data.build import split_file_name
+from segkd.distill.options import method_values
 from segkd.engine.checkpoint import read_checkpoint
 
 # Config keys that cannot change a run's result: where it is written, how it is logged, how many
@@ -115,6 +116,29 @@ def normalised(stored: dict[str, Any]) -> dict[str, Any]:
         return stored
 
 
+def methods_as_built(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each ``distill.methods`` entry by what it builds (``method_values``): an option
+    under its older name, or restating its default, is no change to a run."""
+    distill = config.get("distill")
+    if not isinstance(distill, dict) or not isinstance(distill.get("methods"), list):
+        return config
+    return {**config, "distill": {**distill, "methods": [_method_as_built(spec) for spec in distill["methods"]]}}
+
+
+def _method_as_built(spec: Any) -> Any:
+    try:
+        return method_values(spec)
+    except Exception:  # noqa: BLE001 - a method or option this version lacks is compared as written
+        return spec
+
+
+def run_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``config_differences`` between the config a run was trained with and ``current``, both as this
+    version resolves and builds them (``normalised``, ``methods_as_built``): the one comparison that
+    decides whether a run folder may be resumed or reused."""
+    return config_differences(methods_as_built(normalised(stored)), methods_as_built(current))
+
+
 def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
     """The checkpoint to resume from, after checking that ``cfg`` matches the one it was trained with.
 
@@ -125,7 +149,7 @@ def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ResumeError(f"{last_path}: holds no config, so a resume cannot be checked; start a new output_dir")
-    diffs = config_differences(normalised(stored), cfg.to_dict())
+    diffs = run_changes(stored, cfg.to_dict())
     if diffs:
         shown = "; ".join(diffs[:10]) + (f"; ... ({len(diffs) - 10} more)" if len(diffs) > 10 else "")
         raise ResumeError(
