@@ -67,8 +67,9 @@ def test_the_kind_key_tells_the_schemas_apart_not_the_name(tmp_path):
     _write(tmp_path / "odd.yaml", {"kind": "sweep", **RUN})
     with pytest.raises(ConfigError, match="kind: 'sweep' is neither run nor compare"):
         load_config(tmp_path / "odd.yaml")
-    # without the key, today's rule: the name
-    assert read_config(_write(tmp_path / "search_x.yaml", {"entries": []}))[0] == "compare"
+    # without the key, the content: a comparison's own keys, whatever the file's name
+    assert read_config(_write(tmp_path / "cmp.yaml", {"run_config": "tiny_binary", "entries": []}))[0] == "compare"
+    assert read_config(_write(tmp_path / "compare_x.yaml", RUN))[0] == "run"
     assert all(read_config(p)[0] == "compare" for p in CONFIG_DIR.glob("*.yaml") if "kind: compare" in p.read_text())
 
 

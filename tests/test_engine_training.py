@@ -8,8 +8,8 @@ import torch
 
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import CheckpointError, read_checkpoint
-from segkd.engine.run import evaluate_checkpoint, load_trained, predict_images
 from segkd.engine.errors import NonFiniteLossError
+from segkd.engine.run import evaluate_checkpoint, load_trained, predict_images
 from segkd.engine.trainer import fit
 
 from engine_helpers import tiny_binary_config, tiny_semantic_config

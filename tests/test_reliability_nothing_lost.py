@@ -13,8 +13,8 @@ from segkd.cli import main
 from segkd.config import save_config
 from segkd.engine import trainer as trainer_module
 from segkd.engine.checkpoint import read_checkpoint
-from segkd.engine.resume import RunFolderError, hold_run_folder
 from segkd.engine.errors import TrainingInterrupted
+from segkd.engine.resume import RunFolderError, hold_run_folder
 from segkd.engine.trainer import fit
 
 from engine_helpers import tiny_binary_config

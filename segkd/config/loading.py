@@ -15,8 +15,9 @@ recipe) compose the same way and keep their own name.
 they are filled in once everything is merged, and ``vars`` is dropped.
 
 ``kind: run`` or ``kind: compare`` says which schema a file follows (a run, or a comparison of runs for
-``segkd compare``); a file without it is a comparison when its name starts with demo, compare or
-search, else a run. Overrides use ``key.sub=value`` with YAML-typed values (``train.epochs=3``).
+``segkd compare``); a file without it is a comparison when it has a comparison's own keys
+(``run_config`` and ``entries``), else a run. Overrides use ``key.sub=value`` with YAML-typed
+values (``train.epochs=3``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from segkd.config.schema import Config, ConfigCheck, ConfigError, validate
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FRAGMENT_FOLDERS = ("datasets", "models", "methods", "recipes", "splits")
 KINDS = ("run", "compare")
-COMPARE_NAME_PREFIXES = ("demo", "compare", "search")  # the rule for files that do not say their kind
+COMPARE_KEYS = ("run_config", "entries")  # what tells a comparison that does not say its kind
 # Shipped names made of fragments, kept from when each had its own file. ``{dataset}`` stands for any
 # fragment in datasets/, ``{method}`` for any in methods/. A file of the same name comes first.
 ALIASES = {
@@ -202,7 +203,7 @@ def _resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any], str]:
     raw = _merged(paths, name, ())
     declared = raw.pop("kind", None)
     if declared is None:
-        kind = "compare" if Path(str(name_or_path)).stem.startswith(COMPARE_NAME_PREFIXES) else "run"
+        kind = "compare" if all(key in raw for key in COMPARE_KEYS) else "run"
     elif declared in KINDS:
         kind = declared
     else:

@@ -5,8 +5,8 @@ config of every entry at its first seed (its other seeds differ only in ``train.
 ``output_dir``). tests/test_configs_resolved.py checks that each name still resolves to these values,
 so a change in how configs are written (bases, fragments) cannot change a run unnoticed. Rewrite it
 only for a change meant to alter resolved values, and say which in the commit.
-Run from the repository root: ``python tests/data/resolve_shipped_configs.py NAME...`` (default: the
-names already in the JSON, i.e. every file segkd/configs held before configs composed).
+Run from the repository root: ``python tests/data/resolve_shipped_configs.py NAME...`` (the others are
+kept; default: the names already in the JSON, i.e. every file segkd/configs held before configs composed).
 """
 from __future__ import annotations
 
@@ -32,20 +32,21 @@ def resolve(name: str, compare_names: set[str]) -> dict[str, Any]:
     if name not in compare_names:
         return {"kind": "run", "config": load_config(name).to_dict()}
     cc = load_compare_config(name)
-    runs = {entry.name: without_progress(run_config(cc, entry, (entry.seeds or cc.seeds)[0]).to_dict())
+    runs = {entry.name: without_progress(run_config(cc, entry, cc.seeds_of(entry)[0]).to_dict())
             for entry in cc.entries}
     return {"kind": "compare", "config": cc.model_dump(mode="json"), "runs": runs}
 
 
 def main(names: list[str]) -> None:
-    names = names or sorted(json.loads(OUTPUT.read_text()))
+    stored = json.loads(OUTPUT.read_text())
+    names = names or sorted(stored)
     # the rule of the snapshot's time (the file name) tells the two schemas apart
     compare_names = {n for n in names if n.startswith(("demo", "compare", "search"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         resolved = {name: resolve(name, compare_names) for name in names}
-    OUTPUT.write_text(json.dumps(resolved, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUTPUT}: {len(resolved)} configs")
+    OUTPUT.write_text(json.dumps({**stored, **resolved}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUTPUT}: {len(resolved)} of {len(stored | resolved)} configs")
 
 
 if __name__ == "__main__":
