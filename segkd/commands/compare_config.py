@@ -17,13 +17,23 @@ A comparison config names a run config to start from, the seeds, and one entry p
       - {name: kd, teacher_from: teacher, set: ["distill.methods=[{name: logits_kd}]"]}
       - {name: kd_cached, teacher_from: teacher,
          set: ["distill.methods=[{name: logits_kd}]", "distill.teacher.cache=auto"]}
+      - {name: baseline_matched, matched_time: {of: kd, from: baseline}}
 
 ``distill.teacher.cache: auto`` reads the teacher's logits from ``output_dir/teacher_cache/TEACHER``
 (TEACHER: the ``teacher_from`` entry), filled by the first run that needs it and reused by every
 seed and entry after it; entries sharing it must read the same maps (``logits`` or ``out``).
+
+``matched_time: {of: kd, from: baseline}`` trains ``from``'s run config (a student alone) for as long
+as ``of``'s runs took: ``round(E * T_of / T_from)`` epochs, E being ``from``'s epochs and T each
+entry's mean ``train_seconds`` over all its seeds. The schedule keeps its shape (poly over the
+longer run, the same warm-up fraction), validation as often relative to the length. Its runs wait
+for every run of both entries, and are resolved then from their stored metrics, so a rerun finds
+the same epochs and reuses them.
 """
 from __future__ import annotations
 
+import json
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +57,12 @@ def metric_columns(task: str) -> tuple[str, ...]:
     return SOD_COLUMNS if task == "binary" else SEMANTIC_COLUMNS
 
 
+class MatchedTime(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+    of: str = Field(description="the entry whose training wall-clock is matched, e.g. the distilled recipe")
+    from_: str = Field(alias="from", description="the student alone (no teacher) trained for longer")
+
+
 class CompareEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -56,6 +72,10 @@ class CompareEntry(BaseModel):
     role: Literal["student", "teacher"] = "student"
     teacher_from: str | None = Field(None, description="entry whose trained model is this entry's teacher")
     seeds: list[int] | None = Field(None, description="default: the comparison's seeds")
+    matched_time: MatchedTime | None = Field(
+        None, exclude_if=lambda value: value is None,  # a config without it dumps as before it existed
+        description="train `from`'s run config for the wall-clock of `of`'s runs (more epochs, same "
+                    "schedule shape): a baseline at matched compute; the entry sets nothing else")
 
 
 class CompareConfig(BaseModel):
@@ -83,7 +103,27 @@ class CompareConfig(BaseModel):
         for e in self.entries:
             if e.teacher_from is not None and e.teacher_from not in names[: names.index(e.name)]:
                 raise ValueError(f"entry '{e.name}': teacher_from '{e.teacher_from}' must be an earlier entry")
+            if e.matched_time is not None:
+                self._check_matched(e, names[: names.index(e.name)])
         return self
+
+    def _check_matched(self, e: CompareEntry, earlier: list[str]) -> None:
+        """A matched entry trains a plain student's config, measured against earlier, ordinary entries."""
+        match = e.matched_time
+        for key, name in (("of", match.of), ("from", match.from_)):
+            if name not in earlier:
+                raise ValueError(f"entry '{e.name}': matched_time.{key} '{name}' must be an earlier entry "
+                                 f"(earlier: {earlier})")
+            if self.entry(name).matched_time is not None:
+                raise ValueError(f"entry '{e.name}': matched_time.{key} '{name}' is itself matched; "
+                                 "name an entry trained for its own epochs")
+        source = self.entry(match.from_)
+        if source.role != "student" or source.teacher_from is not None:
+            raise ValueError(f"entry '{e.name}': matched_time.from '{match.from_}' must be a student alone "
+                             "(no teacher_from, not role: teacher)")
+        if e.base or e.set or e.teacher_from is not None or e.role != "student":
+            raise ValueError(f"entry '{e.name}': an entry with matched_time trains the config of '{match.from_}': "
+                             "remove its base, set, teacher_from and role")
 
     def seeds_of(self, entry: CompareEntry) -> list[int]:
         """The seeds ``entry`` trains with: its own, or the comparison's."""
@@ -131,6 +171,7 @@ def _starts(cc: CompareConfig) -> Callable[[CompareEntry], dict[str, Any]]:
     read: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def start(entry: CompareEntry) -> dict[str, Any]:
+        entry = _source(cc, entry)
         key = tuple(entry.base)
         if key not in read:
             if not key:
@@ -145,8 +186,17 @@ def _starts(cc: CompareConfig) -> Callable[[CompareEntry], dict[str, Any]]:
     return start
 
 
+def _source(cc: CompareConfig, entry: CompareEntry) -> CompareEntry:
+    """The entry whose base and overrides ``entry`` trains with: ``from`` for a matched entry, else itself."""
+    return cc.entry(entry.matched_time.from_) if entry.matched_time is not None else entry
+
+
 def run_configs(cc: CompareConfig) -> RunConfigs:
-    """The run config of every (entry, seed): the run config's YAML read once, each run validated once."""
+    """The run config of every (entry, seed): the run config's YAML read once, each run validated once.
+
+    A ``matched_time`` entry is resolved as its ``from`` entry's config (its own name and folder) until its
+    epochs are known: ``with_matched`` resolves it from the stored times.
+    """
     start = _starts(cc)
     configs: RunConfigs = {}
     for entry, seed in runs_of(cc):
@@ -157,8 +207,56 @@ def run_configs(cc: CompareConfig) -> RunConfigs:
     return configs
 
 
+def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) -> int | None:
+    """``round(E_from * T_of / T_from)`` for a ``matched_time`` entry, from the ``train_seconds`` stored in
+    each run's metrics.json (T: the mean over all the entry's seeds); None while a run of either is unfinished."""
+    match = entry.matched_time
+    seconds: dict[str, float] = {}
+    for name in (match.of, match.from_):
+        times = []
+        for seed in cc.seeds_of(cc.entry(name)):
+            path = configs[(name, seed)].run_dir / "metrics.json"
+            if not path.is_file():
+                return None
+            report = json.loads(path.read_text())
+            if not report.get("train_seconds"):
+                raise ConfigError(f"{path}: no train_seconds (a run of an older version), which entry "
+                                  f"'{entry.name}' needs for its epochs; retrain '{name}' (segkd compare --retrain)")
+            times.append(float(report["train_seconds"]))
+        seconds[name] = statistics.fmean(times)
+    epochs = configs[(match.from_, cc.seeds_of(cc.entry(match.from_))[0])].train.epochs
+    return max(1, round(epochs * seconds[match.of] / seconds[match.from_]))
+
+
+def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs,
+                   start: Callable[[CompareEntry], dict[str, Any]] | None = None) -> Config | None:
+    """The run config of a ``matched_time`` entry at its matched epochs; None while they are not known.
+    Validation keeps its frequency relative to the run (a run validated only at its end still is), and
+    a ``max_iters`` cap grows with the epochs."""
+    epochs = matched_epochs(cc, entry, configs)
+    if epochs is None:
+        return None
+    plain = configs[(entry.matched_time.from_, cc.seeds_of(cc.entry(entry.matched_time.from_))[0])]
+    scale = epochs / plain.train.epochs
+    lengths = [f"train.epochs={epochs}", f"train.val_every={min(epochs, max(1, round(plain.train.val_every * scale)))}"]
+    if plain.train.max_iters is not None:
+        lengths.append(f"train.max_iters={max(1, round(plain.train.max_iters * scale))}")
+    return _resolve(cc, (start or _starts(cc))(entry), entry, seed, None, lengths)
+
+
+def with_matched(cc: CompareConfig, configs: RunConfigs) -> RunConfigs:
+    """``configs`` with every ``matched_time`` entry whose epochs are known resolved at them."""
+    resolved, start = dict(configs), _starts(cc)
+    for entry, seed in runs_of(cc):
+        if entry.matched_time is not None:
+            matched = matched_config(cc, entry, seed, configs, start)
+            resolved[(entry.name, seed)] = matched or configs[(entry.name, seed)]
+    return resolved
+
+
 def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
-    """The run config of one (entry, seed), and of its teacher entry's first seed when it has one."""
+    """The run config of one (entry, seed), and of its teacher entry's first seed when it has one
+    (a ``matched_time`` entry: as ``run_configs`` resolves it before its epochs are known)."""
     start = _starts(cc)
 
     def resolved(entry: CompareEntry, seed: int) -> Config:
@@ -172,10 +270,11 @@ def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
 
 
 def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed: int,
-             teacher: Config | None) -> Config:
+             teacher: Config | None, lengths: list[str] | tuple[str, ...] = ()) -> Config:
     """``base`` (the raw YAML the entry starts from) with the comparison's and the entry's settings; ``teacher``:
-    the resolved run of the ``teacher_from`` entry, whose trained model becomes this run's teacher."""
-    overrides = [*cc.set, *entry.set, f"train.seed={seed}", f"name={entry.name}",
+    the resolved run of the ``teacher_from`` entry, whose trained model becomes this run's teacher;
+    ``lengths``: a matched entry's epochs."""
+    overrides = [*cc.set, *_source(cc, entry).set, *lengths, f"train.seed={seed}", f"name={entry.name}",
                  f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}",
                  # a bar with rate and time left in a terminal; in a log, one line per finished run
                  f"train.progress={str(sys.stderr.isatty()).lower()}"]
@@ -192,7 +291,7 @@ def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed:
         teacher_raw["cache"] = str(teacher_cache_dir(cc, entry, teacher_raw))
     source = f"{cc.name}: entry '{entry.name}', seed {seed}"
     try:  # the registry checks too: a bad model or method name stops the comparison before any run
-        return validate_run(raw, source, [*cc.set, *entry.set])
+        return validate_run(raw, source, [*cc.set, *_source(cc, entry).set])
     except ConfigError as err:  # an error blamed on one `set` item alone does not name the entry
         message = str(err)
         raise ConfigError(message if message.startswith(source) else
@@ -208,5 +307,6 @@ def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry, teacher: dict[str,
     return cc.output_dir / "teacher_cache" / f"{entry.teacher_from or entry.name}{views}"
 
 
-__all__ = ["CompareConfig", "CompareEntry", "Results", "RunConfigs", "load_compare_config", "metric_columns",
-           "run_config", "run_configs", "runs_of", "validate_compare"]
+__all__ = ["CompareConfig", "CompareEntry", "MatchedTime", "Results", "RunConfigs", "load_compare_config",
+           "matched_config", "matched_epochs", "metric_columns", "run_config", "run_configs", "runs_of",
+           "validate_compare", "with_matched"]

@@ -14,7 +14,15 @@ from PIL import Image
 
 from segkd.commands import plots
 from segkd.commands.benchmark import gflops, measure_latency
-from segkd.commands.compare_config import LOWER_IS_BETTER, CompareConfig, Results, RunConfigs, metric_columns
+from segkd.commands.compare_config import (
+    LOWER_IS_BETTER,
+    CompareConfig,
+    CompareEntry,
+    Results,
+    RunConfigs,
+    metric_columns,
+    with_matched,
+)
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
@@ -35,6 +43,7 @@ SIGNIFICANCE_RULE = (
 def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> dict[str, Any]:
     """Write ``results.{md,csv,json}`` and the plots of the finished runs; return the rows, the
     markdown and the figures' paths. ``configs``: every (entry, seed)'s run config."""
+    configs = with_matched(cc, configs)  # a matched entry at the epochs its runs trained for
     first = next(iter(configs.values()))
     task, main = first.task, metric_columns(first.task)[0]
     rows = summarise(cc, results, task)
@@ -46,9 +55,12 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
         _, models[name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
+    for row in rows:
+        row["epochs"] = entry_configs[row["method"]].train.epochs
+    notes = [_matched_note(cc, e, configs) for e in reported if e.matched_time is not None]
     counts = {len(cc.seeds_of(e)) for e in cc.entries}
     seeds = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else str(min(counts))
-    markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row")
+    markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row", notes)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:
@@ -56,6 +68,18 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     write_tables(rows, cc.output_dir, markdown)
     figures = make_plots(cc, rows, entry_configs, models, task, main)
     return {"rows": rows, "markdown": markdown, "figures": figures}
+
+
+def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) -> str:
+    """What a ``matched_time`` row is, for the table's footnote."""
+    match = entry.matched_time
+
+    def epochs(name: str) -> int:
+        return configs[(name, cc.seeds_of(cc.entry(name))[0])].train.epochs
+
+    return (f"{entry.name}: {match.from_} alone at the training wall-clock of {match.of}: {epochs(entry.name)} "
+            f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the two entries' mean train times "
+            "over all their seeds).")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -123,7 +147,8 @@ def _fmt(row: dict[str, Any], col: str) -> str:
     return f"{text} ± {std:.4f}" if std is not None else text
 
 
-def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str) -> str:
+def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str, notes: list[str] = ()) -> str:
+    """The table of ``rows``; ``notes``: sentences added to its footnote (what a row is)."""
     columns = list(metric_columns(task))
     head = ["method", "seeds", *columns, "train (min)", "params (M)", "GFLOPs", "CPU ms"]
     has_cuda = any("cuda_ms" in r for r in rows)
@@ -143,7 +168,7 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
               "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
               "training loop (validation included), mean over seeds, on the machine that ran it. "
-              + SIGNIFICANCE_RULE]
+              + SIGNIFICANCE_RULE, *(["", *notes] if notes else [])]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
 interrupted ones resumed, so running the command again continues where it stopped. A run whose
 stored config differs from the one the comparison now resolves is never reused (``--retrain``).
+A ``matched_time`` entry's runs wait for every run of its two entries and are resolved when they start.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,18 @@ from typing import Any
 import torch
 import yaml
 
-from segkd.commands.compare_config import CompareConfig, Results, RunConfigs, metric_columns, run_configs, runs_of
+from segkd.commands.compare_config import (
+    CompareConfig,
+    CompareEntry,
+    Results,
+    RunConfigs,
+    matched_config,
+    matched_epochs,
+    metric_columns,
+    run_configs,
+    runs_of,
+    with_matched,
+)
 from segkd.config import Config, ConfigError
 from segkd.engine.resume import run_changes
 from segkd.engine.teacher_cache import fill_ahead
@@ -42,17 +55,23 @@ def stored_config(run_dir: Path) -> dict[str, Any] | None:
 def stale_runs(cc: CompareConfig, configs: RunConfigs | None = None) -> StaleRuns:
     """The run directories trained with another config than ``configs`` (default: resolved from ``cc``).
 
-    A student whose teacher entry is stale is stale too: its teacher would be retrained.
+    A student whose teacher entry is stale is stale too: its teacher would be retrained; so is a
+    ``matched_time`` entry whose two entries are, or whose epochs are not known (one of their runs unfinished).
     """
-    configs = configs if configs is not None else run_configs(cc)
+    configs = with_matched(cc, configs if configs is not None else run_configs(cc))
     stale: StaleRuns = {}
     stale_entries: set[str] = set()
     for entry, seed in runs_of(cc):
         cfg = configs[(entry.name, seed)]
         stored = stored_config(cfg.run_dir)
-        diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
-        if entry.teacher_from in stale_entries and stored is not None:
-            diffs.append(f"teacher entry '{entry.teacher_from}' is retrained")
+        if stored is not None and entry.matched_time is not None and matched_epochs(cc, entry, configs) is None:
+            diffs = [f"its epochs follow the times of '{entry.matched_time.of}' and '{entry.matched_time.from_}', "
+                     "whose runs are not all finished"]
+        else:
+            diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
+        if stored is not None:  # a teacher, or a matched entry's two entries
+            diffs += [f"entry '{name}', which it waits for, is retrained" for name in _waits_for(entry)
+                      if name in stale_entries]
         if diffs:
             stale[(entry.name, seed)] = diffs
             stale_entries.add(entry.name)
@@ -83,7 +102,7 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     ``report_only``: train nothing; return the runs finished with the current config.
     ``configs``: the runs as ``run_configs(cc)`` resolves them (resolved here when not given).
     """
-    configs = configs if configs is not None else run_configs(cc)
+    configs = with_matched(cc, configs if configs is not None else run_configs(cc))
     stale = stale_runs(cc, configs)
     if report_only:
         return finished_runs(cc, stale, log, configs)
@@ -101,10 +120,12 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
             log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
         if (cfg.run_dir / "metrics.json").is_file():
             log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
+        elif entry.matched_time is not None:  # its epochs follow runs maybe trained below: resolved when it starts
+            todo.append(Run(entry.name, seed, cfg, _waits_for(entry), _resolver(cc, entry, seed, configs)))
         else:
-            todo.append(Run(entry.name, seed, cfg, entry.teacher_from))
-    teachers = {entry.teacher_from for entry in cc.entries}
-    todo.sort(key=lambda run: run.name not in teachers)  # teachers first: others wait for them
+            todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
+    awaited = {name for entry in cc.entries for name in _waits_for(entry)}
+    todo.sort(key=lambda run: run.name not in awaited)  # teachers first: others wait for them
     train_runs(todo, cc.jobs, log)
     return finished_runs(cc, {}, log, configs)  # the stale ones were trained again
 
@@ -117,14 +138,40 @@ def _set_aside(run_dir: Path) -> Path:
     return target
 
 
+def _waits_for(entry: CompareEntry) -> tuple[str, ...]:
+    """The entries whose runs must all finish before a run of ``entry`` starts."""
+    if entry.matched_time is not None:
+        return entry.matched_time.of, entry.matched_time.from_
+    return (entry.teacher_from,) if entry.teacher_from is not None else ()
+
+
+def _resolver(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs) -> Callable[[], Config]:
+    def resolve() -> Config:
+        cfg = matched_config(cc, entry, seed, configs)
+        if cfg is None:  # its entries' runs were trained or reused just before: never expected
+            raise ConfigError(f"{cc.name}: entry '{entry.name}': a run of '{entry.matched_time.of}' or "
+                              f"'{entry.matched_time.from_}' has no metrics.json; run segkd compare again")
+        return cfg
+
+    return resolve
+
+
 @dataclass
 class Run:
-    """One (entry, seed) to train; ``teacher``: the entry whose runs must finish before it starts."""
+    """One (entry, seed) to train; ``waits_for``: the entries whose runs must finish before it starts;
+    ``resolve``: its config, known only then (a ``matched_time`` entry)."""
 
     name: str
     seed: int
     cfg: Config
-    teacher: str | None = None
+    waits_for: tuple[str, ...] = ()
+    resolve: Callable[[], Config] | None = None
+
+    def ready(self) -> Run:
+        """The run at the config it trains with, resolved now that the runs it waits for are done."""
+        if self.resolve is not None:
+            self.cfg, self.resolve = self.resolve(), None
+        return self
 
 
 def train_runs(runs: list[Run], jobs: int, log=print) -> None:
@@ -141,6 +188,7 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
 
     if jobs == 1 or len(runs) <= 1:
         for run in runs:  # in order: teachers come first
+            run = run.ready()
             started(run)
             finished(run, fit(run.cfg, resume=_resumes(run.cfg)))
         return
@@ -155,8 +203,9 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
         running: dict[Any, Run] = {}
         while waiting or running:
             busy = {run.name for run in [*waiting, *running.values()]}
-            ready = [r for r in waiting if r.teacher not in busy]
+            ready = [r for r in waiting if not busy.intersection(r.waits_for)]
             for run in ready[: max(0, jobs - len(running))]:  # started when a process is free for it
+                run.ready()
                 cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
                 if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
                     filled.add(cache)

@@ -1,0 +1,114 @@
+"""segkd compare's matched_time entry: a student alone trained for the wall-clock of another entry's runs."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from segkd.commands import compare_runner
+from segkd.commands.compare import CompareConfig, compare, run_configs, validate_compare
+from segkd.commands.compare_config import matched_config, matched_epochs, with_matched
+from segkd.config import ConfigError, save_config
+
+from engine_helpers import tiny_binary_config
+
+
+def _cc(tmp_path, entries, seeds=(1, 2), **more):
+    return CompareConfig.model_validate({
+        "name": "t", "run_config": str(tmp_path / "run.yaml"), "output_dir": str(tmp_path / "cmp"),
+        "seeds": list(seeds), "baseline": "base", "entries": entries, "qualitative_images": 1, **more,
+    })
+
+
+MATCHED = {"name": "matched", "matched_time": {"of": "long", "from": "base"}}
+
+
+def _finish(cc, name, seed, seconds):
+    """A finished run of (name, seed) as its metrics.json says, which took ``seconds`` to train."""
+    run_dir = cc.output_dir / name / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"student": {"MAE": 0.1}, "train_seconds": seconds}))
+
+
+def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_mean_stored_train_times(tmp_path):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 2, "val_every": 2, "max_iters": 4}),
+                tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "long", "set": ["optim.lr=0.02"], "seeds": [1, 2, 3]}, MATCHED])
+    configs = run_configs(cc)
+    entry = cc.entry("matched")
+    # before its epochs are known it resolves as the from entry, in its own folder
+    assert configs[("matched", 1)].train.epochs == 2 and configs[("matched", 1)].optim.lr == 0.01
+    assert configs[("matched", 1)].run_dir == cc.output_dir / "matched" / "seed1"
+    _finish(cc, "base", 1, 18.0)
+    _finish(cc, "base", 2, 22.0)  # T_from: 20
+    _finish(cc, "long", 1, 25.0)
+    _finish(cc, "long", 2, 35.0)
+    assert matched_epochs(cc, entry, configs) is None  # long's seed 3 is not finished: it waits
+    assert with_matched(cc, configs)[("matched", 2)].train.epochs == 2
+    _finish(cc, "long", 3, 30.0)  # T_of: 30 over all its seeds
+    assert matched_epochs(cc, entry, configs) == 3  # round(2 * 30 / 20)
+    cfg = matched_config(cc, entry, 2, configs)
+    # validated at its end as the from entry is; the iteration cap grows as the epochs; from's LR, not long's
+    assert (cfg.train.epochs, cfg.train.val_every, cfg.train.max_iters, cfg.train.seed) == (3, 3, 6, 2)
+    assert cfg.optim.lr == 0.01 and cfg.schedule == configs[("base", 2)].schedule  # same warm-up fraction
+    assert with_matched(cc, configs)[("matched", 1)].train.epochs == 3
+    _finish(cc, "base", 2, None)  # a run of an older version, which did not store its time
+    with pytest.raises(ConfigError, match=r"base/seed2/metrics.json: no train_seconds .* entry 'matched'"):
+        matched_epochs(cc, entry, configs)
+
+
+@pytest.mark.parametrize(("matched", "others", "message"), [
+    ({"of": "nosuch", "from": "base"}, [], "entry 'matched': matched_time.of 'nosuch' must be an earlier entry"),
+    ({"of": "long", "from": "matched"}, [], "entry 'matched': matched_time.from 'matched' must be an earlier"),
+    ({"of": "long", "from": "kd"}, [], "entry 'matched': matched_time.from 'kd' must be a student alone"),
+    ({"of": "long", "from": "teacher"}, [], "entry 'matched': matched_time.from 'teacher' must be a student alone"),
+    ({"of": "twice", "from": "base"}, [{"name": "twice", "matched_time": {"of": "long", "from": "base"}}],
+     "entry 'matched': matched_time.of 'twice' is itself matched"),
+    ({"of": "long", "from": "base", "to": "x"}, [], "matched_time.to: Extra inputs are not permitted"),
+])
+def test_a_matched_entry_naming_a_wrong_entry_stops_at_load(tmp_path, matched, others, message):
+    entries = [{"name": "teacher", "role": "teacher"}, {"name": "base"}, {"name": "long"},
+               {"name": "kd", "teacher_from": "teacher"}, *others, {"name": "matched", "matched_time": matched}]
+    raw = {"run_config": "tiny_binary", "output_dir": "out", "baseline": "base", "entries": entries}
+    with pytest.raises(ConfigError) as err:
+        validate_compare(raw, "c.yaml")
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 2  # the file, then one line
+
+
+def test_a_matched_entry_sets_nothing_of_its_own(tmp_path):
+    raw = {"run_config": "tiny_binary", "output_dir": "out", "baseline": "base",
+           "entries": [{"name": "base"}, {"name": "long"}, {**MATCHED, "set": ["optim.lr=0.5"]}]}
+    with pytest.raises(ConfigError, match="entry 'matched': an entry with matched_time trains the config of 'base'"):
+        validate_compare(raw, "c.yaml")
+
+
+def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two jobs: one thread each
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "val_every": 1, "deterministic": False}),
+                tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "long", "set": ["train.epochs=3"]}, MATCHED], seeds=(1,), jobs=2)
+    messages = []
+    result = compare(cc, log=messages.append)
+    started = messages.index(next(m for m in messages if m.startswith("[matched seed 1] training")))
+    for name in ("base", "long"):  # both entries' runs were trained side by side before it started
+        assert messages.index(next(m for m in messages if m.startswith(f"[{name} seed 1] done"))) < started
+    times = {name: json.loads((cc.output_dir / name / "seed1" / "metrics.json").read_text())["train_seconds"]
+             for name in ("base", "long")}
+    epochs = max(1, round(1 * times["long"] / times["base"]))
+    stored = yaml.safe_load((cc.output_dir / "matched" / "seed1" / "config.yaml").read_text())
+    assert (stored["train"]["epochs"], stored["train"]["val_every"]) == (epochs, epochs)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert rows["matched"]["epochs"] == epochs and rows["long"]["epochs"] == 3 and "gain" in rows["matched"]
+    assert "| matched | 1 |" in result["markdown"]
+    assert f"matched: base alone at the training wall-clock of long: {epochs} epochs (base: 1;" in result["markdown"]
+    # a rerun resolves the same epochs from the stored times and trains nothing
+    monkeypatch.setattr(compare_runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
+    messages = []
+    again = compare(cc, log=messages.append)
+    assert len(messages) == 3 and all("reused" in m for m in messages)
+    assert {r["method"]: r["epochs"] for r in again["rows"]}["matched"] == epochs
+    # once long has a run unfinished, the matched run's epochs are unknown: it is not reused
+    (cc.output_dir / "long" / "seed1" / "metrics.json").unlink()
+    assert "not all finished" in compare_runner.stale_runs(cc)[("matched", 1)][0]
