@@ -84,11 +84,13 @@ def test_a_matched_entry_sets_nothing_of_its_own(tmp_path):
         validate_compare(raw, "c.yaml")
 
 
-def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypatch, jobs):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # two jobs: one thread each
     save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "val_every": 1, "deterministic": False}),
                 tmp_path / "run.yaml")
-    cc = _cc(tmp_path, [{"name": "base"}, {"name": "long", "set": ["train.epochs=3"]}, MATCHED], seeds=(1,), jobs=2)
+    entries = [{"name": "base"}, {"name": "long", "set": ["train.epochs=3"]}, MATCHED]
+    cc = _cc(tmp_path, entries, seeds=(1,), jobs=jobs)
     messages = []
     result = compare(cc, log=messages.append)
     started = messages.index(next(m for m in messages if m.startswith("[matched seed 1] training")))
@@ -109,6 +111,9 @@ def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypat
     again = compare(cc, log=messages.append)
     assert len(messages) == 3 and all("reused" in m for m in messages)
     assert {r["method"]: r["epochs"] for r in again["rows"]}["matched"] == epochs
+    # long trained with another config: the matched run would be retrained after it
+    longer = _cc(tmp_path, [entries[0], {"name": "long", "set": ["train.epochs=4"]}, MATCHED], seeds=(1,))
+    assert compare_runner.stale_runs(longer)[("matched", 1)] == ["entry 'long', which it waits for, is retrained"]
     # once long has a run unfinished, the matched run's epochs are unknown: it is not reused
     (cc.output_dir / "long" / "seed1" / "metrics.json").unlink()
     assert "not all finished" in compare_runner.stale_runs(cc)[("matched", 1)][0]
