@@ -105,6 +105,7 @@ def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypat
     assert rows["matched"]["epochs"] == epochs and rows["long"]["epochs"] == 3 and "gain" in rows["matched"]
     assert "| matched | 1 |" in result["markdown"]
     assert f"matched: base alone at the training wall-clock of long: {epochs} epochs (base: 1;" in result["markdown"]
+    assert "long against matched: " in result["markdown"] and "significant: unknown (1 seed)" in result["markdown"]
     # a rerun resolves the same epochs from the stored times and trains nothing
     monkeypatch.setattr(compare_runner, "fit", lambda *a, **k: pytest.fail("a run was trained"))
     messages = []
@@ -117,3 +118,24 @@ def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypat
     # once long has a run unfinished, the matched run's epochs are unknown: it is not reused
     (cc.output_dir / "long" / "seed1" / "metrics.json").unlink()
     assert "not all finished" in compare_runner.stale_runs(cc)[("matched", 1)][0]
+
+
+def test_the_footnote_gives_the_matched_entrys_verdict_against_the_matched_row():
+    from types import SimpleNamespace
+
+    from segkd.commands import compare_report
+
+    cc = validate_compare({"run_config": "tiny_binary", "output_dir": "out", "baseline": "base", "seeds": [1, 2, 3],
+                           "entries": [{"name": "base"}, {"name": "long"}, MATCHED]}, "c.yaml")
+    configs = {(name, seed): SimpleNamespace(train=SimpleNamespace(epochs=epochs))
+               for name, epochs in (("base", 2), ("long", 2), ("matched", 3)) for seed in (1, 2, 3)}
+    rows = [{"method": "base", "seeds": 3, "mIoU": 0.50, "mIoU_std": 0.01},
+            {"method": "long", "seeds": 3, "mIoU": 0.56, "mIoU_std": 0.01},
+            {"method": "matched", "seeds": 3, "mIoU": 0.53, "mIoU_std": 0.02}]
+    note = compare_report._matched_note(cc, cc.entry("matched"), configs, rows, "mIoU")
+    # 2 SE = 2 * sqrt(0.01^2 / 3 + 0.02^2 / 3) = 0.0258: +0.03 is beyond it
+    assert "3 epochs (base: 2;" in note
+    assert note.endswith("long against matched: +0.0300 mIoU, 2 SE 0.0258, significant: yes (better).")
+    rows[1]["mIoU"] = 0.55  # +0.02: within
+    assert compare_report._matched_note(cc, cc.entry("matched"), configs, rows, "mIoU").endswith(
+        "+0.0200 mIoU, 2 SE 0.0258, significant: no (within 2 SE).")

@@ -57,7 +57,7 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     add_cost(rows, models, size)
     for row in rows:
         row["epochs"] = entry_configs[row["method"]].train.epochs
-    notes = [_matched_note(cc, e, configs) for e in reported if e.matched_time is not None]
+    notes = [_matched_note(cc, e, configs, rows, main) for e in reported if e.matched_time is not None]
     counts = {len(cc.seeds_of(e)) for e in cc.entries}
     seeds = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else str(min(counts))
     markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row", notes)
@@ -70,16 +70,24 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     return {"rows": rows, "markdown": markdown, "figures": figures}
 
 
-def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) -> str:
-    """What a ``matched_time`` row is, for the table's footnote."""
+def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
+                  rows: list[dict[str, Any]], main: str) -> str:
+    """What a ``matched_time`` row is, and the verdict of the entry it matches against it (the
+    same rule as against the baseline), for the table's footnote."""
     match = entry.matched_time
 
     def epochs(name: str) -> int:
         return configs[(name, cc.seeds_of(cc.entry(name))[0])].train.epochs
 
+    by_name = {row["method"]: row for row in rows}
+    matched, of = by_name[entry.name], by_name[match.of]
+    gain = of[main] - matched[main]
+    verdict, threshold = significance(gain, of, matched, main)
+    margin = f"2 SE {threshold:.4f}" if threshold is not None else "2 SE -"
     return (f"{entry.name}: {match.from_} alone at the training wall-clock of {match.of}: {epochs(entry.name)} "
             f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the two entries' mean train times "
-            "over all their seeds).")
+            f"over all their seeds). {match.of} against {entry.name}: {gain:+.4f} {main}, {margin}, "
+            f"significant: {verdict}.")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
