@@ -9,7 +9,9 @@ from torch import nn
 
 from segkd.cli import main
 from segkd.distill import build_method
-from segkd.distill.afdcd import TAPPED, AfDCD, omni_contrastive_loss
+from segkd.distill.afdcd import AfDCD, omni_contrastive_loss
+
+TAPPED = AfDCD.tapped  # the key of Af-DCD's tap on both sides
 
 
 def test_contrastive_loss_one_position_two_groups_by_hand() -> None:

@@ -13,8 +13,6 @@ from segkd.distill.functional import check_choice, full_precision, resize_like
 from segkd.distill.options import check_temperature
 from segkd.distill.paired import PairedTapMethod
 
-TAPPED = "afdcd_feat"
-
 
 def _tokens(x: torch.Tensor, groups: int, patch: int) -> torch.Tensor:
     """B×C×H×W -> (B·P)×(N·M)×(C/M): per patch of N = patch² positions, one token per
@@ -88,7 +86,7 @@ class AfDCD(PairedTapMethod):
              "Efficient Semantic Segmentation, NeurIPS 2023")
     task = "semantic"
     terms: ClassVar[tuple[str, ...]] = ("fd", "ctr")
-    tapped = TAPPED
+    tapped = "afdcd_feat"
     renamed_options = {"tau": "temperature"}
 
     def __init__(self, fd_weight: float = 2e-6, ctr_weight: float = 5e-3, temperature: float = 0.07,
@@ -109,7 +107,7 @@ class AfDCD(PairedTapMethod):
         self.projector: nn.Module | None = None
 
     def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
-        cs, ct = student_shapes[TAPPED][1], teacher_shapes[TAPPED][1]
+        cs, ct = student_shapes[self.tapped][1], teacher_shapes[self.tapped][1]
         if ct % self.groups:
             raise ValueError(f"afdcd: groups={self.groups} must divide the teacher's {ct} channels")
         if cs != ct:

@@ -14,8 +14,6 @@ from segkd.distill.functional import check_choice, full_precision, kl_rows, labe
 from segkd.distill.options import check_temperature
 from segkd.distill.paired import PairedTapMethod
 
-TAPPED = "cirkd_input"
-
 
 @register_method("cirkd")
 class CrossImageRelationalKD(PairedTapMethod):
@@ -64,7 +62,7 @@ class CrossImageRelationalKD(PairedTapMethod):
         "cirkd_pixel_memory": "KL of pixel-to-pixel similarities to the class-balanced pixel memory",
         "cirkd_region_memory": "KL of pixel-to-region similarities to the class-mean memory",
     }
-    tapped = TAPPED
+    tapped = "cirkd_input"
     renamed_options = {"tau": "temperature", "kd_tau": "kd_temperature"}
 
     def __init__(
@@ -98,8 +96,8 @@ class CrossImageRelationalKD(PairedTapMethod):
         self.memory: ClassQueues | None = None
 
     def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
-        s_ch = tap_channels(student_shapes, TAPPED, "student", self.name)
-        t_ch = tap_channels(teacher_shapes, TAPPED, "teacher", self.name)
+        s_ch = tap_channels(student_shapes, self.tapped, "student", self.name)
+        t_ch = tap_channels(teacher_shapes, self.tapped, "teacher", self.name)
         if self.projection_mode == "always" or (self.projection_mode == "auto" and s_ch != t_ch):
             self.projection = nn.Sequential(
                 nn.Conv2d(s_ch, t_ch, 1, bias=False), nn.BatchNorm2d(t_ch), nn.ReLU(inplace=True),

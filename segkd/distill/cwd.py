@@ -12,8 +12,6 @@ from segkd.distill.mapping import MAPPING_MODES
 from segkd.distill.options import check_temperature
 from segkd.distill.paired import PairedTapMethod
 
-TAPPED = "cwd_input"
-
 
 @register_method("cwd")
 class ChannelWiseDistillation(PairedTapMethod):
@@ -39,7 +37,7 @@ class ChannelWiseDistillation(PairedTapMethod):
 
     paper = "Shu et al., Channel-wise Knowledge Distillation for Dense Prediction, ICCV 2021"
     terms = {"cwd": "τ²·KL(teacher ‖ student) of each channel's spatial softmax"}
-    tapped = TAPPED
+    tapped = "cwd_input"
     renamed_options = {"tau": "temperature"}
 
     def __init__(self, temperature: float = 4.0, weight: float = 3.0, at: str = "logits",

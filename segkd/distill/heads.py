@@ -6,8 +6,9 @@ pyramid branches in ``pyramids``."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from segkd.models.base import resize_to
 
 
 class PredictionHead(nn.Sequential):
@@ -25,7 +26,4 @@ class PredictionHead(nn.Sequential):
         )
 
     def forward_to(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-        logits = self(x)
-        if logits.shape[-2:] != tuple(size):
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits
+        return resize_to(self(x), size, align_corners=False)

@@ -12,8 +12,6 @@ from segkd.distill.functional import check_choice, full_precision, labels_at, re
 from segkd.distill.mapping import MAPPING_MODES
 from segkd.distill.paired import PairedTapMethod
 
-TAPPED = "ifvd_input"
-
 
 @register_method("ifvd")
 class IntraClassFeatureVariationKD(PairedTapMethod):
@@ -47,7 +45,7 @@ class IntraClassFeatureVariationKD(PairedTapMethod):
     )
     task = "semantic"
     terms = {"ifvd": "squared difference of each pixel's cosine to its class prototype"}
-    tapped = TAPPED
+    tapped = "ifvd_input"
 
     def __init__(self, at: str = "head", weight: float = 200.0, mapping: str = "none", mean_over: str = "all") -> None:
         super().__init__(at)

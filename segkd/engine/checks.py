@@ -19,25 +19,32 @@ from segkd.models import MODELS
 
 
 def model_problems(cfg: Config) -> list[tuple[str, str]]:
-    """``("model", message)`` when ``model`` names no registered model, an unknown option or backbone."""
-    name, options = cfg.model.name, cfg.model.kwargs
+    """``(key, message)`` when ``model`` or ``distill.teacher.model`` names no registered model, an
+    unknown option or backbone."""
+    models = [("model", cfg.model)]
+    if cfg.distill.teacher is not None:
+        models.append(("distill.teacher.model", cfg.distill.teacher.model))
+    return [(key, message) for key, model in models for message in _model_spec_problems(model.name, model.kwargs)]
+
+
+def _model_spec_problems(name: str, options: dict[str, Any]) -> list[str]:
     try:
         builder = MODELS.get(name)
     except KeyError as err:  # the message lists the registered names
-        return [("model", err.args[0])]
+        return [err.args[0]]
     backbone = options.get("backbone")
     if isinstance(backbone, str):
         import timm
 
         if not timm.is_model(backbone):
             close = difflib.get_close_matches(backbone, timm.list_models(), n=5)
-            return [("model", f"unknown backbone '{backbone}' (a timm model name); close names: {close}")]
+            return [f"unknown backbone '{backbone}' (a timm model name); close names: {close}"]
     params = inspect.signature(builder).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return []
     unknown = sorted(set(options) - set(params))
     if unknown:
-        return [("model", f"model '{name}' has no option(s) {unknown}; its options are {sorted(params)}")]
+        return [f"model '{name}' has no option(s) {unknown}; its options are {sorted(params)}"]
     return []
 
 

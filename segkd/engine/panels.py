@@ -21,6 +21,7 @@ def log_prediction_images(writer: Any, model: nn.Module, dataset: Dataset, cfg: 
     (binary: 1×H×2W grey; semantic: H×2W×3 in the data set's colours)."""
     was_training = model.training
     model.eval()
+    palette = layout_palette(cfg.data.layout)
     for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
         sample = dataset[index]
         image = sample["image"].unsqueeze(0).to(device)
@@ -33,7 +34,6 @@ def log_prediction_images(writer: Any, model: nn.Module, dataset: Dataset, cfg: 
             d = cfg.data
             probs = predict_semantic(model, image, crop_size=d.crop_size, base_size=d.base_size, sliding=False)
             pred = probs.argmax(1)[0].cpu().numpy()
-            palette = layout_palette(d.layout)
             colored = np.concatenate([colorize_labels(mask.numpy(), d.num_classes, palette),
                                       colorize_labels(pred, d.num_classes, palette)], axis=1)
             writer.add_image(f"predictions/{sample['name']}", colored, step, dataformats="HWC")
