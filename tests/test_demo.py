@@ -73,3 +73,19 @@ def test_the_expected_time_follows_compares_schedule(tmp_path, monkeypatch):
     # the students alone run beside the teacher (40, 80, 120 s); the distilled ones wait for it:
     # 100-140 and 120-160, then 140-180
     assert demo.expected_seconds(cc) == 180 + 5
+
+
+def test_a_demo_folder_of_an_older_demo_is_set_aside_not_a_stop(tmp_path, monkeypatch):
+    # segkd demo always asks compare to move runs of another config aside (kept, renamed) and retrain
+    from segkd.cli import main
+    from segkd.commands import compare as compare_module
+
+    asked = {}
+
+    def fake_compare(cc, **kwargs):
+        asked.update(kwargs)
+        return {"markdown": "", "figures": []}
+
+    monkeypatch.setattr(compare_module, "compare", fake_compare)
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    assert asked.get("retrain") is True
