@@ -57,7 +57,6 @@ from segkd.engine.resume import (
     prepare_run_dir,
     selects_on_test,
     state_problems,
-    weight_problems,
 )
 from segkd.engine.schedule import lr_factor
 from segkd.engine.teacher import teacher_source
@@ -453,7 +452,8 @@ def log_step(run: TrainingRun, losses: dict[str, torch.Tensor], bar: tqdm) -> No
 def save_checkpoint(run: TrainingRun, path: Path | None = None) -> None:
     """Write ``last.pt`` (or ``path``) atomically; diverged weights are never written."""
     path = path or run.last_path
-    bad = weight_problems(run.student, run.methods)
+    model, methods = run.student.state_dict(), run.methods.state_dict()
+    bad = state_problems(model) + state_problems(methods)
     if bad:
         raise DivergedWeightsError(
             f"weights diverged at iteration {run.iteration}: {', '.join(bad[:3])}"
@@ -461,8 +461,8 @@ def save_checkpoint(run: TrainingRun, path: Path | None = None) -> None:
             f"{describe_last_checkpoint(run.progress.last_checkpoint, run.last_path)}. Try a lower optim.lr."
         )
     atomic_save({
-        "format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "model": run.student.state_dict(),
-        "methods": run.methods.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "model": model,
+        "methods": methods, "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict(), "iteration": run.iteration, "best": run.best, "rng": rng_state(),
         "train_seconds": run.train_seconds,
     }, path)
