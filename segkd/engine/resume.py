@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from segkd.config import Config, ConfigError
 from segkd.data.build import split_file_name
@@ -209,13 +208,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def weight_problems(*modules: nn.Module) -> list[str]:
-    """Names of the modules' floating-point tensors that are not finite or beyond ``DIVERGED_MAGNITUDE``."""
-    return [problem for module in modules for problem in state_problems(module.state_dict())]
-
-
 def state_problems(state: Mapping[str, Any]) -> list[str]:
-    """``weight_problems`` of a state dict (e.g. a checkpoint's ``"model"``), each with its largest |w|."""
+    """Names of a state dict's floating-point tensors that are not finite or beyond ``DIVERGED_MAGNITUDE``
+    (e.g. a checkpoint's ``"model"``), each with its largest |w|."""
     bad = []
     for name, tensor in state.items():
         if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:  # extra state
