@@ -103,10 +103,11 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
 
 
 def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
 
     cc = load_compare_config("compare_sbg_cached")
-    caches = {(entry.name, seed): run_config(cc, entry, seed).distill.teacher
+    configs = run_configs(cc)
+    caches = {(entry.name, seed): configs[(entry.name, seed)].distill.teacher
               for entry in cc.entries if entry.teacher_from for seed in cc.seeds}
     assert {caches[("kd_cached", seed)].cache for seed in cc.seeds} == {cc.output_dir / "teacher_cache" / "teacher"}
     assert all(caches[("kd", seed)].cache is None for seed in cc.seeds)  # the live entry runs its teacher
@@ -116,25 +117,24 @@ def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
     assert (multiscale.cache_scales, multiscale.cache_flip) == ([0.75, 1.0, 1.25, 1.5], True)
 
 
-def test_every_run_config_resolved_at_once_equals_each_resolved_alone():
-    from segkd.commands.compare import load_compare_config, run_config, run_configs, runs_of
+def test_a_run_config_depends_on_its_entry_and_the_entries_it_needs_alone():
+    from segkd.commands.compare import load_compare_config, run_configs, runs_of
 
     cc = load_compare_config("compare_sbg_cached")  # teacher entries, cached and live, several views
     at_once = run_configs(cc)
     assert list(at_once) == [(entry.name, seed) for entry, seed in runs_of(cc)]
-    for entry, seed in runs_of(cc):
-        assert at_once[(entry.name, seed)].to_dict() == run_config(cc, entry, seed).to_dict(), (entry.name, seed)
+
+    def needed(entry):  # the entry, and the entries it takes a teacher or times from
+        named = [entry.teacher_from, *((entry.matched_time.of, entry.matched_time.from_) if entry.matched_time else ())]
+        return {entry.name}.union(*(needed(cc.entry(name)) for name in named if name))
+
+    for entry in cc.entries:  # resolved in a comparison of that entry (and those it needs) alone: the same runs
+        kept = [e for e in cc.entries if e.name in needed(entry)]
+        alone = run_configs(cc.model_copy(update={"entries": kept, "baseline": entry.name}))
+        for seed in cc.seeds_of(entry):
+            assert alone[(entry.name, seed)].to_dict() == at_once[(entry.name, seed)].to_dict(), (entry.name, seed)
     # an entry without seeds of its own takes the comparison's
     assert {seed for name, seed in at_once if name == cc.baseline} == set(cc.seeds_of(cc.entry(cc.baseline)))
-
-
-def test_a_comparison_config_is_told_apart_by_its_kind(tmp_path):
-    assert _cc(tmp_path, [{"name": "base"}]).kind == "compare"
-    raw = {"kind": "compare", "run_config": "tiny_binary", "output_dir": "out", "baseline": "b",
-           "entries": [{"name": "b"}]}
-    assert compare_config.validate_compare(raw, "c.yaml").kind == "compare"
-    with pytest.raises(ConfigError, match=r"c.yaml: invalid comparison config\n  kind: "):
-        compare_config.validate_compare({**raw, "kind": "run"}, "c.yaml")
 
 
 def test_the_report_and_the_config_never_import_the_runner():

@@ -46,14 +46,17 @@ def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_mean_stored_train_
     _finish(cc, "long", 1, 25.0)
     _finish(cc, "long", 2, 35.0)
     assert matched_epochs(cc, entry, configs) is None  # long's seed 3 is not finished: it waits
-    assert with_matched(cc, configs)[("matched", 2)].train.epochs == 2
+    assert with_matched(cc, configs).waiting == {"matched"}
+    assert with_matched(cc, configs).configs[("matched", 2)].train.epochs == 2
     _finish(cc, "long", 3, 30.0)  # T_of: 30 over all its seeds
     assert matched_epochs(cc, entry, configs) == 3  # round(2 * 30 / 20)
-    cfg = matched_config(cc, entry, 2, configs)
+    cfg = matched_config(cc, entry, 2, configs, 3)
     # validated at its end as the from entry is; the iteration cap grows as the epochs; from's LR, not long's
     assert (cfg.train.epochs, cfg.train.val_every, cfg.train.max_iters, cfg.train.seed) == (3, 3, 6, 2)
     assert cfg.optim.lr == 0.01 and cfg.schedule == configs[("base", 2)].schedule  # same warm-up fraction
-    assert with_matched(cc, configs)[("matched", 1)].train.epochs == 3
+    resolved = with_matched(cc, configs)
+    assert resolved.waiting == frozenset() and resolved.configs[("matched", 1)].train.epochs == 3
+    assert resolved.configs[("matched", 2)].to_dict() == cfg.to_dict()
     _finish(cc, "base", 2, None)  # a run of an older version, which did not store its time
     with pytest.raises(ConfigError, match=r"base/seed2/metrics.json: no train_seconds .* entry 'matched'"):
         matched_epochs(cc, entry, configs)
@@ -115,9 +118,77 @@ def test_a_matched_run_waits_for_both_entries_then_is_reused(tmp_path, monkeypat
     # long trained with another config: the matched run would be retrained after it
     longer = _cc(tmp_path, [entries[0], {"name": "long", "set": ["train.epochs=4"]}, MATCHED], seeds=(1,))
     assert compare_runner.stale_runs(longer)[("matched", 1)] == ["entry 'long', which it waits for, is retrained"]
-    # once long has a run unfinished, the matched run's epochs are unknown: it is not reused
+    # once long has a run unfinished, the matched run's epochs are unknown: not stale, but left out of a report
     (cc.output_dir / "long" / "seed1" / "metrics.json").unlink()
-    assert "not all finished" in compare_runner.stale_runs(cc)[("matched", 1)][0]
+    assert compare_runner.stale_runs(cc) == {}
+    messages = []
+    assert compare_runner.train_all(cc, log=messages.append, report_only=True).results["matched"] == {}
+    assert "[matched seed 1] its epochs wait for unfinished runs of 'long' or 'base', left out" in messages
+
+
+def _fake_fit(seconds, trained):
+    """Training stood in for: the run's config.yaml, and a metrics.json saying it took ``seconds[(name, seed)]``."""
+    def fit(cfg, resume=False):
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.run_dir / "config.yaml")
+        report = {"student": {"MAE": 0.1}, "train_seconds": seconds[(cfg.name, cfg.train.seed)]}
+        (cfg.run_dir / "metrics.json").write_text(json.dumps(report))
+        trained.append((cfg.name, cfg.train.seed))
+        return report
+
+    return fit
+
+
+def _stored_epochs(run_dir):
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"]
+
+
+@pytest.mark.parametrize(("added_seconds", "retrain", "outcome"), [
+    (20.0, False, "reused"),     # long's mean stays 20 s: round(2 * 20 / 10) = 4 epochs, as before
+    (40.0, False, "refused"),    # 30 s: 6 epochs
+    (40.0, True, "retrained"),
+])
+def test_a_seed_added_to_the_of_entry_is_trained_then_the_matched_run_judged(
+        tmp_path, monkeypatch, added_seconds, retrain, outcome):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 2, "val_every": 2}), tmp_path / "run.yaml")
+    trained = []
+    seconds = {("base", 1): 10.0, ("long", 1): 20.0, ("long", 2): added_seconds, ("matched", 1): 20.0}
+    monkeypatch.setattr(compare_runner, "fit", _fake_fit(seconds, trained))
+    compare_runner.train_all(_cc(tmp_path, [{"name": "base"}, {"name": "long"}, MATCHED], seeds=(1,)),
+                             log=lambda *_: None)
+    matched_dir = tmp_path / "cmp" / "matched" / "seed1"
+    assert trained == [("base", 1), ("long", 1), ("matched", 1)] and _stored_epochs(matched_dir) == 4
+    trained.clear()
+    more = _cc(tmp_path, [{"name": "base"}, {"name": "long", "seeds": [1, 2]}, MATCHED], seeds=(1,))
+    assert compare_runner.stale_runs(more) == {}  # its epochs wait for long's new seed: not judged yet
+    messages = []
+    if outcome == "refused":
+        with pytest.raises(ConfigError, match=r"1 finished or started run\(s\) .*\n  matched seed 1: "
+                                              r"train.epochs: 4 → 6") as err:
+            compare_runner.train_all(more, log=messages.append)
+        assert "--retrain" in str(err.value)
+        assert trained == [("long", 2)] and _stored_epochs(matched_dir) == 4  # the new seed trained, the run kept
+        return
+    result = compare_runner.train_all(more, log=messages.append, retrain=retrain)
+    set_aside = list(matched_dir.parent.glob("seed1.replaced-*"))
+    if outcome == "reused":
+        assert trained == [("long", 2)] and not set_aside
+        assert "[matched seed 1] finished earlier with the same config (4 epochs), reused" in messages
+    else:
+        assert trained == [("long", 2), ("matched", 1)] and _stored_epochs(matched_dir) == 6
+        assert len(set_aside) == 1 and _stored_epochs(set_aside[0]) == 4  # the old run kept beside it
+    epochs = 4 if outcome == "reused" else 6
+    assert result.configs[("matched", 1)].train.epochs == epochs and set(result.results["matched"]) == {1}
+
+
+def test_runs_side_by_side_that_are_all_reused_start_no_process():
+    from types import SimpleNamespace
+
+    reused = [compare_runner.Run(name, 1, SimpleNamespace(), waits, lambda: (SimpleNamespace(), False))
+              for name, waits in (("a", ()), ("b", ("a",)), ("c", ("a", "b")))]
+    messages = []
+    compare_runner.train_runs(reused, jobs=2, log=messages.append)
+    assert messages == [] and all(run.resolve is None for run in reused)
 
 
 def test_the_footnote_gives_the_matched_entrys_verdict_against_the_matched_row():

@@ -79,16 +79,15 @@ def test_every_shipped_config_is_valid():
 def test_self_distillation_study_configs_resolve_every_run(data_set):
     import torch
 
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
     from segkd.models import build_model
 
     search = load_compare_config(f"search_sd_{data_set}")
-    for entry in search.entries:  # the schedule is chosen on the held-out part, never on test
-        for seed in entry.seeds or search.seeds:
-            cfg = run_config(search, entry, seed)
-            assert cfg.task == "binary" and cfg.data.holdout > 0 and cfg.data.val_split == "holdout"
+    for cfg in run_configs(search).values():  # the schedule is chosen on the held-out part, never on test
+        assert cfg.task == "binary" and cfg.data.holdout > 0 and cfg.data.val_split == "holdout"
     compare = load_compare_config(f"compare_sd_{data_set}")
-    runs = {e.name: [run_config(compare, e, seed) for seed in e.seeds or compare.seeds] for e in compare.entries}
+    configs = run_configs(compare)
+    runs = {e.name: [configs[(e.name, seed)] for seed in compare.seeds_of(e)] for e in compare.entries}
     assert len(runs["baseline"]) == 5 and all(len(cfgs) >= 3 for cfgs in runs.values())
     methods = {m["name"] for cfgs in runs.values() for m in cfgs[0].distill.methods}
     assert methods == {"pspsd", "tfkd", "frskd", "byot", "dhm", "sad", "dks"}

@@ -150,14 +150,14 @@ def test_the_config_layer_imports_nothing_above_it():
 
 
 def test_a_comparison_entry_takes_a_recipe_from_its_fragments(tmp_path):
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
 
     study = _write(tmp_path / "study.yaml", {
         "kind": "compare", "run_config": "tiny_binary", "output_dir": str(tmp_path), "baseline": "alone",
         "entries": [{"name": "alone"}, {"name": "byot", "base": ["methods/byot"]},
                     {"name": "byot_half", "base": ["methods/byot"], "set": ["loss.main_weight=0.5"]}]})
     cc = load_compare_config(study)
-    alone, byot, byot_half = (run_config(cc, entry, 1) for entry in cc.entries)
+    alone, byot, byot_half = (run_configs(cc)[(entry.name, 1)] for entry in cc.entries)
     assert alone.distill.methods == [] and alone.loss.main_weight == 1.0
     assert byot.distill.methods == [{"name": "byot"}] and byot.loss.main_weight == 0.9  # methods/byot.yaml
     assert byot_half.loss.main_weight == 0.5  # the entry's overrides come after its fragments
@@ -165,7 +165,7 @@ def test_a_comparison_entry_takes_a_recipe_from_its_fragments(tmp_path):
     gone = _write(tmp_path / "gone.yaml", {**yaml.safe_load(study.read_text()),
                                            "entries": [{"name": "alone", "base": ["methods/byto"]}]})
     with pytest.raises(ConfigError, match=r"entry 'alone': base \['methods/byto'\]: config 'methods/byto' not found"):
-        run_config(load_compare_config(gone), load_compare_config(gone).entries[0], 1)
+        run_configs(load_compare_config(gone))
 
 
 def _flat_keys(tree, prefix=""):

@@ -41,7 +41,7 @@ def test_method_values_drop_restated_defaults_only():
 
 @pytest.mark.parametrize("name", sorted(SNAPSHOT))
 def test_an_old_name_resolves_to_the_same_values(name):
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
     from segkd.engine.checks import load_run_config
 
     stored = SNAPSHOT[name]
@@ -53,8 +53,9 @@ def test_an_old_name_resolves_to_the_same_values(name):
             return
         cc = load_compare_config(name)
         assert _comparison_values(cc.model_dump(mode="json")) == _comparison_values(stored["config"])
+        configs = run_configs(cc)
         for entry in cc.entries:
-            resolved = run_config(cc, entry, cc.seeds_of(entry)[0]).to_dict()
+            resolved = configs[(entry.name, cc.seeds_of(entry)[0])].to_dict()
             resolved["train"].pop("progress")  # on in a terminal only: not part of the stored values
             assert _run_values(resolved) == _run_values(stored["runs"][entry.name]), entry.name
 
@@ -68,7 +69,7 @@ def test_the_snapshot_covers_the_method_and_data_set_pairs():
 
 @pytest.mark.parametrize("name", shipped_names())
 def test_no_shipped_config_spells_an_older_option_name(name):
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
     from segkd.engine.checks import load_run_config
 
     with warnings.catch_warnings():
@@ -78,7 +79,7 @@ def test_no_shipped_config_spells_an_older_option_name(name):
             runs = [load_run_config(name)]
         else:
             cc = load_compare_config(name)
-            runs = [run_config(cc, entry, cc.seeds_of(entry)[0]) for entry in cc.entries]
+            runs = list(run_configs(cc).values())
         for run in runs:  # built here too, so the test does not rely on how far loading checks methods
             for spec in run.distill.methods:
                 build_method(spec)

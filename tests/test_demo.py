@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segkd.commands.compare import run_config
+from segkd.commands.compare import run_configs
 from segkd.commands.demo import demo_config
 
 
 def _configs(cc):
-    return {e.name: run_config(cc, e, cc.seeds_of(e)[0]) for e in cc.entries}
+    configs = run_configs(cc)
+    return {e.name: configs[(e.name, cc.seeds_of(e)[0])] for e in cc.entries}
 
 
 def test_demo_compares_three_seeds_with_the_same_student_data(tmp_path):

@@ -149,15 +149,16 @@ def test_shipped_kd_configs_follow_the_recipe_and_the_source_recipe_is_kept():
 
 
 def test_the_stanford_background_study_measures_the_recipe_against_a_tuned_student():
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
     from segkd.config import load_config
 
     cc = load_compare_config("compare_sbg")
     entries = {entry.name: entry for entry in cc.entries}
     recipe = load_config("kd_pspnet50_to_18_voc")
-    study = run_config(cc, entries["kd_cwd"], 1)
+    configs = run_configs(cc)
+    study = configs[("kd_cwd", 1)]
     assert (study.distill.methods, study.loss.distill_share) == (recipe.distill.methods, recipe.loss.distill_share)
-    baseline = run_config(cc, entries[cc.baseline], 1)
+    baseline = configs[(cc.baseline, 1)]
     assert not entries[cc.baseline].teacher_from and not baseline.distill.methods
     # the baseline and the recipe differ only in the distillation, and have the same seeds
     assert (baseline.data, baseline.model, baseline.train.epochs, baseline.schedule, baseline.optim) == (
@@ -166,15 +167,16 @@ def test_the_stanford_background_study_measures_the_recipe_against_a_tuned_stude
 
 
 def test_the_held_out_search_gives_the_student_and_the_recipe_the_same_grid_and_seeds():
-    from segkd.commands.compare import load_compare_config, run_config
+    from segkd.commands.compare import load_compare_config, run_configs
 
     cc = load_compare_config("search_sbg")
-    assert run_config(cc, cc.entries[1], 1).data.val_split == "holdout"  # never val
+    configs = run_configs(cc)
+    assert configs[(cc.entries[1].name, cc.seeds_of(cc.entries[1])[0])].data.val_split == "holdout"  # never val
 
     def grid(prefix: str, distilled: bool) -> dict[float, list[int]]:
         rows = [e for e in cc.entries if e.name.startswith(prefix) and bool(e.teacher_from) == distilled
                 and len(e.seeds or cc.seeds) > 1]
-        return {run_config(cc, e, 1).optim.lr: e.seeds for e in rows}
+        return {configs[(e.name, e.seeds[0])].optim.lr: e.seeds for e in rows}
 
     student, recipe = grid("student_wu", False), grid("kd_cwd", True)
     assert student == recipe and sorted(student) == [0.01, 0.02, 0.04]

@@ -20,14 +20,14 @@ def _cc(tmp_path, epochs):
 def test_changed_comparison_refuses_then_retrains(tmp_path):
     save_config(tiny_binary_config(tmp_path), tmp_path / "run.yaml")
     messages: list[str] = []
-    first = train_all(_cc(tmp_path, 1), log=messages.append)
+    first = train_all(_cc(tmp_path, 1), log=messages.append).results
     assert first["base"][1]["iterations"] == 2
-    assert train_all(_cc(tmp_path, 1), log=messages.append)["base"][1]["iterations"] == 2
+    assert train_all(_cc(tmp_path, 1), log=messages.append).results["base"][1]["iterations"] == 2
     assert "finished earlier with the same config, reused" in messages[-1]
     with pytest.raises(ConfigError, match=r"base seed 1: train.epochs: 1 → 2") as err:
         train_all(_cc(tmp_path, 2), log=messages.append)  # was: "finished earlier, reused" with 2 iterations
     assert "--retrain" in str(err.value)
-    again = train_all(_cc(tmp_path, 2), log=messages.append, retrain=True)
+    again = train_all(_cc(tmp_path, 2), log=messages.append, retrain=True).results
     assert again["base"][1]["iterations"] == 4
     kept = list((tmp_path / "cmp" / "base").glob("seed1.replaced-*"))
     assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()

@@ -13,7 +13,6 @@ from segkd.commands.compare_config import (
     CompareConfig,
     CompareEntry,
     load_compare_config,
-    run_config,
     run_configs,
     runs_of,
     validate_compare,
@@ -32,9 +31,9 @@ def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bo
     configs = run_configs(cc)  # read and validated once, for the runner and the report
     first = next(iter(configs.values()))
     resolve_root(first.data, first.task)  # a missing data set stops the comparison before any run
-    results = train_all(cc, log, retrain, report_only, configs=configs)
-    return write_report(cc, configs, results)
+    trained = train_all(cc, log, retrain, report_only, configs=configs)  # matched entries at their epochs
+    return write_report(cc, trained.configs, trained.results)
 
 
-__all__ = ["CompareConfig", "CompareEntry", "compare", "format_markdown", "load_compare_config", "run_config",
-           "run_configs", "runs_of", "summarise", "train_all", "validate_compare"]
+__all__ = ["CompareConfig", "CompareEntry", "compare", "format_markdown", "load_compare_config", "run_configs",
+           "runs_of", "summarise", "train_all", "validate_compare"]

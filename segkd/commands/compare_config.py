@@ -37,7 +37,7 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -80,7 +80,6 @@ class CompareEntry(BaseModel):
 
 class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["compare"] = Field("compare", description="tells a comparison config from a run config")
     name: str = "compare"
     run_config: str = Field(description="the run config every entry starts from")
     output_dir: Path
@@ -174,12 +173,11 @@ def _starts(cc: CompareConfig) -> Callable[[CompareEntry], dict[str, Any]]:
         entry = _source(cc, entry)
         key = tuple(entry.base)
         if key not in read:
-            if not key:
-                read[key] = read_yaml(find_config(cc.run_config))
-                return read[key]
             try:
                 read[key] = read_yaml("+".join([cc.run_config, *key]))
             except ConfigError as err:
+                if not key:  # the run config itself: its own message names it
+                    raise
                 raise ConfigError(f"{cc.name}: entry '{entry.name}': base {list(key)}: {err}") from None
         return read[key]
 
@@ -228,14 +226,11 @@ def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) 
     return max(1, round(epochs * seconds[match.of] / seconds[match.from_]))
 
 
-def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs,
-                   start: Callable[[CompareEntry], dict[str, Any]] | None = None) -> Config | None:
-    """The run config of a ``matched_time`` entry at its matched epochs; None while they are not known.
-    Validation keeps its frequency relative to the run (a run validated only at its end still is), and
-    a ``max_iters`` cap grows with the epochs."""
-    epochs = matched_epochs(cc, entry, configs)
-    if epochs is None:
-        return None
+def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs, epochs: int,
+                   start: Callable[[CompareEntry], dict[str, Any]] | None = None) -> Config:
+    """The run config of a ``matched_time`` entry at ``epochs`` (``matched_epochs``). Validation keeps its
+    frequency relative to the run (a run validated only at its end still is), and a ``max_iters`` cap grows
+    with the epochs."""
     plain = configs[(entry.matched_time.from_, cc.seeds_of(cc.entry(entry.matched_time.from_))[0])]
     scale = epochs / plain.train.epochs
     lengths = [f"train.epochs={epochs}", f"train.val_every={min(epochs, max(1, round(plain.train.val_every * scale)))}"]
@@ -244,29 +239,27 @@ def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: R
     return _resolve(cc, (start or _starts(cc))(entry), entry, seed, None, lengths)
 
 
-def with_matched(cc: CompareConfig, configs: RunConfigs) -> RunConfigs:
-    """``configs`` with every ``matched_time`` entry whose epochs are known resolved at them."""
-    resolved, start = dict(configs), _starts(cc)
-    for entry, seed in runs_of(cc):
-        if entry.matched_time is not None:
-            matched = matched_config(cc, entry, seed, configs, start)
-            resolved[(entry.name, seed)] = matched or configs[(entry.name, seed)]
-    return resolved
+class Matched(NamedTuple):
+    """Every run's config, a ``matched_time`` entry's at its epochs once they are known; ``waiting``: the
+    matched entries whose epochs are not known yet (a run of their two entries unfinished), whose configs
+    are still their ``from`` entry's: their runs wait for those runs, and are resolved and judged then."""
+
+    configs: RunConfigs
+    waiting: frozenset[str]
 
 
-def run_config(cc: CompareConfig, entry: CompareEntry, seed: int) -> Config:
-    """The run config of one (entry, seed), and of its teacher entry's first seed when it has one
-    (a ``matched_time`` entry: as ``run_configs`` resolves it before its epochs are known)."""
-    start = _starts(cc)
-
-    def resolved(entry: CompareEntry, seed: int) -> Config:
-        teacher = None
-        if entry.teacher_from is not None:
-            teacher_entry = cc.entry(entry.teacher_from)
-            teacher = resolved(teacher_entry, cc.seeds_of(teacher_entry)[0])
-        return _resolve(cc, start(entry), entry, seed, teacher)
-
-    return resolved(entry, seed)
+def with_matched(cc: CompareConfig, configs: RunConfigs) -> Matched:
+    """``configs`` (``run_configs``) with every ``matched_time`` entry whose epochs are known resolved at
+    them: each entry's epochs worked out once, from its two entries' stored times."""
+    resolved, waiting, start = dict(configs), set(), _starts(cc)
+    for entry in (e for e in cc.entries if e.matched_time is not None):
+        epochs = matched_epochs(cc, entry, configs)
+        if epochs is None:
+            waiting.add(entry.name)
+            continue
+        for seed in cc.seeds_of(entry):
+            resolved[(entry.name, seed)] = matched_config(cc, entry, seed, configs, epochs, start)
+    return Matched(resolved, frozenset(waiting))
 
 
 def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed: int,
@@ -307,6 +300,6 @@ def teacher_cache_dir(cc: CompareConfig, entry: CompareEntry, teacher: dict[str,
     return cc.output_dir / "teacher_cache" / f"{entry.teacher_from or entry.name}{views}"
 
 
-__all__ = ["CompareConfig", "CompareEntry", "MatchedTime", "Results", "RunConfigs", "load_compare_config",
-           "matched_config", "matched_epochs", "metric_columns", "run_config", "run_configs", "runs_of",
-           "validate_compare", "with_matched"]
+__all__ = ["CompareConfig", "CompareEntry", "Matched", "MatchedTime", "Results", "RunConfigs", "load_compare_config",
+           "matched_config", "matched_epochs", "metric_columns", "run_configs", "runs_of", "validate_compare",
+           "with_matched"]

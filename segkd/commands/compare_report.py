@@ -21,7 +21,6 @@ from segkd.commands.compare_config import (
     Results,
     RunConfigs,
     metric_columns,
-    with_matched,
 )
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
@@ -42,8 +41,8 @@ SIGNIFICANCE_RULE = (
 
 def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> dict[str, Any]:
     """Write ``results.{md,csv,json}`` and the plots of the finished runs; return the rows, the
-    markdown and the figures' paths. ``configs``: every (entry, seed)'s run config."""
-    configs = with_matched(cc, configs)  # a matched entry at the epochs its runs trained for
+    markdown and the figures' paths. ``configs``: every (entry, seed)'s run config, a ``matched_time``
+    entry's at the epochs its runs trained for (``train_all`` gives them)."""
     first = next(iter(configs.values()))
     task, main = first.task, metric_columns(first.task)[0]
     rows = summarise(cc, results, task)
@@ -232,7 +231,7 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
         pred_dir = out / "predictions" / name
         device = next(models[name].parameters()).device
         metrics = evaluate_with_config(models[name], dataset, cfg, device, save_dir=pred_dir,
-                                       palette=layout_palette(cfg.data.layout), return_curves=task == "binary")
+                                       return_curves=task == "binary")
         if task == "binary":
             curves[name] = metrics["curves"]
         for row, sample in zip(grid, samples):

@@ -3,7 +3,8 @@
 Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
 interrupted ones resumed, so running the command again continues where it stopped. A run whose
 stored config differs from the one the comparison now resolves is never reused (``--retrain``).
-A ``matched_time`` entry's runs wait for every run of its two entries and are resolved when they start.
+A ``matched_time`` entry's runs wait for every run of its two entries and are resolved when they start;
+one trained before a run of theirs was added is judged then: reused if its epochs come out the same.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -25,6 +26,7 @@ import yaml
 from segkd.commands.compare_config import (
     CompareConfig,
     CompareEntry,
+    Matched,
     Results,
     RunConfigs,
     matched_config,
@@ -43,6 +45,14 @@ StaleRuns = dict[tuple[str, int], list[str]]
 """``{(entry, seed): differing keys}``"""
 
 
+class Trained(NamedTuple):
+    """What ``train_all`` leaves: every run's config (a ``matched_time`` entry's at the epochs its runs
+    trained for) and the metrics of every finished run."""
+
+    configs: RunConfigs
+    results: Results
+
+
 def stored_config(run_dir: Path) -> dict[str, Any] | None:
     """The resolved config a run directory was trained with (``config.yaml``), if any."""
     path = run_dir / "config.yaml"
@@ -52,40 +62,44 @@ def stored_config(run_dir: Path) -> dict[str, Any] | None:
     return stored if isinstance(stored, dict) else None
 
 
-def stale_runs(cc: CompareConfig, configs: RunConfigs | None = None) -> StaleRuns:
-    """The run directories trained with another config than ``configs`` (default: resolved from ``cc``).
+def stale_runs(cc: CompareConfig, matched: Matched | None = None) -> StaleRuns:
+    """The run directories trained with another config than ``matched`` (``with_matched``; default: worked
+    out from ``cc``).
 
     A student whose teacher entry is stale is stale too: its teacher would be retrained; so is a
-    ``matched_time`` entry whose two entries are, or whose epochs are not known (one of their runs unfinished).
+    ``matched_time`` entry whose two entries are. A matched entry still waiting for its epochs is judged
+    when they are known (when its runs start), not here.
     """
-    configs = with_matched(cc, configs if configs is not None else run_configs(cc))
+    configs, waiting = matched if matched is not None else with_matched(cc, run_configs(cc))
     stale: StaleRuns = {}
     stale_entries: set[str] = set()
     for entry, seed in runs_of(cc):
         cfg = configs[(entry.name, seed)]
         stored = stored_config(cfg.run_dir)
-        if stored is not None and entry.matched_time is not None and matched_epochs(cc, entry, configs) is None:
-            diffs = [f"its epochs follow the times of '{entry.matched_time.of}' and '{entry.matched_time.from_}', "
-                     "whose runs are not all finished"]
-        else:
-            diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
-        if stored is not None:  # a teacher, or a matched entry's two entries
-            diffs += [f"entry '{name}', which it waits for, is retrained" for name in _waits_for(entry)
-                      if name in stale_entries]
+        if stored is None:
+            continue
+        diffs = [] if entry.name in waiting else run_changes(stored, cfg.to_dict())
+        # a teacher, or a matched entry's two entries
+        diffs += [f"entry '{name}', which it waits for, is retrained" for name in _waits_for(entry)
+                  if name in stale_entries]
         if diffs:
             stale[(entry.name, seed)] = diffs
             stale_entries.add(entry.name)
     return stale
 
 
-def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, configs: RunConfigs | None = None) -> Results:
-    """The metrics of the runs finished with the current config; says which are left out."""
-    configs = configs if configs is not None else run_configs(cc)
+def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, matched: Matched | None = None) -> Results:
+    """The metrics of the runs finished with the current config; says which are left out.
+    ``matched``: as ``with_matched`` gives it (default: worked out from ``cc``)."""
+    configs, waiting = matched if matched is not None else with_matched(cc, run_configs(cc))
     results: Results = {entry.name: {} for entry in cc.entries}
     for entry, seed in runs_of(cc):
         done = configs[(entry.name, seed)].run_dir / "metrics.json"
         if (entry.name, seed) in stale:
             log(f"[{entry.name} seed {seed}] trained with another config, left out")
+        elif entry.name in waiting and done.is_file():
+            log(f"[{entry.name} seed {seed}] its epochs wait for unfinished runs of '{entry.matched_time.of}' "
+                f"or '{entry.matched_time.from_}', left out")
         elif done.is_file():
             results[entry.name][seed] = json.loads(done.read_text())
         else:
@@ -94,40 +108,51 @@ def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, configs: RunCo
 
 
 def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False,
-              configs: RunConfigs | None = None) -> Results:
-    """Train every (entry, seed) not finished yet and return the metrics of every run.
+              configs: RunConfigs | None = None) -> Trained:
+    """Train every (entry, seed) not finished yet; return every run's config and metrics.
 
     A run directory trained with another resolved config is never reused: the comparison stops
     and lists the differing keys, or with ``retrain`` the old run is moved aside and trained again.
+    A ``matched_time`` entry whose epochs are not known yet is judged so when its runs start.
     ``report_only``: train nothing; return the runs finished with the current config.
     ``configs``: the runs as ``run_configs(cc)`` resolves them (resolved here when not given).
     """
-    configs = with_matched(cc, configs if configs is not None else run_configs(cc))
-    stale = stale_runs(cc, configs)
+    matched = with_matched(cc, configs if configs is not None else run_configs(cc))
+    configs, waiting = matched
+    stale = stale_runs(cc, matched)
     if report_only:
-        return finished_runs(cc, stale, log, configs)
+        return Trained(configs, finished_runs(cc, stale, log, matched))
     if stale and not retrain:
-        listed = "\n".join(f"  {name} seed {seed}: {'; '.join(diffs[:5])}" for (name, seed), diffs in stale.items())
-        raise ConfigError(
-            f"{len(stale)} finished or started run(s) under {cc.output_dir} were trained with another "
-            f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
-            f"or choose another output_dir:\n{listed}"
-        )
+        raise _refusal(cc, stale)
+    retrained = {name for name, _ in stale}
     todo: list[Run] = []
     for entry, seed in runs_of(cc):
         cfg = configs[(entry.name, seed)]
         if (entry.name, seed) in stale:
             log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
-        if (cfg.run_dir / "metrics.json").is_file():
+        if entry.matched_time is not None and (entry.name in waiting or retrained.intersection(_waits_for(entry))):
+            # its epochs follow runs trained below: resolved, and the run judged, when it starts
+            resolve = _resolver(cc, entry, seed, configs, retrain, log)
+            todo.append(Run(entry.name, seed, cfg, _waits_for(entry), resolve))
+        elif (cfg.run_dir / "metrics.json").is_file():
             log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
-        elif entry.matched_time is not None:  # its epochs follow runs maybe trained below: resolved when it starts
-            todo.append(Run(entry.name, seed, cfg, _waits_for(entry), _resolver(cc, entry, seed, configs)))
         else:
             todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
     awaited = {name for entry in cc.entries for name in _waits_for(entry)}
     todo.sort(key=lambda run: run.name not in awaited)  # teachers first: others wait for them
     train_runs(todo, cc.jobs, log)
-    return finished_runs(cc, {}, log, configs)  # the stale ones were trained again
+    trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
+    return Trained(trained, finished_runs(cc, {}, log, Matched(trained, frozenset())))  # stale ones trained again
+
+
+def _refusal(cc: CompareConfig, stale: StaleRuns) -> ConfigError:
+    """The error a comparison stops with when runs there were trained with another config."""
+    listed = "\n".join(f"  {name} seed {seed}: {'; '.join(diffs[:5])}" for (name, seed), diffs in stale.items())
+    return ConfigError(
+        f"{len(stale)} finished or started run(s) under {cc.output_dir} were trained with another "
+        f"config; rerun with --retrain to train them again (the old runs are kept beside them), "
+        f"or choose another output_dir:\n{listed}"
+    )
 
 
 def _set_aside(run_dir: Path) -> Path:
@@ -145,13 +170,27 @@ def _waits_for(entry: CompareEntry) -> tuple[str, ...]:
     return (entry.teacher_from,) if entry.teacher_from is not None else ()
 
 
-def _resolver(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs) -> Callable[[], Config]:
-    def resolve() -> Config:
-        cfg = matched_config(cc, entry, seed, configs)
-        if cfg is None:  # its entries' runs were trained or reused just before: never expected
+def _resolver(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs, retrain: bool,
+              log=print) -> Callable[[], tuple[Config, bool]]:
+    """A matched run's config at the epochs its two entries' times give once their runs are done, and
+    whether to train it: a run there already is reused when trained with that config, else moved aside
+    (``retrain``) or the comparison stops, as for a run stale from the start."""
+    def resolve() -> tuple[Config, bool]:
+        epochs = matched_epochs(cc, entry, configs)
+        if epochs is None:  # its entries' runs were trained or reused just before: never expected
             raise ConfigError(f"{cc.name}: entry '{entry.name}': a run of '{entry.matched_time.of}' or "
                               f"'{entry.matched_time.from_}' has no metrics.json; run segkd compare again")
-        return cfg
+        cfg = matched_config(cc, entry, seed, configs, epochs)
+        stored = stored_config(cfg.run_dir)
+        diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
+        if diffs and not retrain:
+            raise _refusal(cc, {(entry.name, seed): diffs})
+        if diffs:
+            log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
+        elif (cfg.run_dir / "metrics.json").is_file():
+            log(f"[{entry.name} seed {seed}] finished earlier with the same config ({epochs} epochs), reused")
+            return cfg, False
+        return cfg, True
 
     return resolve
 
@@ -165,13 +204,15 @@ class Run:
     seed: int
     cfg: Config
     waits_for: tuple[str, ...] = ()
-    resolve: Callable[[], Config] | None = None
+    resolve: Callable[[], tuple[Config, bool]] | None = None
 
-    def ready(self) -> Run:
-        """The run at the config it trains with, resolved now that the runs it waits for are done."""
-        if self.resolve is not None:
-            self.cfg, self.resolve = self.resolve(), None
-        return self
+    def ready(self) -> bool:
+        """Whether to train it: ``cfg`` resolved now that the runs it waits for are done; False for a run
+        finished earlier with that config."""
+        if self.resolve is None:
+            return True
+        (self.cfg, train), self.resolve = self.resolve(), None
+        return train
 
 
 def train_runs(runs: list[Run], jobs: int, log=print) -> None:
@@ -188,7 +229,8 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
 
     if jobs == 1 or len(runs) <= 1:
         for run in runs:  # in order: teachers come first
-            run = run.ready()
+            if not run.ready():
+                continue
             started(run)
             finished(run, fit(run.cfg, resume=_resumes(run.cfg)))
         return
@@ -204,15 +246,20 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
         while waiting or running:
             busy = {run.name for run in [*waiting, *running.values()]}
             ready = [r for r in waiting if not busy.intersection(r.waits_for)]
-            for run in ready[: max(0, jobs - len(running))]:  # started when a process is free for it
-                run.ready()
+            for run in ready:  # started when a process is free for it
+                if len(running) >= jobs:
+                    break
+                waiting.remove(run)
+                if not run.ready():
+                    continue
                 cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
                 if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
                     filled.add(cache)
                     fill_ahead(run.cfg)
-                waiting.remove(run)
                 started(run)
                 running[pool.submit(_fit_in_worker, run.cfg)] = run
+            if not running:  # every run ready was reused: look again at those waiting
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 finished(running.pop(future), future.result())
@@ -240,4 +287,4 @@ def _fit_in_worker(cfg: Config) -> dict[str, Any]:
     return fit(cfg, resume=_resumes(cfg))
 
 
-__all__ = ["finished_runs", "stale_runs", "train_all", "train_runs"]
+__all__ = ["Trained", "finished_runs", "stale_runs", "train_all", "train_runs"]

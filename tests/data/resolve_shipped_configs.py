@@ -25,26 +25,25 @@ def without_progress(run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def resolve(name: str, compare_names: set[str]) -> dict[str, Any]:
-    from segkd.commands.compare import load_compare_config, run_config
-    from segkd.config import load_config
+def resolve(name: str) -> dict[str, Any]:
+    from segkd.commands.compare import load_compare_config, run_configs
+    from segkd.config import load_config, read_config
 
-    if name not in compare_names:
+    if read_config(name)[0] == "run":
         return {"kind": "run", "config": load_config(name).to_dict()}
     cc = load_compare_config(name)
-    runs = {entry.name: without_progress(run_config(cc, entry, cc.seeds_of(entry)[0]).to_dict())
+    configs = run_configs(cc)
+    runs = {entry.name: without_progress(configs[(entry.name, cc.seeds_of(entry)[0])].to_dict())
             for entry in cc.entries}
     return {"kind": "compare", "config": cc.model_dump(mode="json"), "runs": runs}
 
 
 def main(names: list[str]) -> None:
-    stored = json.loads(OUTPUT.read_text())
+    stored = json.loads(OUTPUT.read_text()) if OUTPUT.is_file() else {}
     names = names or sorted(stored)
-    # the rule of the snapshot's time (the file name) tells the two schemas apart
-    compare_names = {n for n in names if n.startswith(("demo", "compare", "search"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        resolved = {name: resolve(name, compare_names) for name in names}
+        resolved = {name: resolve(name) for name in names}
     OUTPUT.write_text(json.dumps({**stored, **resolved}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUTPUT}: {len(resolved)} of {len(stored | resolved)} configs")
 
