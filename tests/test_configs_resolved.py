@@ -74,7 +74,7 @@ def test_no_shipped_config_spells_an_older_option_name(name):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. a short schedule's warning: not what this test is about
-        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
         if read_config(name)[0] == "run":
             runs = [load_run_config(name)]
         else:

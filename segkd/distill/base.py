@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from segkd.distill.options import current_options
+from segkd.distill.options import OlderNamesRead, current_options
 from segkd.registry import Registry
 
 METHODS: Registry[type[DistillMethod]] = Registry("distillation method")
@@ -44,7 +44,7 @@ def register_method(name: str):
     return decorator
 
 
-class DistillMethod(nn.Module):
+class DistillMethod(OlderNamesRead):
     """Base class. Subclasses set the class attributes and implement ``forward``.
 
     Class attributes:
@@ -59,8 +59,8 @@ class DistillMethod(nn.Module):
             constructor arguments when the subclass accepts them.
         terms: ``{term: what it computes}`` for every loss term ``forward`` may return
             (listed by ``segkd methods``).
-        renamed_options: ``{old name: current name}`` of options still accepted under an older
-            name, with a ``DeprecationWarning`` (see ``segkd.distill.options``).
+        renamed_options: ``{old name: current name}`` of options still accepted (and read as
+            attributes) under an older name, with a ``FutureWarning`` (see ``segkd.distill.options``).
     """
 
     name: ClassVar[str] = ""
@@ -124,7 +124,7 @@ def build_method(spec: Mapping[str, Any]) -> DistillMethod:
     """Build a method from its config entry ``{"name": ..., **hyper_parameters}``.
 
     Unknown hyper-parameters are an error that names them, so a typo never passes silently;
-    an option's older name is accepted with a ``DeprecationWarning`` naming the current one.
+    an option's older name is accepted with a ``FutureWarning`` naming the current one.
     """
     spec = dict(spec)
     name = spec.pop("name")

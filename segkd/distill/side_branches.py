@@ -53,9 +53,20 @@ class SideBranchMethod(DistillMethod):
                              f"got {list(branch_from)}")
         self.stages, self.branch_from = tuple(stages), tuple(branch_from)
         self.temperature = check_temperature(temperature, self.name)
-        self.aux_sup_weight, self.pair_weight = aux_sup_weight, pair_weight
+        self.aux_sup_weight = aux_sup_weight
+        # stored under the option's own name (DHM's mimic_weight, DKS's synergy_weight), so it reads as written
+        setattr(self, self.pair_option, pair_weight)
         self.student_taps = {name: name for name in self.stages}
         self.branches = nn.ModuleList()
+
+    @property
+    def pair_option(self) -> str:
+        """The option that weighs the pairwise term: ``<pair_term>_weight``."""
+        return f"{self.pair_term}_weight"
+
+    @property
+    def pair_weight(self) -> float:
+        return getattr(self, self.pair_option)
 
     def setup(self, student_shapes: Mapping[str, torch.Size],
               teacher_shapes: Mapping[str, torch.Size] | None) -> None:
