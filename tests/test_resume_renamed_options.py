@@ -42,7 +42,7 @@ def _store_old_spelling(run_dir) -> None:
 def test_old_names_and_restated_defaults_are_no_change_but_values_are():
     old = {"distill": {"methods": [{"name": "logits_kd", "T": 1.0}, {"name": "byot", "alpha": 0.2}]}}
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # a stored config's old names are not the user's to fix
+        warnings.simplefilter("error", FutureWarning)  # a stored config's old names are not the user's to fix
         same = {"distill": {"methods": [{"name": "logits_kd"}, {"name": "byot", "kd_share": 0.2}]}}
         assert run_changes(old, same) == []
         changed = run_changes(old, {"distill": {"methods": [{"name": "logits_kd", "temperature": 2.0},
@@ -51,6 +51,19 @@ def test_old_names_and_restated_defaults_are_no_change_but_values_are():
     # a method this version lacks (or an option it refuses) is compared as written, not an error
     unknown = {"distill": {"methods": [{"name": "gone", "x": 1}]}}
     assert methods_as_built(unknown) == unknown and run_changes(unknown, unknown) == []
+
+
+def test_options_restating_defaults_under_other_names_or_as_lists_are_no_change():
+    stored = {"distill": {"methods": [
+        {"name": "cwd", "at": "logits", "mapping": "auto"}, {"name": "cirkd", "weight": 1.0},
+        {"name": "dhm", "stages": ["stage1", "stage2", "stage3", "stage4"], "alpha": 1.0},
+        {"name": "byot", "stages": ["stage1", "stage2", "stage3"]}, {"name": "dks", "synergy_weight": 1.0}]}}
+    written_now = {"distill": {"methods": [{"name": name} for name in ("cwd", "cirkd", "dhm", "byot", "dks")]}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert run_changes(stored, written_now) == []
+        changed = [*written_now["distill"]["methods"][:4], {"name": "dks", "synergy_weight": 2.0}]
+        assert len(run_changes(stored, {"distill": {"methods": changed}})) == 1
 
 
 def test_a_run_stored_with_an_older_option_name_resumes(tmp_path):
@@ -75,7 +88,7 @@ def test_compare_reuses_a_run_stored_with_an_older_option_name(tmp_path):
     messages: list[str] = []
     train_all(comparison(1.0), log=messages.append)
     _store_old_spelling(tmp_path / "cmp" / "kd" / "seed1")
-    assert train_all(comparison(1.0), log=messages.append).results["kd"][1]["iterations"] == 2
+    assert train_all(comparison(1.0), log=messages.append)["kd"][1]["iterations"] == 2
     assert "finished earlier with the same config, reused" in messages[-1]
     with pytest.raises(ConfigError, match=r"kd seed 1: distill\.methods: .*\"temperature\": 2\.0"):
         train_all(comparison(2.0), log=messages.append)
