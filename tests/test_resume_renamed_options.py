@@ -88,7 +88,7 @@ def test_compare_reuses_a_run_stored_with_an_older_option_name(tmp_path):
     messages: list[str] = []
     train_all(comparison(1.0), log=messages.append)
     _store_old_spelling(tmp_path / "cmp" / "kd" / "seed1")
-    assert train_all(comparison(1.0), log=messages.append)["kd"][1]["iterations"] == 2
+    assert train_all(comparison(1.0), log=messages.append).results["kd"][1]["iterations"] == 2
     assert "finished earlier with the same config, reused" in messages[-1]
     with pytest.raises(ConfigError, match=r"kd seed 1: distill\.methods: .*\"temperature\": 2\.0"):
         train_all(comparison(2.0), log=messages.append)
