@@ -17,12 +17,14 @@ from torch import nn
 
 from segkd.distill import FeatureTaps
 from segkd.distill.base import build_method
-from segkd.distill.cirkd import TAPPED as CIRKD_TAP
+from segkd.distill.cirkd import CrossImageRelationalKD
 from segkd.distill.cirkd_memory import ClassQueues
 from segkd.distill.logits_kd import LogitsKD
 from segkd.engine.builders import build_methods, probe
 
 from engine_helpers import tiny_semantic_config
+
+CIRKD_TAP = CrossImageRelationalKD.tapped  # the key of CIRKD's tap on both sides
 
 
 def dot(a: list[float], b: list[float]) -> float:
