@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -122,3 +123,28 @@ def test_sigterm_checkpoints_the_step_and_resume_is_exact(tmp_path, monkeypatch)
     fit(stopped, resume=True)
     a, b = (read_checkpoint(c.run_dir / "last.pt")["model"] for c in (straight, stopped))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_to_the_loader_workers_too_still_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    # a batch scheduler (e.g. SLURM's scancel) signals every process of the job; here the loader's
+    # worker gets it first (after step 3, before it delivers step 4's batch), the trainer after step 4
+    cfg = tiny_binary_config(tmp_path, train={"epochs": 4}, data={"num_workers": 1, "synthetic": {"num_train": 16}})
+    real_step = trainer_module.train_step
+
+    def step_then_term_all(run, batch, epoch):
+        losses = real_step(run, batch, epoch)
+        me = os.getpid()
+        if run.iteration == 3:
+            children = open(f"/proc/{me}/task/{me}/children").read().split()
+            assert children  # the loader's worker
+            for child in children:
+                os.kill(int(child), signal.SIGTERM)
+            time.sleep(0.5)
+        if run.iteration == 4:
+            os.kill(me, signal.SIGTERM)
+        return losses
+
+    monkeypatch.setattr(trainer_module, "train_step", step_then_term_all)
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at iteration 4"):
+        fit(cfg)  # was: RuntimeError, the DataLoader worker killed by signal Terminated
+    assert read_checkpoint(cfg.run_dir / "last.pt")["iteration"] == 4

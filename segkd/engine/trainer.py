@@ -364,12 +364,20 @@ def epoch_batches(run: TrainingRun, epoch: int) -> Iterator[dict[str, Any]]:
                         num_workers=cfg.data.num_workers, drop_last=True, pin_memory=run.device.type == "cuda",
                         # its own generator: creating the loader must not consume the global RNG,
                         # or a run resumed mid-epoch would drift from an uninterrupted one
-                        generator=torch.Generator().manual_seed(cfg.train.seed + epoch))
+                        generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
+                        worker_init_fn=_leave_stopping_to_the_trainer)
     run.student.train()
     for batch in loader:
         if run.finished:
             return
         yield batch
+
+
+def _leave_stopping_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM: a scheduler that signals every process of a job would otherwise
+    kill them mid-batch and the trainer would crash instead of stopping after its step with a checkpoint
+    (Ctrl-C's SIGINT the workers already leave to the main process)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str, torch.Tensor]:
