@@ -31,3 +31,19 @@ def test_changed_comparison_refuses_then_retrains(tmp_path):
     assert again["base"][1]["iterations"] == 4
     kept = list((tmp_path / "cmp" / "base").glob("seed1.replaced-*"))
     assert len(kept) == 1 and (kept[0] / "metrics.json").is_file()
+
+
+def test_a_stopped_comparison_run_says_to_run_compare_again_not_resume(tmp_path, monkeypatch):
+    # segkd compare has no --resume: running the same command again resumes the stopped run
+    from segkd.commands import compare_runner
+    from segkd.engine.errors import TrainingInterrupted
+    from segkd.engine.trainer import RESUME_HINT
+
+    def stopped(cfg, resume):
+        raise TrainingInterrupted(f"stopped by SIGTERM at iteration 3; the last checkpoint is from 3; {RESUME_HINT}")
+
+    monkeypatch.setattr(compare_runner, "fit", stopped)
+    with pytest.raises(TrainingInterrupted) as err:
+        compare_runner._fit_in_worker(tiny_binary_config(tmp_path))
+    assert str(err.value) == ("stopped by SIGTERM at iteration 3; the last checkpoint is from 3; "
+                              "run the same segkd compare command again to continue")

@@ -37,9 +37,10 @@ from segkd.commands.compare_config import (
     with_matched,
 )
 from segkd.config import Config, ConfigError
+from segkd.engine.errors import TrainingInterrupted
 from segkd.engine.resume import run_changes
 from segkd.engine.teacher_cache import fill_ahead
-from segkd.engine.trainer import fit
+from segkd.engine.trainer import RESUME_HINT, fit
 
 StaleRuns = dict[tuple[str, int], list[str]]
 """``{(entry, seed): differing keys}``"""
@@ -232,7 +233,7 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
             if not run.ready():
                 continue
             started(run)
-            finished(run, fit(run.cfg, resume=_resumes(run.cfg)))
+            finished(run, _fit_in_worker(run.cfg))
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
     rows = context.Queue()
@@ -284,7 +285,12 @@ def _stop_with_parent(parent: int, every: float = 2.0) -> None:
 
 
 def _fit_in_worker(cfg: Config) -> dict[str, Any]:
-    return fit(cfg, resume=_resumes(cfg))
+    """``fit`` the run, resuming it when it has a checkpoint; a stopped run says how compare goes on."""
+    try:
+        return fit(cfg, resume=_resumes(cfg))
+    except TrainingInterrupted as err:  # segkd compare has no --resume: it resumes by itself
+        message = str(err).removesuffix(RESUME_HINT)
+        raise TrainingInterrupted(f"{message}run the same segkd compare command again to continue") from None
 
 
 __all__ = ["Trained", "finished_runs", "stale_runs", "train_all", "train_runs"]

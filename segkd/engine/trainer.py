@@ -105,6 +105,9 @@ class StopRequest:
               file=sys.stderr, flush=True)
 
 
+RESUME_HINT = "continue with --resume"  # how segkd train goes on; a command that resumes otherwise says its own
+
+
 def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.model`` (with ``cfg.distill`` methods, if any). Returns the final metrics.
 
@@ -124,7 +127,7 @@ def fit(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             where = describe_last_checkpoint(progress.last_checkpoint, progress.last_path or cfg.run_dir / "last.pt")
             how = f"stopped by {progress.stop.signal_name}" if progress.stop.signal_name else "interrupted"
             raise TrainingInterrupted(
-                f"{how} at iteration {progress.iteration}; {where}; continue with --resume"
+                f"{how} at iteration {progress.iteration}; {where}; {RESUME_HINT}"
             ) from None
 
 
