@@ -105,6 +105,24 @@ def test_sample_does_not_depend_on_the_set_size(tmp_path: Path) -> None:
         assert (small / path).read_bytes() == (large / path).read_bytes()
 
 
+def test_label_noise_changes_only_training_labels(tmp_path: Path) -> None:
+    clean = make_synthetic(tmp_path / "clean", "binary", num_train=24, num_val=4, image_size=32)
+    noisy = make_synthetic(
+        tmp_path / "noisy", "binary", num_train=24, num_val=4, image_size=32, label_noise=0.5
+    )
+    changed = 0
+    for name in [f"train_{i:04d}" for i in range(24)] + [f"test_{i:04d}" for i in range(4)]:
+        assert (clean / "Image" / f"{name}.png").read_bytes() == (noisy / "Image" / f"{name}.png").read_bytes()
+        truth = np.array(Image.open(clean / "Mask" / f"{name}.png"))
+        given = np.array(Image.open(noisy / "Mask" / f"{name}.png"))
+        # Binary noise only removes objects (missed annotations), and never from the test split.
+        assert not (given > truth).any()
+        if name.startswith("test"):
+            assert (given == truth).all()
+        changed += int((given != truth).any())
+    assert 4 <= changed < 24  # about half of the training images lose an object
+
+
 def test_invalid_class_count(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="num_classes must be in"):
         make_synthetic(tmp_path, "semantic", num_classes=9)

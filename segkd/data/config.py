@@ -55,8 +55,9 @@ class SyntheticConfig(BaseModel):
     seed: int = Field(0, ge=0, description="Seed; the same seed always gives the same images.")
     label_noise: float = Field(
         0.0, ge=0.0, le=1.0,
-        description="Semantic task: probability that a shape in a training image is labelled as "
-        "another shape class, as when annotators confuse classes; validation labels stay clean.",
+        description="Probability that a shape in a training image is mislabelled: as another "
+        "shape class (semantic task: annotators confuse classes) or left out of the mask (binary "
+        "task: annotators miss objects). Validation and test labels stay clean.",
     )
 
 

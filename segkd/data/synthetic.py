@@ -92,8 +92,9 @@ def _render(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample: H×W×3 uint8 image and H×W uint8 mask (binary 0/255, semantic class ids).
 
-    With ``label_noise`` p, each shape is labelled as another shape class with probability p
-    (drawn from ``noise_rng``, so the image is the same at every noise level)."""
+    With ``label_noise`` p, each shape is mislabelled with probability p (semantic: as another
+    shape class; binary: left out of the mask), drawn from ``noise_rng``, so the image is the same
+    at every noise level."""
     coords = np.arange(size, dtype=np.float64)
     grid: Grid = tuple(np.meshgrid(coords, coords, indexing="ij"))  # type: ignore[assignment]
     image = _paint(grid, rng, rng.uniform(), rng.uniform(0.0, 0.6), str(rng.choice(TEXTURES)))
@@ -103,7 +104,9 @@ def _render(
             region = _shape_mask(str(rng.choice(SHAPES)), grid, rng)
             texture = str(rng.choice(TEXTURES))
             paint = _paint(grid, rng, rng.uniform(), rng.uniform(0.4, 1.0), texture)
-            mask[region] = 255
+            # A missed object: painted, left out of the mask (annotators' omissions).
+            missed = noise_rng is not None and noise_rng.random() < label_noise
+            mask[region] = 0 if missed else 255
         else:
             cls = int(rng.integers(1, num_classes))
             region = _shape_mask(SHAPES[cls - 1], grid, rng)
@@ -171,8 +174,9 @@ def make_synthetic(
 
     Args:
         num_classes: semantic only: classes including background, 2 to 7.
-        label_noise: semantic only: probability that a shape of a *training* image is labelled
-            as another shape class (annotators' class confusions); validation labels stay clean.
+        label_noise: probability that a shape of a *training* image is mislabelled: as another
+            shape class (semantic: annotators' class confusions) or left out of the mask (binary:
+            missed objects); validation and test labels stay clean.
     """
     if task not in ("semantic", "binary"):
         raise ValueError(f"task must be 'semantic' or 'binary', got {task!r}")
@@ -197,7 +201,7 @@ def make_synthetic(
         lines = []
         for index in range(count):
             rng = np.random.default_rng([seed, split_index, index])
-            noisy = split == "train" and task == "semantic" and label_noise > 0
+            noisy = split == "train" and label_noise > 0
             noise_rng = np.random.default_rng([seed, split_index, index, 1]) if noisy else None
             image, mask = _render(task, image_size, num_classes, rng, label_noise, noise_rng)
             lines.append(_write_sample(root, task, f"{split}_{index:04d}", image, mask, palette))
