@@ -86,7 +86,9 @@ def test_an_alias_and_a_composition_resolve_to_the_same_fragments():
 
 
 def test_a_var_no_fragment_sets_is_named(tmp_path):
-    _write(tmp_path / "t.yaml", {"base": ["tiny_binary", "methods/tfkd.yaml"]})
+    plain = {k: v for k, v in yaml.safe_load((CONFIG_DIR / "tiny_binary.yaml").read_text()).items() if k != "vars"}
+    _write(tmp_path / "plain.yaml", plain)
+    _write(tmp_path / "t.yaml", {"base": ["plain.yaml", "methods/tfkd.yaml"]})
     with pytest.raises(ConfigError, match=r"distill\.teacher\.checkpoint: '\$\{dataset\}' is not in vars"):
         load_config(tmp_path / "t.yaml")
     _write(tmp_path / "v.yaml", {"base": "t.yaml", "vars": {"dataset": "mine"}})

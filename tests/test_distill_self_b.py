@@ -341,6 +341,27 @@ def test_dks_value_matches_numpy() -> None:
     assert losses["synergy"].item() == pytest.approx(2.0 * synergy, rel=1e-5)
 
 
+def test_dks_synergy_at_branches_matches_at_the_coarse_resolution() -> None:
+    method, student = bound_run(DKS, fusion_net(), size=64, temperature=2.0, synergy_at="branches")
+    batch = {"mask": (torch.rand(B, 1, 64, 64) > 0.5).float()}
+    losses = method(student, None, batch)
+    shared = [student[s] for s in method.stages]
+    coarse = [b.native(shared[: method.stages.index(f) + 1]) for f, b in zip(method.branch_from, method.branches)]
+    h, w = coarse[0].shape[-2:]
+    assert (h, w) == student["stage4"].shape[-2:] and h < 64
+    # out's probabilities averaged over each coarse cell, back to logits
+    prob = np_sigmoid(student["out"].detach().double().numpy())
+    cells = prob.reshape(B, 1, h, 64 // h, w, 64 // w).mean(axis=(3, 5))
+    pooled = torch.from_numpy(np.log(cells / (1 - cells)))
+    assert losses["synergy"].item() == pytest.approx(np_pairwise_kl([pooled, *coarse], 2.0), rel=1e-4)
+    sup = sum(structure_loss(z, batch["mask"]).item() for z in method.branch_logits(student, (64, 64)))
+    assert losses["aux_sup"].item() == pytest.approx(sup, rel=1e-5)
+    default = build_method({"name": "dks"})
+    assert default.synergy_at == "input"
+    with pytest.raises(ValueError, match="synergy_at"):
+        build_method({"name": "dks", "synergy_at": "middle"})
+
+
 def test_dks_branches_are_fresh_residual_stages_down_to_the_deepest_stage() -> None:
     net = fusion_net()
     method, student = bound_run(DKS, net, size=32)

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from segkd.distill.base import register_method
+from segkd.distill.functional import deep_supervision, mutual_kl_binary
 from segkd.distill.side_branches import FORKS, PAIRED_HEADS, STAGES, SideBranchMethod, SynergyBranch
+from segkd.models.base import resize_to
+
+SYNERGY_AT = ("input", "branches")  # where the heads are matched (see DKS)
 
 
 @register_method("dks")
@@ -31,6 +37,12 @@ class DKS(SideBranchMethod):
     S is the structure loss (the binary counterpart of cross-entropy); the softened prediction
     is a per-pixel Bernoulli ``σ(z/T)`` (the reference: softmax at T 1).
 
+    ``synergy_at``: where heads are matched. ``"input"`` (the default): every head's logits
+    upsampled to the input size. ``"branches"``: at the branches' own resolution (the deepest
+    stage's), ``out`` area-averaged to it (its probabilities, then back to logits), so the full-
+    resolution output agrees with the coarse heads on each cell's mean instead of copying their blur.
+    The reference classifies (one prediction per image), so it does not settle this.
+
     All branch parameters train at the head's LR (new layers). Returns ``{"aux_sup", "synergy"}``.
     """
 
@@ -44,13 +56,29 @@ class DKS(SideBranchMethod):
 
     def __init__(self, stages: Sequence[str] = STAGES, branch_from: Sequence[str] = FORKS, blocks: int = 1,
                  head_channels: int = 64, temperature: float = 1.0, aux_sup_weight: float = 1.0,
-                 synergy_weight: float = 1.0) -> None:
+                 synergy_weight: float = 1.0, synergy_at: str = "input") -> None:
         super().__init__(stages, branch_from, temperature, aux_sup_weight, synergy_weight)
         if blocks < 1:
             raise ValueError(f"dks: 'blocks' must be >= 1, got {blocks}")
-        self.blocks, self.head_channels = blocks, head_channels
+        if synergy_at not in SYNERGY_AT:
+            raise ValueError(f"dks: 'synergy_at' must be one of {list(SYNERGY_AT)}, got {synergy_at!r}")
+        self.blocks, self.head_channels, self.synergy_at = blocks, head_channels, synergy_at
 
     def setup_branches(self, student_shapes: Mapping[str, torch.Size]) -> None:
         for fork in self.branch_from:
             shapes = [student_shapes[s] for s in self.stages[self.stages.index(fork):]]
             self.branches.append(SynergyBranch(shapes, self.blocks, self.head_channels))
+
+    def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        if self.synergy_at == "input":
+            return super().forward(student, teacher, batch)
+        out = student["out"]
+        shared = [student[s] for s in self.stages]
+        coarse = [branch.native(shared[: self.stages.index(fork) + 1])
+                  for fork, branch in zip(self.branch_from, self.branches)]
+        supervision = deep_supervision([resize_to(z, out.shape[-2:], align_corners=False) for z in coarse],
+                                       batch["mask"])
+        pooled = torch.logit(F.adaptive_avg_pool2d(torch.sigmoid(out.float()), coarse[0].shape[-2:]), eps=1e-6)
+        pairs = mutual_kl_binary([pooled, *coarse], self.temperature)
+        return {"aux_sup": self.aux_sup_weight * supervision, "synergy": self.synergy_weight * pairs}

@@ -17,6 +17,7 @@ from segkd.distill.base import DistillMethod
 from segkd.distill.functional import deep_supervision, mutual_kl_binary, require_shapes
 from segkd.distill.heads import PredictionHead
 from segkd.distill.options import check_temperature
+from segkd.models.base import resize_to
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")  # the default stages of DHM and DKS, finest first
 FORKS = ("stage2", "stage3")  # and the stages their branches fork at by default
@@ -125,4 +126,8 @@ class SynergyBranch(nn.Module):
         self.head = PredictionHead(int(shapes[-1][1]), 1, head_channels)
 
     def forward(self, shared: Sequence[torch.Tensor], size: tuple[int, int] | torch.Size) -> torch.Tensor:
-        return self.head.forward_to(self.stages(shared[-1]), size)
+        return resize_to(self.native(shared), size, align_corners=False)
+
+    def native(self, shared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The logits at the deepest stage's resolution, before upsampling."""
+        return self.head(self.stages(shared[-1]))
