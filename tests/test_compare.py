@@ -11,6 +11,7 @@ import pytest
 
 from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
+from segkd.commands.compare_report import format_terms, loss_terms
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config
@@ -83,6 +84,12 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     # the inference model of a self-distillation run is exactly the baseline network
     assert rows[0]["params_M"] == rows[1]["params_M"]
     assert "| sad |" in result["markdown"] and ", 2 seed(s) per row" in result["markdown"]
+    # each run's loss terms near the end of training: SAD's term beside the task loss, adding up to the total
+    terms = rows[1]["loss_terms"]
+    assert set(terms) == {"task", "sad/attention", "total"} and set(rows[0]["loss_terms"]) == {"task", "total"}
+    assert terms["total"] == pytest.approx(terms["task"] + terms["sad/attention"], rel=1e-4)
+    assert "| sad | task " in result["markdown"] and " · sad/attention " in result["markdown"]
+    assert "loss_terms" not in (out / "results.csv").read_text().splitlines()[0]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
     with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate_run") as validations:
@@ -255,3 +262,21 @@ def test_the_qualitative_figure_of_a_cityscapes_comparison_uses_cityscapes_colou
     for column in ("ground truth", "kd"):
         np.testing.assert_array_equal(row[column], expected)
     assert (expected != np.asarray(voc_palette(), np.uint8).reshape(256, 3)[bands]).any()  # VOC's would fail
+
+
+def test_loss_terms_average_the_last_tenth_of_each_run_then_the_seeds(tmp_path):
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "kd"}])
+    configs = {}
+    for seed, scale in ((1, 1.0), (2, 3.0)):
+        run_dir = tmp_path / f"kd{seed}"
+        run_dir.mkdir()
+        records = [{"iteration": i, "train": {"task": scale * i, "kd": 0.05, "total": scale * i + 0.05}, "lr": 0.1}
+                   for i in range(1, 21)]
+        records.insert(5, {"iteration": 5, "val": {"MAE": 0.2}})  # validation records are not training terms
+        (run_dir / "history.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        configs[("kd", seed)] = type("Cfg", (), {"run_dir": run_dir})
+    terms = loss_terms(cc, configs, {"base": {}, "kd": {1: {}, 2: {}}})
+    # last tenth of 20 logged iterations: 19 and 20, task 19.5 (seed 1) and 58.5 (seed 2)
+    assert terms == {"kd": {"task": pytest.approx(39.0), "kd": pytest.approx(0.05), "total": pytest.approx(39.05)}}
+    # a small share keeps its digits instead of showing as 0 %
+    assert "| kd | task 39 (100 %) · kd 0.05 (0.13 %) | 39.05 |" in format_terms(terms)

@@ -60,6 +60,10 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     counts = {len(cc.seeds_of(e)) for e in cc.entries}
     seeds = f"{min(counts)}-{max(counts)}" if len(counts) > 1 else str(min(counts))
     markdown = format_markdown(rows, task, main, f"{cc.name}: {task} segmentation, {seeds} seed(s) per row", notes)
+    terms = loss_terms(cc, configs, results)
+    for row in rows:
+        row["loss_terms"] = terms.get(row["method"], {})
+    markdown += format_terms(terms)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:
@@ -183,11 +187,54 @@ def write_tables(rows: list[dict[str, Any]], out: Path, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    # one value per cell: the loss terms (a mapping per row) are in the JSON and the markdown only
+    flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+    keys = list(dict.fromkeys(k for r in flat for k in r))
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
+
+
+def loss_terms(cc: CompareConfig, configs: RunConfigs, results: Results) -> dict[str, dict[str, float]]:
+    """``{entry: {term: value}}``: each logged loss term (as weighted in the total) near the end of
+    training, the mean over the last tenth of each finished run's logged iterations, then over seeds."""
+    terms = {}
+    for entry in cc.entries:
+        per_seed = [t for seed in results[entry.name] if (t := _final_terms(configs[(entry.name, seed)].run_dir))]
+        if per_seed:
+            names = dict.fromkeys(k for t in per_seed for k in t)
+            terms[entry.name] = {k: statistics.fmean(t[k] for t in per_seed if k in t) for k in names}
+    return terms
+
+
+def _final_terms(run_dir: Path) -> dict[str, float]:
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        return {}
+    logged = [rec["train"] for rec in map(json.loads, path.read_text().splitlines()) if "train" in rec]
+    tail = logged[-max(1, len(logged) // 10):]
+    return {k: statistics.fmean(r[k] for r in tail if k in r) for k in dict.fromkeys(k for r in tail for k in r)}
+
+
+def format_terms(terms: dict[str, dict[str, float]]) -> str:
+    """The balance of each entry's loss terms: what a method adds beside the task loss, and how much."""
+    if not terms:
+        return ""
+    lines = ["", "Loss terms at the end of training: each as weighted in the total, the mean over the last "
+             "tenth of the logged training iterations and over seeds, its share of the total in brackets.", "",
+             "| method | terms | total |", "|---|---|---|"]
+    for name, values in terms.items():
+        total = values.get("total")
+        parts = [f"{k} {v:.4g}" + (f" ({_percent(v / total)})" if total else "")
+                 for k, v in values.items() if k != "total"]
+        lines.append(f"| {name} | {' · '.join(parts)} | {'-' if total is None else f'{total:.4g}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(share: float) -> str:
+    """A share of the total as a percentage, small ones with their digits (a term of 0.07 % is not 0)."""
+    return f"{100 * share:.0f} %" if abs(share) >= 0.01 else f"{100 * share:.2g} %"
 
 
 def _history(run_dir: Path, metric: str) -> dict[str, list[Any]]:
