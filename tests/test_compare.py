@@ -11,7 +11,7 @@ import pytest
 
 from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
-from segkd.commands.compare_report import format_terms, loss_terms
+from segkd.commands.loss_terms import format_terms, loss_terms
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config

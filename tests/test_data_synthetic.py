@@ -121,6 +121,12 @@ def test_label_noise_changes_only_training_labels(tmp_path: Path) -> None:
             assert (given == truth).all()
         changed += int((given != truth).any())
     assert 4 <= changed < 24  # about half of the training images lose an object
+    # a set recorded with a binary label_noise by an older version (clean masks) is not reused as noisy
+    params = json.loads((noisy / "synthetic.json").read_text())
+    (noisy / "synthetic.json").write_text(json.dumps({k: v for k, v in params.items() if k != "binary_noise"}))
+    stamp = (noisy / "Mask" / "train_0000.png").stat().st_mtime_ns
+    make_synthetic(tmp_path / "noisy", "binary", num_train=24, num_val=4, image_size=32, label_noise=0.5)
+    assert (noisy / "Mask" / "train_0000.png").stat().st_mtime_ns != stamp
 
 
 def test_invalid_class_count(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 from segkd.distill.base import build_method
 from segkd.distill.byot import BYOT
 from segkd.distill.dhm import DHM
-from segkd.distill.dks import DKS
+from segkd.distill.dks import DKS, pool_logits
 from segkd.distill.functional import mutual_kl_binary
 from segkd.distill.hooks import FeatureTaps
 from segkd.distill.sad import SAD, attention_map
@@ -349,17 +349,28 @@ def test_dks_synergy_at_branches_matches_at_the_coarse_resolution() -> None:
     coarse = [b.native(shared[: method.stages.index(f) + 1]) for f, b in zip(method.branch_from, method.branches)]
     h, w = coarse[0].shape[-2:]
     assert (h, w) == student["stage4"].shape[-2:] and h < 64
-    # out's probabilities averaged over each coarse cell, back to logits
-    prob = np_sigmoid(student["out"].detach().double().numpy())
+    # out's softened probabilities σ(z/T) averaged over each coarse cell, back to logits (times T)
+    prob = np_sigmoid(student["out"].detach().double().numpy() / 2.0)
     cells = prob.reshape(B, 1, h, 64 // h, w, 64 // w).mean(axis=(3, 5))
-    pooled = torch.from_numpy(np.log(cells / (1 - cells)))
+    pooled = torch.from_numpy(2.0 * np.log(cells / (1 - cells)))
     assert losses["synergy"].item() == pytest.approx(np_pairwise_kl([pooled, *coarse], 2.0), rel=1e-4)
     sup = sum(structure_loss(z, batch["mask"]).item() for z in method.branch_logits(student, (64, 64)))
     assert losses["aux_sup"].item() == pytest.approx(sup, rel=1e-5)
+    with pytest.raises(RuntimeError, match="setup"):  # used before its branches exist: named, not a stack error
+        DKS(synergy_at="branches")(student, None, batch)
     default = build_method({"name": "dks"})
     assert default.synergy_at == "input"
     with pytest.raises(ValueError, match="synergy_at"):
         build_method({"name": "dks", "synergy_at": "middle"})
+
+
+@pytest.mark.parametrize("value", [-30.0, -12.0, 0.5, 12.0, 20.0])
+def test_pooled_logits_of_a_confident_cell_keep_their_value_and_gradient(value) -> None:
+    out = torch.full((1, 1, 32, 32), value, requires_grad=True)
+    pooled = pool_logits(out, (1, 1), temperature=2.0)
+    assert pooled.item() == pytest.approx(value, rel=1e-5)  # a constant cell pools to itself
+    pooled.sum().backward()
+    assert out.grad.sum().item() == pytest.approx(1.0, rel=1e-4)  # a shift of the cell shifts its pooled logit
 
 
 def test_dks_branches_are_fresh_residual_stages_down_to_the_deepest_stage() -> None:

@@ -57,7 +57,8 @@ class SyntheticConfig(BaseModel):
         0.0, ge=0.0, le=1.0,
         description="Probability that a shape in a training image is mislabelled: as another "
         "shape class (semantic task: annotators confuse classes) or left out of the mask (binary "
-        "task: annotators miss objects). Validation and test labels stay clean.",
+        "task: annotators miss objects). Validation and test labels stay clean; a part held out "
+        "of the training list (data.holdout) keeps its noise.",
     )
 
 

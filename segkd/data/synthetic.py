@@ -176,7 +176,8 @@ def make_synthetic(
         num_classes: semantic only: classes including background, 2 to 7.
         label_noise: probability that a shape of a *training* image is mislabelled: as another
             shape class (semantic: annotators' class confusions) or left out of the mask (binary:
-            missed objects); validation and test labels stay clean.
+            missed objects); validation and test labels stay clean (a part held out of the training
+            list with ``data.holdout`` keeps its noise).
     """
     if task not in ("semantic", "binary"):
         raise ValueError(f"task must be 'semantic' or 'binary', got {task!r}")
@@ -190,6 +191,8 @@ def make_synthetic(
     }  # fmt: skip
     if label_noise:
         params["label_noise"] = label_noise
+        if task == "binary":  # sets of older versions recorded a binary label_noise and kept clean masks
+            params["binary_noise"] = "missed objects"
     splits = {"train": num_train, "test" if task == "binary" else "val": num_val}
     if _is_complete(root, params, splits):
         return root

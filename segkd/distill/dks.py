@@ -39,9 +39,9 @@ class DKS(SideBranchMethod):
 
     ``synergy_at``: where heads are matched. ``"input"`` (the default): every head's logits
     upsampled to the input size. ``"branches"``: at the branches' own resolution (the deepest
-    stage's), ``out`` area-averaged to it (its probabilities, then back to logits), so the full-
-    resolution output agrees with the coarse heads on each cell's mean instead of copying their blur.
-    The reference classifies (one prediction per image), so it does not settle this.
+    stage's), ``out`` replaced by :func:`pool_logits` (its softened probabilities averaged over each
+    cell), so the full-resolution output agrees with the coarse heads on each cell's mean instead of
+    copying their blur. The reference classifies (one prediction per image), so it does not settle this.
 
     All branch parameters train at the head's LR (new layers). Returns ``{"aux_sup", "synergy"}``.
     """
@@ -74,11 +74,20 @@ class DKS(SideBranchMethod):
         if self.synergy_at == "input":
             return super().forward(student, teacher, batch)
         out = student["out"]
-        shared = [student[s] for s in self.stages]
-        coarse = [branch.native(shared[: self.stages.index(fork) + 1])
-                  for fork, branch in zip(self.branch_from, self.branches)]
+        coarse = [branch.native(shared) for branch, shared in self.branch_inputs(student)]  # all at the deepest stage
         supervision = deep_supervision([resize_to(z, out.shape[-2:], align_corners=False) for z in coarse],
                                        batch["mask"])
-        pooled = torch.logit(F.adaptive_avg_pool2d(torch.sigmoid(out.float()), coarse[0].shape[-2:]), eps=1e-6)
+        pooled = pool_logits(out, coarse[0].shape[-2:], self.temperature)
         pairs = mutual_kl_binary([pooled, *coarse], self.temperature)
         return {"aux_sup": self.aux_sup_weight * supervision, "synergy": self.synergy_weight * pairs}
+
+
+def pool_logits(logits: torch.Tensor, size: Sequence[int], temperature: float = 1.0) -> torch.Tensor:
+    """Logits whose softened prediction σ(·/T) is the mean of σ(z/T) over each cell of ``size``:
+    T·(log mean σ(z/T) − log mean σ(−z/T)). In float64, so that a confident cell (|z| of 10 or more,
+    where float32 sums of probabilities near 1 round) keeps its value and its gradient."""
+    z = logits.double() / temperature
+    tiny = torch.finfo(torch.float64).tiny
+    foreground = F.adaptive_avg_pool2d(torch.sigmoid(z), tuple(size)).clamp_min(tiny).log()
+    background = F.adaptive_avg_pool2d(torch.sigmoid(-z), tuple(size)).clamp_min(tiny).log()
+    return ((foreground - background) * temperature).to(logits.dtype)

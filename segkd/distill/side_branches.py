@@ -80,10 +80,14 @@ class SideBranchMethod(DistillMethod):
     def branch_logits(self, student: Mapping[str, torch.Tensor],
                       size: torch.Size | tuple[int, int]) -> list[torch.Tensor]:
         """Logits B×1×H×W of each branch, in ``branch_from`` order."""
+        return [branch(shared, size) for branch, shared in self.branch_inputs(student)]
+
+    def branch_inputs(self, student: Mapping[str, torch.Tensor]) -> list[tuple[nn.Module, list[torch.Tensor]]]:
+        """Each branch with the stage features up to its fork (finest first), in ``branch_from`` order."""
         if len(self.branches) != len(self.branch_from):
             raise RuntimeError(f"{self.name}: call {self.built_in} before using the method")
         shared = [student[s] for s in self.stages]
-        return [branch(shared[: self.stages.index(fork) + 1], size)
+        return [(branch, shared[: self.stages.index(fork) + 1])
                 for fork, branch in zip(self.branch_from, self.branches)]
 
     def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
