@@ -96,6 +96,16 @@ def test_a_var_no_fragment_sets_is_named(tmp_path):
     assert cfg.distill.teacher.checkpoint.as_posix() == "runs/fusion_mine/last.pt" and cfg.name == "tiny_binary"
 
 
+def test_set_name_and_set_vars_are_filled_in_like_the_file(tmp_path):
+    """``--set`` comes before ``${...}`` is filled: a new name moves ``runs/${name}``, a var given on the
+    command line reaches the strings that use it."""
+    _write(tmp_path / "r.yaml", {**RUN, "name": "mine", "output_dir": "runs/${name}"})
+    assert load_config(tmp_path / "r.yaml").output_dir.as_posix() == "runs/mine"
+    assert load_config(tmp_path / "r.yaml", ["name=other"]).output_dir.as_posix() == "runs/other"
+    cfg = load_run_config("tiny_binary+methods/tfkd", ["vars.dataset=horses"])
+    assert cfg.distill.teacher.checkpoint.as_posix() == "runs/fusion_horses/last.pt"
+
+
 def test_fragment_names_are_unique_across_their_folders():
     stems = [p.stem for folder in FRAGMENT_FOLDERS for p in (CONFIG_DIR / folder).glob("*.yaml")]
     assert len(stems) == len(set(stems)) and len(stems) >= 13

@@ -197,7 +197,8 @@ def fill_vars(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any], str]:
-    """``(kind, raw, source)``: ``source`` names the file, or the composition, in messages."""
+    """``(kind, raw, source)``, ``vars`` not yet filled: ``source`` names the file, or the composition,
+    in messages."""
     paths, name = _sources(name_or_path)
     source = str(paths[0]) if name is None else str(name_or_path)
     raw = _merged(paths, name, ())
@@ -208,13 +209,13 @@ def _resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any], str]:
         kind = declared
     else:
         raise ConfigError(f"{source}: kind: '{declared}' is neither run nor compare")
-    return kind, fill_vars(raw, source), source
+    return kind, raw, source
 
 
 def read_config(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
     """``(kind, raw)``: the config a name or file stands for, bases and fragments merged, ``vars`` filled."""
-    kind, raw, _ = _resolve(name_or_path)
-    return kind, raw
+    kind, raw, source = _resolve(name_or_path)
+    return kind, fill_vars(raw, source)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -251,7 +252,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None,
     if kind != "run":
         raise ConfigError(f"{source}: a comparison config (kind: {kind}), not a run: run it with "
                           f"segkd compare {name_or_path}")
-    return validate(apply_overrides(raw, overrides or []), source, overrides, checks)
+    # vars are filled after --set, so `--set name=x` moves `runs/${name}` and `--set vars.dataset=camo` counts
+    return validate(fill_vars(apply_overrides(raw, overrides or []), source), source, overrides, checks)
 
 
 def save_config(cfg: Config, path: Path) -> None:
