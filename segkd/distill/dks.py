@@ -79,7 +79,7 @@ class DKS(SideBranchMethod):
                                        batch["mask"])
         pooled = pool_logits(out, coarse[0].shape[-2:], self.temperature)
         pairs = mutual_kl_binary([pooled, *coarse], self.temperature)
-        return {"aux_sup": self.aux_sup_weight * supervision, "synergy": self.synergy_weight * pairs}
+        return {"aux_sup": self.aux_sup_weight * supervision, self.pair_term: self.pair_weight * pairs}
 
 
 def pool_logits(logits: torch.Tensor, size: Sequence[int], temperature: float = 1.0) -> torch.Tensor:
