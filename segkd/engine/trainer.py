@@ -261,6 +261,10 @@ def set_up(cfg: Config, resume: bool, progress: _Progress, cleanup: contextlib.E
                                                     ignore_index=cfg.data.ignore_index, example=example))
     if env.enabled and cfg.train.sync_bn and device.type == "cuda":  # parts built from the probe, too
         sync_batchnorm(distiller.methods)
+    if cfg.train.channels_last:  # before the optimiser and the resume: both keep these parameter objects
+        for module in (student, distiller.methods, teacher_model):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
     optimizer = builders.build_optimizer(cfg, student, distiller.methods)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
@@ -393,6 +397,8 @@ def train_step(run: TrainingRun, batch: dict[str, Any], epoch: int) -> dict[str,
         side = sizes[random.Random(cfg.train.seed * 7919 + iteration).randrange(len(sizes))]
         batch = resize_batch(batch, side)
     batch = {k: v.to(run.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if cfg.train.channels_last:
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
     factor = lr_factor(cfg.schedule.name, iteration, run.max_iters, run.iters_per_epoch, cfg.schedule.power,
                        cfg.schedule.warmup)
     for group in run.optimizer.param_groups:
