@@ -139,6 +139,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     mod.add_argument("--config", help="config for data and protocol (default: the one stored in the checkpoint)")
     mod.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     mod.add_argument("--save-dir", help="also write the prediction maps here")
+    mod.add_argument("--heads", action="store_true",
+                     help="also score each prediction head a self-distillation run trained (its last.pt): "
+                          "the signal each method distils from, beside the student's output")
     p.add_argument("--output", help="write the metrics as JSON to this file")
 
 
@@ -146,6 +149,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     segkd eval --pred results/COD10K --gt data/COD10K/Mask --output cod10k.json
     segkd eval --pred preds/ --gt VOC2012/SegmentationClass --num-classes 21
     segkd eval --checkpoint runs/pspnet18/best.pt --set eval.scales=[0.5,0.75,1.0,1.25,1.5,1.75] --set eval.flip=true
+    segkd eval --checkpoint runs/fusion_pspsd/last.pt --heads   # each auxiliary head beside the output
 """)(_eval_args)
 def run_eval(args: argparse.Namespace) -> int:
     from segkd.metrics import format_table
@@ -154,6 +158,7 @@ def run_eval(args: argparse.Namespace) -> int:
                    if getattr(args, n) is not None]
     model_opts = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "config", "save_dir") if getattr(args, n)]
     model_opts += ["--set"] if args.overrides else []
+    model_opts += ["--heads"] if args.heads else []
     if folder_opts and model_opts:
         raise UsageError(f"{' '.join(folder_opts)} (score saved maps) and {' '.join(model_opts)} "
                          "(score a model) cannot be combined; run them as two commands")
@@ -184,6 +189,16 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint:
         raise UsageError("give --pred and --gt, or --checkpoint")
+    if args.heads:
+        if args.save_dir:
+            raise UsageError("--heads scores every head; --save-dir writes one model's maps: run them as two commands")
+        from segkd.engine.run import evaluate_heads
+
+        heads = evaluate_heads(args.checkpoint, args.config, args.overrides)
+        print(format_table({"head": {name: {k: v for k, v in m.items() if not isinstance(v, dict)}
+                                     for name, m in heads.items()}}))
+        _write_json(args.output, heads)
+        return 0
     from segkd.engine.run import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.config, args.overrides,

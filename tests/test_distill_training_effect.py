@@ -378,3 +378,20 @@ def test_method_trains_alike_in_the_channels_last_format(case: Case, request: py
         assert a.keys() == b.keys()
         for term in a:
             assert b[term] == pytest.approx(a[term], rel=1e-3, abs=1e-5), f"{case.id} step {step}: {term}"
+
+
+# The prediction heads each self-distillation method trains (segkd eval --heads scores them)
+HEADS = {"byot": ["head@stage1", "head@stage2", "head@stage3"], "dhm": ["branch@stage2", "branch@stage3"],
+         "dks": ["branch@stage2", "branch@stage3"], "frskd": ["self_teacher"],
+         "pspsd": ["branch@stage1", "branch@stage2", "branch@stage3", "branch@stage4"], "sad": [], "tfkd": []}
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).kind == "self"])
+def test_self_distillation_heads_are_named_logits_at_the_input_size(name: str, binary: Setup) -> None:
+    student = copy.deepcopy(binary.student_init).eval()
+    teacher = binary.teacher if METHODS.get(name).needs_teacher else None
+    image = binary.batch["image"]
+    with Distiller(student, teacher, [name], example=image) as distiller, torch.no_grad():
+        heads = distiller.head_logits(student(image), image)
+    assert list(heads) == [f"{name}/{head}" for head in HEADS[name]]
+    assert all(z.shape == (2, 1, BINARY_SIZE, BINARY_SIZE) and torch.isfinite(z).all() for z in heads.values())

@@ -88,6 +88,13 @@ class DistillMethod(OlderNamesRead):
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def head_logits(self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
+                    ) -> dict[str, torch.Tensor]:
+        """The logits at ``size`` of the method's own prediction heads (auxiliary branches, a
+        self-teacher), by name: the signal a self-distillation method distils from, to score it.
+        Default: none."""
+        return {}
+
     def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         """``nn.Module``'s, without the parameters of sub-modules that step themselves."""
         own = {id(p) for m in self.modules() if getattr(m, "steps_itself", False) for p in m.parameters()}

@@ -107,6 +107,10 @@ class BYOT(DistillMethod):
             outputs.append((feature, head.forward_to(feature, size)))
         return outputs
 
+    def head_logits(self, student: Mapping[str, torch.Tensor],
+                    size: torch.Size | tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {f"head@{stage}": z for stage, (_, z) in zip(self.stages, self.branch_outputs(student, size))}
+
     def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         out = student["out"]

@@ -118,6 +118,10 @@ class FRSKD(DistillMethod):
         channels = [student_shapes[n][1] for n in self.levels]
         self.self_teacher = BiFPNSelfTeacher(channels, self.width, self.bifpn_layers)
 
+    def head_logits(self, student: Mapping[str, torch.Tensor],
+                    size: torch.Size | tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {"self_teacher": self.self_teacher([student[n] for n in self.levels], size)[1]}
+
     def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]``: B×1×H×W in {0, 1}."""

@@ -108,6 +108,11 @@ class PSPSD(DistillMethod):
             for n in self.transfer
         )
 
+    def head_logits(self, student: Mapping[str, torch.Tensor],
+                    size: torch.Size | tuple[int, int]) -> dict[str, torch.Tensor]:
+        _, logits = self.branches([student[n] for n in self.levels], size)
+        return {f"branch@{level}": z for level, z in zip(self.levels, logits, strict=True)}
+
     def forward(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``student``: ``"out"`` B×1×H×W and the taps; ``batch["mask"]`` B×1×H×W in {0, 1}."""

@@ -82,6 +82,10 @@ class SideBranchMethod(DistillMethod):
         """Logits B×1×H×W of each branch, in ``branch_from`` order."""
         return [branch(shared, size) for branch, shared in self.branch_inputs(student)]
 
+    def head_logits(self, student: Mapping[str, torch.Tensor],
+                    size: torch.Size | tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {f"branch@{fork}": z for fork, z in zip(self.branch_from, self.branch_logits(student, size))}
+
     def branch_inputs(self, student: Mapping[str, torch.Tensor]) -> list[tuple[nn.Module, list[torch.Tensor]]]:
         """Each branch with the stage features up to its fork (finest first), in ``branch_from`` order."""
         if len(self.branches) != len(self.branch_from):

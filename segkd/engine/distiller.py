@@ -258,6 +258,17 @@ class Distiller(nn.Module):
                 losses[f"{method.name}/{term}"] = value.float()
         return losses
 
+    def head_logits(self, output: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"method/head": logits}`` of the methods' own prediction heads (auxiliary branches, a
+        self-teacher) for the student's ``output`` on ``images``, at the images' size: the signal
+        self-distillation distils from, to score or show. Call after the student's forward pass."""
+        if not self.prepared or self._closed:
+            raise RuntimeError("head_logits needs a prepared, open Distiller: run the student first")
+        size = images.shape[-2:]
+        student = {**model_outputs(output, size, align_corners=self.align_corners, who="the student"),
+                   **self._student_hooks.pop()}
+        return {f"{m.name}/{head}": z for m in self.methods for head, z in m.head_logits(student, size).items()}
+
     def average_gradients(self) -> None:
         """Under DDP, average the methods' gradients over the processes (call after ``backward()``).
 

@@ -14,10 +14,11 @@ from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
-from segkd.engine.builders import build_student
+from segkd.engine.builders import build_methods, build_student
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.checks import load_run_config, model_problems
 from segkd.engine.colorize import colorize_labels, overlay
+from segkd.engine.distiller import Distiller
 from segkd.engine.distributed import pick_device
 from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
@@ -72,6 +73,47 @@ def evaluate_checkpoint(checkpoint: str | Path, config: str | Path | None = None
                                  other_inputs=[s.mask for s in samples])
     metrics = evaluate_with_config(model, dataset, cfg, device, save_dir=save_dir, progress=True)
     return {k: v for k, v in metrics.items() if k != "curves"}
+
+
+def evaluate_heads(checkpoint: str | Path, config: str | Path | None = None,
+                   overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{"out": metrics, "method/head": metrics, ...}``: the student's output and each prediction head
+    its self-distillation methods trained (auxiliary branches, a self-teacher), scored alike on the
+    validation split. A head no better than ``out`` has nothing to teach it. Methods that distil from
+    a separate teacher (Tf-KD) have no heads of their own and are left out."""
+    cfg, model, device = load_trained(checkpoint, config, overrides)
+    stored = read_checkpoint(checkpoint).get("methods")
+    if not cfg.distill.methods or not isinstance(stored, dict):
+        raise CheckpointError(f"{checkpoint}: holds no distillation method's parts; --heads scores the heads a "
+                              "self-distillation run trained (give its last.pt)")
+    built = build_methods(cfg)
+    kept = [i for i, method in enumerate(built) if not method.needs_teacher]
+    methods = torch.nn.ModuleList(built[i] for i in kept)
+    dataset = build_dataset(cfg.data, cfg.task, "val")
+    example = torch.stack([dataset[i % len(dataset)]["image"] for i in range(2)]).to(device)
+    with Distiller(model, None, methods, ignore_index=cfg.data.ignore_index, example=example) as distiller:
+        state = {f"{kept.index(int(k.split('.', 1)[0]))}.{k.split('.', 1)[1]}": v for k, v in stored.items()
+                 if int(k.split(".", 1)[0]) in kept}
+        methods.load_state_dict(state)
+        methods.to(device).eval()
+        results = {"out": evaluate_with_config(model, dataset, cfg, device, progress=True)}
+        heads = distiller.head_logits(model(example), example)
+        for name in heads:
+            head = _HeadAsModel(model, distiller, name)
+            results[name] = evaluate_with_config(head, dataset, cfg, device, progress=True)
+    return {name: {k: v for k, v in metrics.items() if k != "curves"} for name, metrics in results.items()}
+
+
+class _HeadAsModel(torch.nn.Module):
+    """One of a distiller's heads as a model whose ``"out"`` is that head's logits (to evaluate it)."""
+
+    def __init__(self, student: torch.nn.Module, distiller: Distiller, head: str) -> None:
+        super().__init__()
+        self.student, self.head = student, head
+        self.__dict__["distiller"] = distiller  # not a sub-module: its parts are the evaluated model's own
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.distiller.head_logits(self.student(image), image)[self.head]}
 
 
 def check_prediction_outputs(out_dir: Path, inputs: list[Path], option: str, input_option: str,
