@@ -284,7 +284,7 @@ def run_config_show(args: argparse.Namespace) -> int:
     from segkd.engine.checks import load_run_config
 
     if args.action == "show" and args.name:
-        if read_config(args.name)[0] == "compare":
+        if read_config(args.name, fill=False)[0] == "compare":  # vars are filled after --set, by the loaders
             from segkd.commands.compare import load_compare_config
 
             resolved = {"kind": "compare", **load_compare_config(args.name, args.overrides).model_dump(mode="json")}

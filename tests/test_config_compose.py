@@ -104,6 +104,16 @@ def test_set_name_and_set_vars_are_filled_in_like_the_file(tmp_path):
     assert load_config(tmp_path / "r.yaml", ["name=other"]).output_dir.as_posix() == "runs/other"
     cfg = load_run_config("tiny_binary+methods/tfkd", ["vars.dataset=horses"])
     assert cfg.distill.teacher.checkpoint.as_posix() == "runs/fusion_horses/last.pt"
+    assert main(["config", "show", "tiny_binary+methods/tfkd", "--set", "vars.dataset=camo"]) == 0
+    # a comparison entry's `set` too
+    from segkd.commands.compare import load_compare_config
+    from segkd.commands.compare_config import run_configs
+
+    entries = [{"name": "a"}, {"name": "t", "base": ["methods/tfkd"], "set": ["vars.dataset=camo"]}]
+    study = _write(tmp_path / "study.yaml", {"kind": "compare", "run_config": "tiny_binary", "baseline": "a",
+                                             "output_dir": str(tmp_path), "seeds": [1], "entries": entries})
+    runs = run_configs(load_compare_config(study))
+    assert runs[("t", 1)].distill.teacher.checkpoint.as_posix() == "runs/fusion_camo/last.pt"
 
 
 def test_fragment_names_are_unique_across_their_folders():

@@ -41,7 +41,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from segkd.config import Config, ConfigError, apply_overrides, find_config, read_config, read_yaml
+from segkd.config import Config, ConfigError, apply_overrides, fill_vars, find_config, read_config, read_yaml
 from segkd.engine.checks import validate_run
 
 SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
@@ -174,7 +174,7 @@ def _starts(cc: CompareConfig) -> Callable[[CompareEntry], dict[str, Any]]:
         key = tuple(entry.base)
         if key not in read:
             try:
-                read[key] = read_yaml("+".join([cc.run_config, *key]))
+                read[key] = read_yaml("+".join([cc.run_config, *key]), fill=False)  # filled after the sets
             except ConfigError as err:
                 if not key:  # the run config itself: its own message names it
                     raise
@@ -271,7 +271,8 @@ def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed:
                  f"output_dir={cc.output_dir / entry.name / f'seed{seed}'}",
                  # a bar with rate and time left in a terminal; in a log, one line per finished run
                  f"train.progress={str(sys.stderr.isatty()).lower()}"]
-    raw = apply_overrides(base, overrides)
+    source = f"{cc.name}: entry '{entry.name}', seed {seed}"
+    raw = fill_vars(apply_overrides(base, overrides), f"{cc.run_config} ({source})")
     if teacher is not None:
         kept = {k: v for k, v in ((raw.get("distill") or {}).get("teacher") or {}).items() if k in CACHE_KEYS}
         raw.setdefault("distill", {})["teacher"] = {
@@ -282,7 +283,6 @@ def _resolve(cc: CompareConfig, base: dict[str, Any], entry: CompareEntry, seed:
     teacher_raw = (raw.get("distill") or {}).get("teacher")
     if isinstance(teacher_raw, dict) and teacher_raw.get("cache") == AUTO_CACHE:
         teacher_raw["cache"] = str(teacher_cache_dir(cc, entry, teacher_raw))
-    source = f"{cc.name}: entry '{entry.name}', seed {seed}"
     try:  # the registry checks too: a bad model or method name stops the comparison before any run
         return validate_run(raw, source, [*cc.set, *_source(cc, entry).set])
     except ConfigError as err:  # an error blamed on one `set` item alone does not name the entry

@@ -212,15 +212,16 @@ def _resolve(name_or_path: str | Path) -> tuple[str, dict[str, Any], str]:
     return kind, raw, source
 
 
-def read_config(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(kind, raw)``: the config a name or file stands for, bases and fragments merged, ``vars`` filled."""
+def read_config(name_or_path: str | Path, fill: bool = True) -> tuple[str, dict[str, Any]]:
+    """``(kind, raw)``: the config a name or file stands for, bases and fragments merged, ``vars`` filled
+    (with ``fill=False`` kept, for a caller that applies overrides first and then calls ``fill_vars``)."""
     kind, raw, source = _resolve(name_or_path)
-    return kind, fill_vars(raw, source)
+    return kind, fill_vars(raw, source) if fill else raw
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, fill: bool = True) -> dict[str, Any]:
     """The raw config of a file or name (see ``read_config``), without its ``kind``."""
-    return read_config(path)[1]
+    return read_config(path, fill)[1]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
