@@ -141,7 +141,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     mod.add_argument("--save-dir", help="also write the prediction maps here")
     mod.add_argument("--heads", action="store_true",
                      help="also score each prediction head a self-distillation run trained (its last.pt): "
-                          "the signal each method distils from, beside the student's output")
+                          "beside the student's output (what most of them distil into it)")
     p.add_argument("--output", help="write the metrics as JSON to this file")
 
 

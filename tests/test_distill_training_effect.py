@@ -392,6 +392,9 @@ def test_self_distillation_heads_are_named_logits_at_the_input_size(name: str, b
     teacher = binary.teacher if METHODS.get(name).needs_teacher else None
     image = binary.batch["image"]
     with Distiller(student, teacher, [name], example=image) as distiller, torch.no_grad():
-        heads = distiller.head_logits(student(image), image)
+        out = student(image)
+        heads = distiller.head_logits(out, image)
+        terms = distiller(out, binary.batch)  # the same forward pass's loss: its features are still there
     assert list(heads) == [f"{name}/{head}" for head in HEADS[name]]
     assert all(z.shape == (2, 1, BINARY_SIZE, BINARY_SIZE) and torch.isfinite(z).all() for z in heads.values())
+    assert terms and all(torch.isfinite(v) for v in terms.values())

@@ -106,6 +106,22 @@ def test_channels_last_trains_in_that_format_to_nearly_the_same_weights(tmp_path
     a, b = _weights(default.run_dir / "last.pt"), _weights(last.run_dir / "last.pt")
     for key in a:  # the same arithmetic in another order: equal to float32 rounding, not bit for bit
         assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-5), key
+    # the methods' parts and the teacher too
+    formats.clear()
+    seen = {}
+
+    def watching_parts(cfg, model, distiller, batch, device):
+        for role, module in (("methods", distiller.methods), ("teacher", distiller.teacher)):
+            seen[role] = all(p.is_contiguous(memory_format=torch.channels_last)
+                             for p in module.parameters() if p.dim() == 4)
+        return real_losses(cfg, model, distiller, batch, device)
+
+    monkeypatch.setattr(trainer_module, "training_losses", watching_parts)
+    teacher = {"model": {"name": "fusion", "backbone": "resnet18", "width": 8},
+               "checkpoint": str(default.run_dir / "last.pt")}
+    fit(tiny_binary_config(tmp_path / "c", train={"channels_last": True, "epochs": 1},
+                           distill={"teacher": teacher, "methods": [{"name": "tfkd"}, {"name": "dks"}]}))
+    assert seen == {"methods": True, "teacher": True}
     # the checkpoint loads into a model built in the default format (export, predict)
     assert evaluate_checkpoint(last.run_dir / "last.pt")["MAE"] == pytest.approx(
         json.loads((last.run_dir / "metrics.json").read_text())["student"]["MAE"], abs=1e-6)

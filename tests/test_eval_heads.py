@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from segkd.cli import main
 from segkd.data import build_dataset
 from segkd.distill.hooks import FeatureTaps
-from segkd.distill.side_branches import FORKS
+from segkd.distill.side_branches import FORKS, STAGES
 from segkd.engine.builders import build_methods, build_student
 from segkd.engine.checkpoint import read_checkpoint
 from segkd.engine.run import evaluate_heads
@@ -54,7 +54,9 @@ def hand_scored_mae(cfg, head: str) -> float:
             with FeatureTaps(student, dks.student_taps) as taps:
                 out = student(image)["out"]
                 features = {**taps.pop(), "out": out}
-            logits = dks.head_logits(features, image.shape[-2:])[head]
+            fork = head.removeprefix("branch@")
+            shared = [features[stage] for stage in STAGES[: STAGES.index(fork) + 1]]
+            logits = dks.branches[FORKS.index(fork)](shared, image.shape[-2:])
             gt = sample["mask"][0].numpy() > 0.5
             prob = torch.sigmoid(F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=False))[0, 0]
             grey = (prob.clamp(0, 1) * 255).round().numpy() / 255.0
@@ -85,4 +87,10 @@ def test_heads_on_the_command_line_and_a_run_without_heads(runs, tmp_path, capsy
     assert set(json.loads(out.read_text())) >= {"out", f"dks/branch@{FORKS[-1]}"}
     assert main(["eval", "--checkpoint", str(baseline.run_dir / "last.pt"), "--heads"]) == 1
     err = capsys.readouterr().err
-    assert "holds no distillation method's parts" in err and len(err.strip().splitlines()) == 1
+    assert "trained no method with prediction heads of its own (methods: none)" in err
+    assert "pspsd" in err and len(err.strip().splitlines()) == 1
+    # other methods than the run trained: their parts cannot be the stored ones
+    assert main(["eval", "--checkpoint", str(cfg.run_dir / "last.pt"), "--heads",
+                 "--set", "distill.methods=[{name: dhm}]"]) == 1
+    err = capsys.readouterr().err
+    assert "its method parts do not fit the methods configured (dhm)" in err and len(err.strip().splitlines()) == 1

@@ -166,7 +166,7 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(False, description="DDP on CUDA: synchronise BatchNorm statistics across GPUs")
     channels_last: bool = Field(
         False, description="train the student, the teacher and the methods' parts in the channels-last memory "
-        "format: faster convolutions on most CPUs and on CUDA with amp (floats differ slightly from the default)")
+        "format (floats differ from the default in rounding); docs/results.md has what it saved on a CPU")
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
     log_every: int = Field(10, ge=1, description="log the losses every N iterations (history.jsonl, TensorBoard)")
     checkpoint_every_iters: int | None = Field(

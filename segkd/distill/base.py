@@ -91,7 +91,8 @@ class DistillMethod(OlderNamesRead):
     def head_logits(self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
                     ) -> dict[str, torch.Tensor]:
         """The logits at ``size`` of the method's own prediction heads (auxiliary branches, a
-        self-teacher), by name: the signal a self-distillation method distils from, to score it.
+        self-teacher), by name, to score them beside the output (for most methods what the output learns
+        from; BYOT's heads learn from the output).
         Default: none."""
         return {}
 

@@ -60,6 +60,10 @@ class FeatureTaps:
         out, self._store = self._store, {}
         return out
 
+    def peek(self) -> dict[str, torch.Tensor]:
+        """What was captured since the last ``pop``, kept for it."""
+        return dict(self._store)
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()

@@ -260,13 +260,14 @@ class Distiller(nn.Module):
 
     def head_logits(self, output: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"method/head": logits}`` of the methods' own prediction heads (auxiliary branches, a
-        self-teacher) for the student's ``output`` on ``images``, at the images' size: the signal
-        self-distillation distils from, to score or show. Call after the student's forward pass."""
+        self-teacher) for the student's ``output`` on ``images``, at the images' size, to score or show.
+        Call after the student's forward pass; the pass's features stay for the loss call
+        (``distiller(output, images, targets)``) that may follow."""
         if not self.prepared or self._closed:
             raise RuntimeError("head_logits needs a prepared, open Distiller: run the student first")
         size = images.shape[-2:]
         student = {**model_outputs(output, size, align_corners=self.align_corners, who="the student"),
-                   **self._student_hooks.pop()}
+                   **self._student_hooks.peek()}
         return {f"{m.name}/{head}": z for m in self.methods for head, z in m.head_logits(student, size).items()}
 
     def average_gradients(self) -> None:

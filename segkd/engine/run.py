@@ -14,6 +14,7 @@ from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
+from segkd.distill import METHODS, DistillMethod
 from segkd.engine.builders import build_methods, build_student
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.checks import load_run_config, model_problems
@@ -79,28 +80,41 @@ def evaluate_heads(checkpoint: str | Path, config: str | Path | None = None,
                    overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """``{"out": metrics, "method/head": metrics, ...}``: the student's output and each prediction head
     its self-distillation methods trained (auxiliary branches, a self-teacher), scored alike on the
-    validation split. A head no better than ``out`` has nothing to teach it. Methods that distil from
-    a separate teacher (Tf-KD) have no heads of their own and are left out."""
+    validation split. Methods without heads of their own (Tf-KD, SAD, the teacher-student methods)
+    are left out."""
     cfg, model, device = load_trained(checkpoint, config, overrides)
-    stored = read_checkpoint(checkpoint).get("methods")
-    if not cfg.distill.methods or not isinstance(stored, dict):
-        raise CheckpointError(f"{checkpoint}: holds no distillation method's parts; --heads scores the heads a "
-                              "self-distillation run trained (give its last.pt)")
+    with_heads = [n for n in METHODS.names() if METHODS.get(n).head_logits is not DistillMethod.head_logits]
     built = build_methods(cfg)
-    kept = [i for i, method in enumerate(built) if not method.needs_teacher]
+    kept = [i for i, method in enumerate(built)
+            if not method.needs_teacher and type(method).head_logits is not DistillMethod.head_logits]
+    if not kept:
+        named = ", ".join(m.name for m in built) or "none"
+        where = f"--config {config}" if config is not None else f"{checkpoint}: its run"
+        raise CheckpointError(f"{where} trained no method with prediction heads of its own (methods: {named}); "
+                              f"--heads scores the heads of {', '.join(with_heads)}")
+    stored = read_checkpoint(checkpoint).get("methods")
+    if not isinstance(stored, dict) or not stored:
+        raise CheckpointError(f"{checkpoint}: holds no method parts (a best.pt keeps only the model); "
+                              "give the run's last.pt")
     methods = torch.nn.ModuleList(built[i] for i in kept)
     dataset = build_dataset(cfg.data, cfg.task, "val")
     example = torch.stack([dataset[i % len(dataset)]["image"] for i in range(2)]).to(device)
     with Distiller(model, None, methods, ignore_index=cfg.data.ignore_index, example=example) as distiller:
         state = {f"{kept.index(int(k.split('.', 1)[0]))}.{k.split('.', 1)[1]}": v for k, v in stored.items()
                  if int(k.split(".", 1)[0]) in kept}
-        methods.load_state_dict(state)
+        try:
+            methods.load_state_dict(state)
+        except RuntimeError:
+            raise CheckpointError(f"{checkpoint}: its method parts do not fit the methods configured "
+                                  f"({', '.join(m.name for m in methods)}); score it with its stored config "
+                                  "(leave out --config and --set distill.*)") from None
         methods.to(device).eval()
         results = {"out": evaluate_with_config(model, dataset, cfg, device, progress=True)}
-        heads = distiller.head_logits(model(example), example)
+        with torch.no_grad():
+            heads = distiller.head_logits(model(example), example)
         for name in heads:
-            head = _HeadAsModel(model, distiller, name)
-            results[name] = evaluate_with_config(head, dataset, cfg, device, progress=True)
+            results[name] = evaluate_with_config(_HeadAsModel(model, distiller, name).eval(), dataset, cfg, device,
+                                                 progress=True)
     return {name: {k: v for k, v in metrics.items() if k != "curves"} for name, metrics in results.items()}
 
 
