@@ -11,6 +11,7 @@ import pytest
 
 from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
+from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
 from segkd.config import ConfigError, save_config
 
@@ -280,3 +281,17 @@ def test_loss_terms_average_the_last_tenth_of_each_run_then_the_seeds(tmp_path):
     assert terms == {"kd": {"task": pytest.approx(39.0), "kd": pytest.approx(0.05), "total": pytest.approx(39.05)}}
     # a small share keeps its digits instead of showing as 0 %
     assert "| kd | task 39 (100 %) · kd 0.05 (0.13 %) | 39.05 |" in format_terms(terms)
+
+
+def test_head_scores_average_each_head_over_the_seeds_that_scored_it(tmp_path):
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "dks"}])
+    results = {"base": {1: {"student": {"MAE": 0.2}}, 2: {"student": {"MAE": 0.3}}},
+               "dks": {1: {"student": {"MAE": 0.20}, "heads": {"dks/branch@stage2": {"MAE": 0.30},
+                                                               "dks/branch@stage3": {"MAE": 0.26}}},
+                       2: {"student": {"MAE": 0.24}, "heads": {"dks/branch@stage2": {"MAE": 0.34},
+                                                               "dks/branch@stage3": {"MAE": 0.28}}}}}
+    scores = head_scores(cc, results, "MAE")
+    assert scores == {"dks": {"out": pytest.approx(0.22), "dks/branch@stage2": pytest.approx(0.32),
+                              "dks/branch@stage3": pytest.approx(0.27)}}  # the baseline has no heads
+    assert "| dks | 0.2200 | branch@stage2 0.3200 · branch@stage3 0.2700 |" in format_heads(scores, "MAE")
+    assert format_heads({}, "MAE") == ""

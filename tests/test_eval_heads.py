@@ -76,6 +76,11 @@ def test_heads_are_scored_like_the_output_and_by_hand(runs):
     for fork in FORKS:
         assert heads[f"dks/branch@{fork}"]["MAE"] == pytest.approx(hand_scored_mae(cfg, f"branch@{fork}"), abs=1e-6)
     assert len({round(m["MAE"], 6) for m in heads.values()}) == len(heads)  # different predictions
+    # the run scored its heads itself at the end of training, the same way; the baseline has none
+    written = json.loads((cfg.run_dir / "metrics.json").read_text())["heads"]
+    assert written.keys() == set(heads) - {"out"}
+    assert all(written[name]["MAE"] == pytest.approx(heads[name]["MAE"], abs=1e-9) for name in written)
+    assert "heads" not in json.loads((runs[0].run_dir / "metrics.json").read_text())
 
 
 def test_heads_on_the_command_line_and_a_run_without_heads(runs, tmp_path, capsys):

@@ -22,6 +22,7 @@ from segkd.commands.compare_config import (
     RunConfigs,
     metric_columns,
 )
+from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
@@ -65,6 +66,11 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     for row in rows:
         row["loss_terms"] = terms.get(row["method"], {})
     markdown += format_terms(terms)
+    heads = head_scores(cc, results, main)
+    for row in rows:
+        if row["method"] in heads:
+            row["heads"] = heads[row["method"]]
+    markdown += format_heads(heads, main)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:

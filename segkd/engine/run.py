@@ -14,7 +14,7 @@ from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
 from segkd.data.readers import IMAGE_SUFFIXES, DataError, read_image
 from segkd.data.transforms import build_eval_transform, to_tv_tensors
-from segkd.distill import METHODS, DistillMethod
+from segkd.distill import METHODS
 from segkd.engine.builders import build_methods, build_student
 from segkd.engine.checkpoint import TRUST_HINT, CheckpointError, load_model_state, read_checkpoint, trusted
 from segkd.engine.checks import load_run_config, model_problems
@@ -22,6 +22,7 @@ from segkd.engine.colorize import colorize_labels, overlay
 from segkd.engine.distiller import Distiller
 from segkd.engine.distributed import pick_device
 from segkd.engine.evaluate import evaluate_with_config
+from segkd.engine.heads import has_heads, score_heads
 from segkd.engine.inference import predict_binary, predict_semantic, to_uint8
 
 
@@ -83,13 +84,12 @@ def evaluate_heads(checkpoint: str | Path, config: str | Path | None = None,
     validation split. Methods without heads of their own (Tf-KD, SAD, the teacher-student methods)
     are left out."""
     cfg, model, device = load_trained(checkpoint, config, overrides)
-    with_heads = [n for n in METHODS.names() if METHODS.get(n).head_logits is not DistillMethod.head_logits]
     built = build_methods(cfg)
-    kept = [i for i, method in enumerate(built)
-            if not method.needs_teacher and type(method).head_logits is not DistillMethod.head_logits]
+    kept = [i for i, method in enumerate(built) if not method.needs_teacher and has_heads(method)]
     if not kept:
         named = ", ".join(m.name for m in built) or "none"
         where = f"--config {config}" if config is not None else f"{checkpoint}: its run"
+        with_heads = [n for n in METHODS.names() if has_heads(METHODS.get(n))]
         raise CheckpointError(f"{where} trained no method with prediction heads of its own (methods: {named}); "
                               f"--heads scores the heads of {', '.join(with_heads)}")
     stored = read_checkpoint(checkpoint).get("methods")
@@ -108,26 +108,10 @@ def evaluate_heads(checkpoint: str | Path, config: str | Path | None = None,
             raise CheckpointError(f"{checkpoint}: its method parts do not fit the methods configured "
                                   f"({', '.join(m.name for m in methods)}); score it with its stored config "
                                   "(leave out --config and --set distill.*)") from None
-        methods.to(device).eval()
-        results = {"out": evaluate_with_config(model, dataset, cfg, device, progress=True)}
-        with torch.no_grad():
-            heads = distiller.head_logits(model(example), example)
-        for name in heads:
-            results[name] = evaluate_with_config(_HeadAsModel(model, distiller, name).eval(), dataset, cfg, device,
-                                                 progress=True)
+        methods.to(device)
+        results = {"out": evaluate_with_config(model, dataset, cfg, device, progress=True),
+                   **score_heads(model, distiller, dataset, cfg, device)}
     return {name: {k: v for k, v in metrics.items() if k != "curves"} for name, metrics in results.items()}
-
-
-class _HeadAsModel(torch.nn.Module):
-    """One of a distiller's heads as a model whose ``"out"`` is that head's logits (to evaluate it)."""
-
-    def __init__(self, student: torch.nn.Module, distiller: Distiller, head: str) -> None:
-        super().__init__()
-        self.student, self.head = student, head
-        self.__dict__["distiller"] = distiller  # not a sub-module: its parts are the evaluated model's own
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": self.distiller.head_logits(self.student(image), image)[self.head]}
 
 
 def check_prediction_outputs(out_dir: Path, inputs: list[Path], option: str, input_option: str,

@@ -49,6 +49,7 @@ from segkd.engine.distributed import (
 )
 from segkd.engine.errors import DivergedWeightsError, NonFiniteLossError, TrainingInterrupted
 from segkd.engine.evaluate import autocast_context, evaluate_with_config
+from segkd.engine.heads import score_heads
 from segkd.engine.panels import log_prediction_images
 from segkd.engine.resume import (
     check_resume,
@@ -528,11 +529,14 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
     cfg, env = run.cfg, run.env
     if not metrics:  # resumed a run that had already finished: score it rather than report nothing
         metrics = evaluate_with_config(run.student, run.val_set, cfg, run.device, env)
-    run.distiller.close()
     report: dict[str, Any] = {"student": _scalars(metrics), "best": run.best, "iterations": run.iteration,
                               "train_seconds": round(run.train_seconds, 1),
                               "selection": "best.pt on the validation split" if run.picks_best
                               else "last model (the validation data is the test split)"}
+    # a self-distillation method's own heads, scored like the output (a diagnostic; nothing picked on it)
+    if heads := score_heads(run.student, run.distiller, run.val_set, cfg, run.device, env):
+        report["heads"] = {name: _scalars(head) for name, head in heads.items()}
+    run.distiller.close()
     if run.distiller.teacher is not None:
         report["teacher"] = _scalars(evaluate_with_config(run.distiller.teacher, run.val_set, cfg, run.device, env))
     if env.enabled:  # DDP must leave every replica with the same weights: check it, don't assume it

@@ -1,0 +1,37 @@
+"""What a comparison's self-distillation heads had to teach: each head's score beside the output's."""
+from __future__ import annotations
+
+import statistics
+
+from segkd.commands.compare_config import CompareConfig, Results
+
+
+def head_scores(cc: CompareConfig, results: Results, main: str) -> dict[str, dict[str, float]]:
+    """``{entry: {"out": value, "method/head": value, ...}}``: ``main`` of the output and of each head
+    a run scored at its end (metrics.json ``heads``), the mean over the entry's finished seeds; only
+    entries whose runs have heads."""
+    scores = {}
+    for entry in cc.entries:
+        runs = [r for r in results[entry.name].values() if r.get("heads")]
+        if runs:
+            names = dict.fromkeys(name for r in runs for name in r["heads"])
+            scores[entry.name] = {"out": statistics.fmean(r["student"][main] for r in runs),
+                                  **{n: statistics.fmean(r["heads"][n][main] for r in runs if n in r["heads"])
+                                     for n in names}}
+    return scores
+
+
+def format_heads(scores: dict[str, dict[str, float]], main: str) -> str:
+    if not scores:
+        return ""
+    lines = ["", f"Prediction heads of the self-distillation methods: {main} of the student's output and of each "
+             "head the method trains, scored alike on the same images at the end of training, mean over seeds "
+             "(a diagnostic: no model is picked on it).", "",
+             "| method | out | heads |", "|---|---|---|"]
+    for name, values in scores.items():
+        heads = " · ".join(f"{head.split('/', 1)[-1]} {value:.4f}" for head, value in values.items() if head != "out")
+        lines.append(f"| {name} | {values['out']:.4f} | {heads} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["format_heads", "head_scores"]
