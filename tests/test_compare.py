@@ -295,3 +295,30 @@ def test_head_scores_average_each_head_over_the_seeds_that_scored_it(tmp_path):
                               "dks/branch@stage3": pytest.approx(0.27)}}  # the baseline has no heads
     assert "| dks | 0.2200 | branch@stage2 0.3200 · branch@stage3 0.2700 |" in format_heads(scores, "MAE")
     assert format_heads({}, "MAE") == ""
+
+
+def test_a_diverged_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path, monkeypatch):
+    from segkd.commands import compare_runner
+    from segkd.commands.compare import RunsDiverged
+    from segkd.engine.errors import NonFiniteLossError
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "wild", "role": "teacher"},
+                        {"name": "taught", "teacher_from": "wild", "set": ["distill.methods=[{name: tfkd}]"]},
+                        {"name": "after"}], seeds=(1,))
+    real = compare_runner._fit_in_worker
+
+    def diverging(cfg):
+        if cfg.name == "wild":
+            raise NonFiniteLossError("loss is nan at iteration 1 (epoch 0): task=nan. Stopped; ...")
+        return real(cfg)
+
+    monkeypatch.setattr(compare_runner, "_fit_in_worker", diverging)
+    logged = []
+    with pytest.raises(RunsDiverged, match=r"2 run\(s\) did not finish: wild seed 1: loss is nan at iteration 1 "
+                                           r"\(epoch 0\); taught seed 1: waits for 'wild', which diverged"):
+        compare(cc, log=logged.append)
+    # the runs after the failure were trained and tabled
+    rows = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["base", "after"]
+    assert any("[wild seed 1] diverged, the comparison goes on without it" in line for line in logged)

@@ -7,6 +7,7 @@ significance, tables and plots). This module runs them in turn.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from segkd.commands.compare_config import (
@@ -19,7 +20,13 @@ from segkd.commands.compare_config import (
 )
 from segkd.commands.compare_report import format_markdown, summarise, write_report
 from segkd.commands.compare_runner import train_all
+from segkd.config import ConfigError
 from segkd.data.build import resolve_root
+from segkd.engine.errors import NonFiniteLossError
+
+
+class RunsDiverged(NonFiniteLossError):
+    """Runs of a comparison that diverged; every other run was trained and reported."""
 
 
 def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False) -> dict[str, Any]:
@@ -32,7 +39,13 @@ def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bo
     first = next(iter(configs.values()))
     resolve_root(first.data, first.task)  # a missing data set stops the comparison before any run
     trained = train_all(cc, log, retrain, report_only, configs=configs)  # matched entries at their epochs
-    return write_report(cc, trained.configs, trained.results)
+    if not trained.diverged:
+        return write_report(cc, trained.configs, trained.results)
+    with contextlib.suppress(ConfigError):  # e.g. a diverged baseline leaves no table to write
+        write_report(cc, trained.configs, trained.results)
+    raise RunsDiverged(f"{len(trained.diverged)} run(s) did not finish: {'; '.join(trained.diverged)}; the other "
+                       "runs are trained and in the tables; lower optim.lr for those entries (a new config "
+                       "trains them again), or run the same command to try them again")
 
 
 __all__ = ["CompareConfig", "CompareEntry", "compare", "format_markdown", "load_compare_config", "run_configs",

@@ -37,7 +37,7 @@ from segkd.commands.compare_config import (
     with_matched,
 )
 from segkd.config import Config, ConfigError
-from segkd.engine.errors import TrainingInterrupted
+from segkd.engine.errors import NonFiniteLossError, TrainingInterrupted
 from segkd.engine.resume import run_changes
 from segkd.engine.teacher_cache import fill_ahead
 from segkd.engine.trainer import RESUME_HINT, fit
@@ -52,6 +52,7 @@ class Trained(NamedTuple):
 
     configs: RunConfigs
     results: Results
+    diverged: tuple[str, ...] = ()  # "entry seed N: why" of each run that diverged (or waited for one)
 
 
 def stored_config(run_dir: Path) -> dict[str, Any] | None:
@@ -141,9 +142,10 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
             todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
     awaited = {name for entry in cc.entries for name in _waits_for(entry)}
     todo.sort(key=lambda run: run.name not in awaited)  # teachers first: others wait for them
-    train_runs(todo, cc.jobs, log)
+    diverged = train_runs(todo, cc.jobs, log)
     trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
-    return Trained(trained, finished_runs(cc, {}, log, Matched(trained, frozenset())))  # stale ones trained again
+    results = finished_runs(cc, {}, log, Matched(trained, frozenset()))  # stale ones trained again
+    return Trained(trained, results, tuple(diverged))
 
 
 def _refusal(cc: CompareConfig, stale: StaleRuns) -> ConfigError:
@@ -216,10 +218,29 @@ class Run:
         return train
 
 
-def train_runs(runs: list[Run], jobs: int, log=print) -> None:
+def train_runs(runs: list[Run], jobs: int, log=print) -> list[str]:
     """Train ``runs``, ``jobs`` at once; each process gets an equal share of the cores as threads
     (two runs on two cores: one thread each, as ``OMP_NUM_THREADS=1`` gives). A run starts once
-    its teacher entry's runs are done, its teacher cache filled first (once, in this process)."""
+    its teacher entry's runs are done, its teacher cache filled first (once, in this process).
+
+    A run that diverges (a non-finite loss or weights) does not stop the others: it keeps its last
+    good checkpoint, the runs waiting for its entry are skipped, and ``"entry seed N: why"`` of each
+    is returned, so that a long comparison trains all it can before it reports them."""
+    diverged: list[str] = []
+    failed: set[str] = set()
+
+    def skipped(run: Run) -> bool:
+        blocked = failed.intersection(run.waits_for)
+        if blocked:
+            diverged.append(f"{run.name} seed {run.seed}: waits for '{sorted(blocked)[0]}', which diverged")
+            log(f"[{run.name} seed {run.seed}] not trained: a run of {sorted(blocked)} diverged")
+        return bool(blocked)
+
+    def lost(run: Run, err: NonFiniteLossError) -> None:
+        failed.add(run.name)
+        diverged.append(f"{run.name} seed {run.seed}: {str(err).split(':', 1)[0]}")
+        log(f"[{run.name} seed {run.seed}] diverged, the comparison goes on without it: {err}")
+
     def started(run: Run) -> None:
         log(f"[{run.name} seed {run.seed}] {'resuming' if _resumes(run.cfg) else 'training'} → {run.cfg.run_dir}")
 
@@ -230,11 +251,14 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
 
     if jobs == 1 or len(runs) <= 1:
         for run in runs:  # in order: teachers come first
-            if not run.ready():
+            if skipped(run) or not run.ready():
                 continue
             started(run)
-            finished(run, _fit_in_worker(run.cfg))
-        return
+            try:
+                finished(run, _fit_in_worker(run.cfg))
+            except NonFiniteLossError as err:
+                lost(run, err)
+        return diverged
     context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
     rows = context.Queue()
     for row in range(min(jobs, len(runs))):
@@ -251,7 +275,7 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
                 if len(running) >= jobs:
                     break
                 waiting.remove(run)
-                if not run.ready():
+                if skipped(run) or not run.ready():
                     continue
                 cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
                 if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
@@ -263,7 +287,12 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> None:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                finished(running.pop(future), future.result())
+                run = running.pop(future)
+                try:
+                    finished(run, future.result())
+                except NonFiniteLossError as err:
+                    lost(run, err)
+    return diverged
 
 
 def _resumes(cfg: Config) -> bool:
