@@ -218,6 +218,36 @@ class Run:
         return train
 
 
+class _Outcomes:
+    """What becomes of each run: the log lines, and the runs that diverged or waited for one that did."""
+
+    def __init__(self, log) -> None:
+        self.log, self.diverged, self.failed = log, [], set()
+
+    def skipped(self, run: Run) -> bool:
+        blocked = sorted(self.failed.intersection(run.waits_for))
+        if blocked:
+            self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which diverged")
+            self.log(f"[{run.name} seed {run.seed}] not trained: a run of {blocked} diverged")
+        return bool(blocked)
+
+    def started(self, run: Run) -> None:
+        self.log(f"[{run.name} seed {run.seed}] {'resuming' if _resumes(run.cfg) else 'training'} → {run.cfg.run_dir}")
+
+    def ended(self, run: Run, fitted: Callable[[], dict[str, Any]]) -> None:
+        """Log the end of ``run`` (``fitted()`` gives its report); a divergence is recorded, not raised."""
+        try:
+            report = fitted()
+        except NonFiniteLossError as err:
+            self.failed.add(run.name)
+            self.diverged.append(f"{run.name} seed {run.seed}: {str(err).split(':', 1)[0]}")
+            self.log(f"[{run.name} seed {run.seed}] diverged, the comparison goes on without it: {err}")
+            return
+        main = metric_columns(run.cfg.task)[0]
+        self.log(f"[{run.name} seed {run.seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
+                 f"{report.get('train_seconds', float('nan')):.0f} s of training")
+
+
 def train_runs(runs: list[Run], jobs: int, log=print) -> list[str]:
     """Train ``runs``, ``jobs`` at once; each process gets an equal share of the cores as threads
     (two runs on two cores: one thread each, as ``OMP_NUM_THREADS=1`` gives). A run starts once
@@ -226,39 +256,19 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> list[str]:
     A run that diverges (a non-finite loss or weights) does not stop the others: it keeps its last
     good checkpoint, the runs waiting for its entry are skipped, and ``"entry seed N: why"`` of each
     is returned, so that a long comparison trains all it can before it reports them."""
-    diverged: list[str] = []
-    failed: set[str] = set()
-
-    def skipped(run: Run) -> bool:
-        blocked = failed.intersection(run.waits_for)
-        if blocked:
-            diverged.append(f"{run.name} seed {run.seed}: waits for '{sorted(blocked)[0]}', which diverged")
-            log(f"[{run.name} seed {run.seed}] not trained: a run of {sorted(blocked)} diverged")
-        return bool(blocked)
-
-    def lost(run: Run, err: NonFiniteLossError) -> None:
-        failed.add(run.name)
-        diverged.append(f"{run.name} seed {run.seed}: {str(err).split(':', 1)[0]}")
-        log(f"[{run.name} seed {run.seed}] diverged, the comparison goes on without it: {err}")
-
-    def started(run: Run) -> None:
-        log(f"[{run.name} seed {run.seed}] {'resuming' if _resumes(run.cfg) else 'training'} → {run.cfg.run_dir}")
-
-    def finished(run: Run, report: dict[str, Any]) -> None:
-        main = metric_columns(run.cfg.task)[0]
-        log(f"[{run.name} seed {run.seed}] done: {main} {report['student'].get(main, float('nan')):.4f}, "
-            f"{report.get('train_seconds', float('nan')):.0f} s of training")
-
+    outcomes = _Outcomes(log)
     if jobs == 1 or len(runs) <= 1:
         for run in runs:  # in order: teachers come first
-            if skipped(run) or not run.ready():
+            if outcomes.skipped(run) or not run.ready():
                 continue
-            started(run)
-            try:
-                finished(run, _fit_in_worker(run.cfg))
-            except NonFiniteLossError as err:
-                lost(run, err)
-        return diverged
+            outcomes.started(run)
+            outcomes.ended(run, lambda run=run: _fit_in_worker(run.cfg))
+    else:
+        _side_by_side(runs, jobs, outcomes)
+    return outcomes.diverged
+
+
+def _side_by_side(runs: list[Run], jobs: int, outcomes: _Outcomes) -> None:
     context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
     rows = context.Queue()
     for row in range(min(jobs, len(runs))):
@@ -275,24 +285,19 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> list[str]:
                 if len(running) >= jobs:
                     break
                 waiting.remove(run)
-                if skipped(run) or not run.ready():
+                if outcomes.skipped(run) or not run.ready():
                     continue
                 cache = run.cfg.distill.teacher.cache if run.cfg.distill.teacher is not None else None
                 if cache is not None and cache not in filled:  # shared by runs side by side: fill it once
                     filled.add(cache)
                     fill_ahead(run.cfg)
-                started(run)
+                outcomes.started(run)
                 running[pool.submit(_fit_in_worker, run.cfg)] = run
             if not running:  # every run ready was reused: look again at those waiting
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                run = running.pop(future)
-                try:
-                    finished(run, future.result())
-                except NonFiniteLossError as err:
-                    lost(run, err)
-    return diverged
+                outcomes.ended(running.pop(future), future.result)
 
 
 def _resumes(cfg: Config) -> bool:

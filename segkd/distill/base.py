@@ -88,12 +88,8 @@ class DistillMethod(OlderNamesRead):
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def head_logits(self, student: Mapping[str, torch.Tensor], size: torch.Size | tuple[int, int]
-                    ) -> dict[str, torch.Tensor]:
-        """The logits at ``size`` of the method's own prediction heads (auxiliary branches, a
-        self-teacher), by name, to score them beside the output (for most methods what the output learns
-        from; BYOT's heads learn from the output).
-        Default: none."""
+    def head_logits(self, student: Mapping[str, torch.Tensor], size: torch.Size) -> dict[str, torch.Tensor]:
+        """Logits at ``size`` of the method's own prediction heads, by name (``segkd eval --heads``)."""
         return {}
 
     def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
