@@ -322,3 +322,10 @@ def test_a_diverged_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_pat
     rows = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert [r["method"] for r in rows] == ["base", "after"]
     assert any("[wild seed 1] diverged, the comparison goes on without it" in line for line in logged)
+    # a diverged baseline leaves no table: the message says so instead of pointing at one
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "after"}], seeds=(1,)).model_copy(
+        update={"output_dir": tmp_path / "cmp2"})  # a new folder: nothing finished earlier is reused
+    monkeypatch.setattr(compare_runner, "_fit_in_worker", lambda cfg: diverging(
+        cfg.model_copy(update={"name": "wild"})) if cfg.name == "base" else real(cfg))
+    with pytest.raises(RunsDiverged, match=r"the other runs are trained, but no table was written \(.*'base'"):
+        compare(cc, log=logged.append)

@@ -7,7 +7,6 @@ significance, tables and plots). This module runs them in turn.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from segkd.commands.compare_config import (
@@ -41,11 +40,14 @@ def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bo
     trained = train_all(cc, log, retrain, report_only, configs=configs)  # matched entries at their epochs
     if not trained.diverged:
         return write_report(cc, trained.configs, trained.results)
-    with contextlib.suppress(ConfigError):  # e.g. a diverged baseline leaves no table to write
+    try:
         write_report(cc, trained.configs, trained.results)
-    raise RunsDiverged(f"{len(trained.diverged)} run(s) did not finish: {'; '.join(trained.diverged)}; the other "
-                       "runs are trained and in the tables; lower optim.lr for those entries (a new config "
-                       "trains them again), or run the same command to try them again")
+        tables = "the other runs are trained and in the tables"
+    except ConfigError as err:  # e.g. a diverged baseline leaves no table to write
+        tables = f"the other runs are trained, but no table was written ({err})"
+    raise RunsDiverged(f"{len(trained.diverged)} run(s) did not finish: {'; '.join(trained.diverged)}; {tables}; "
+                       "lower optim.lr for those entries (a new config trains them again), or run the same "
+                       "command to try them again")
 
 
 __all__ = ["CompareConfig", "CompareEntry", "compare", "format_markdown", "load_compare_config", "run_configs",
