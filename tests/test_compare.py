@@ -13,6 +13,7 @@ from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
+from segkd.commands.per_seed import format_per_seed, paired_gain, per_seed
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config
@@ -91,6 +92,13 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert terms["total"] == pytest.approx(terms["task"] + terms["sad/attention"], rel=1e-4)
     assert "| sad | task " in result["markdown"] and " · sad/attention " in result["markdown"]
     assert "loss_terms" not in (out / "results.csv").read_text().splitlines()[0]
+    # the runs seed by seed, and SAD's gain paired with the baseline's run of the same seed
+    assert set(rows[1]["per_seed"]) == {"1", "2"} and rows[1]["paired_seeds"] == 2
+    d1, d2 = (rows[1]["per_seed"][s] - rows[0]["per_seed"][s] for s in ("1", "2"))
+    # with the same seeds the mean of the differences is the difference of the means; 2 SE of two: |d1 − d2|
+    assert rows[1]["paired_gain"] == pytest.approx(rows[1]["gain"]) == pytest.approx((d1 + d2) / 2)
+    assert rows[1]["paired_2se"] == pytest.approx(abs(d1 - d2))
+    assert "MAE per seed" in result["markdown"] and "| sad | " in result["markdown"].split("MAE per seed")[1]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
     with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate_run") as validations:
@@ -329,3 +337,23 @@ def test_a_diverged_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_pat
         cfg.model_copy(update={"name": "wild"})) if cfg.name == "base" else real(cfg))
     with pytest.raises(RunsDiverged, match=r"the other runs are trained, but no table was written \(.*'base'"):
         compare(cc, log=logged.append)
+
+
+def test_per_seed_table_pairs_each_row_with_the_baselines_run_of_the_same_seed(tmp_path):
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "kd"}, {"name": "other"}], seeds=(1, 2, 3))
+    results = {"base": {1: _result(0.20), 2: _result(0.30), 3: _result(0.25)},
+               "kd": {1: _result(0.18), 2: _result(0.29), 3: _result(0.22), 4: _result(0.5)},
+               "other": {5: _result(0.1)}}
+    values = per_seed(cc, results, "MAE")
+    assert values["kd"] == {1: 0.18, 2: 0.29, 3: 0.22, 4: 0.5}
+    # seeds 1-3 in common: differences −0.02, −0.01, −0.03; mean −0.02, s_d 0.01, 2 SE 2·0.01/sqrt(3)
+    mean, spread, n = paired_gain(values["kd"], values["base"])
+    assert (mean, spread, n) == (pytest.approx(-0.02), pytest.approx(0.0115470, rel=1e-5), 3)
+    assert paired_gain(values["other"], values["base"]) == (None, None, 0)
+    assert paired_gain({1: 0.1}, {1: 0.3}) == (pytest.approx(-0.2), None, 1)
+    table = format_per_seed(values, "base", "MAE")
+    header = "| method | seed 1 | seed 2 | seed 3 | seed 4 | seed 5 | paired gain | 2 SE (paired) | common seeds |"
+    assert header in table
+    assert "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | -0.0200 | 0.0115 | 3 |" in table
+    assert "| base | 0.2000 | 0.3000 | 0.2500 | - | - | - | - | - |" in table
+    assert "| other | - | - | - | - | 0.1000 | - | - | 0 |" in table

@@ -24,6 +24,7 @@ from segkd.commands.compare_config import (
 )
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
+from segkd.commands.per_seed import format_per_seed, paired_gain, per_seed
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
@@ -71,6 +72,13 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
         if row["method"] in heads:
             row["heads"] = heads[row["method"]]
     markdown += format_heads(heads, main)
+    seeds_of = per_seed(cc, results, main)
+    for row in rows:
+        row["per_seed"] = seeds_of[row["method"]]
+        if row["method"] != cc.baseline:
+            row["paired_gain"], row["paired_2se"], row["paired_seeds"] = paired_gain(seeds_of[row["method"]],
+                                                                                     seeds_of[cc.baseline])
+    markdown += format_per_seed(seeds_of, cc.baseline, main)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:
