@@ -357,3 +357,6 @@ def test_per_seed_table_pairs_each_row_with_the_baselines_run_of_the_same_seed(t
     assert "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | -0.0200 | 0.0115 | 3 |" in table
     assert "| base | 0.2000 | 0.3000 | 0.2500 | - | - | - | - | - |" in table
     assert "| other | - | - | - | - | 0.1000 | - | - | 0 |" in table
+    # a teacher is trained on its own data and config: its seed is no pair for the student's
+    assert "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | - | - | - |" in format_per_seed(values, "base", "MAE",
+                                                                                        unpaired=frozenset({"kd"}))

@@ -73,12 +73,13 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
             row["heads"] = heads[row["method"]]
     markdown += format_heads(heads, main)
     seeds_of = per_seed(cc, results, main)
+    teachers = frozenset(row["method"] for row in rows if row["role"] == "teacher")
     for row in rows:
         row["per_seed"] = seeds_of[row["method"]]
-        if row["method"] != cc.baseline:
+        if row["method"] != cc.baseline and row["method"] not in teachers:
             row["paired_gain"], row["paired_2se"], row["paired_seeds"] = paired_gain(seeds_of[row["method"]],
                                                                                      seeds_of[cc.baseline])
-    markdown += format_per_seed(seeds_of, cc.baseline, main)
+    markdown += format_per_seed(seeds_of, cc.baseline, main, unpaired=teachers)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:

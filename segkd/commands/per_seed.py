@@ -30,7 +30,10 @@ def paired_gain(row: dict[int, float], base: dict[int, float]) -> tuple[float | 
     return statistics.fmean(diffs), spread, len(diffs)
 
 
-def format_per_seed(values: dict[str, dict[int, float]], baseline: str, main: str) -> str:
+def format_per_seed(values: dict[str, dict[int, float]], baseline: str, main: str,
+                    unpaired: frozenset[str] = frozenset()) -> str:
+    """The per-seed table; ``unpaired`` rows (teachers, trained on their own data and config) get no
+    paired gain."""
     if baseline not in values:
         return ""
     seeds = sorted({seed for runs in values.values() for seed in runs})
@@ -41,7 +44,7 @@ def format_per_seed(values: dict[str, dict[int, float]], baseline: str, main: st
              "|---|" + "---|" * (len(seeds) + 3)]
     for name, runs in values.items():
         cells = [f"{runs[s]:.4f}" if s in runs else "-" for s in seeds]
-        if name == baseline:
+        if name == baseline or name in unpaired:
             paired = ["-", "-", "-"]
         else:
             mean, spread, n = paired_gain(runs, values[baseline])
