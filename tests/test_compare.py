@@ -13,7 +13,7 @@ from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
-from segkd.commands.per_seed import format_per_seed, paired_gain, per_seed
+from segkd.commands.per_seed import format_per_seed, paired_gain, paired_gains, per_seed
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config
@@ -351,12 +351,19 @@ def test_per_seed_table_pairs_each_row_with_the_baselines_run_of_the_same_seed(t
     assert (mean, spread, n) == (pytest.approx(-0.02), pytest.approx(0.0115470, rel=1e-5), 3)
     assert paired_gain(values["other"], values["base"]) == (None, None, 0)
     assert paired_gain({1: 0.1}, {1: 0.3}) == (pytest.approx(-0.2), None, 1)
-    table = format_per_seed(values, "base", "MAE")
+    paired = paired_gains(values, "base")
+    assert set(paired) == {"kd", "other"} and paired["kd"] == (mean, spread, n)
+    table = format_per_seed(values, paired, "base", "MAE")
     header = "| method | seed 1 | seed 2 | seed 3 | seed 4 | seed 5 | paired gain | 2 SE (paired) | common seeds |"
     assert header in table
     assert "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | -0.0200 | 0.0115 | 3 |" in table
     assert "| base | 0.2000 | 0.3000 | 0.2500 | - | - | - | - | - |" in table
     assert "| other | - | - | - | - | 0.1000 | - | - | 0 |" in table
     # a teacher is trained on its own data and config: its seed is no pair for the student's
-    assert "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | - | - | - |" in format_per_seed(values, "base", "MAE",
-                                                                                        unpaired=frozenset({"kd"}))
+    teacher = paired_gains(values, "base", unpaired=frozenset({"kd"}))
+    assert "kd" not in teacher
+    unpaired_row = "| kd | 0.1800 | 0.2900 | 0.2200 | 0.5000 | - | - | - | - |"
+    assert unpaired_row in format_per_seed(values, teacher, "base", "MAE")
+    # while the baseline has no finished run, no row has a paired gain and there is no table
+    early = {"kd": values["kd"]}
+    assert paired_gains(early, "base") == {} and format_per_seed(early, {}, "base", "MAE") == ""

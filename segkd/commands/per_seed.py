@@ -30,10 +30,20 @@ def paired_gain(row: dict[int, float], base: dict[int, float]) -> tuple[float | 
     return statistics.fmean(diffs), spread, len(diffs)
 
 
-def format_per_seed(values: dict[str, dict[int, float]], baseline: str, main: str,
-                    unpaired: frozenset[str] = frozenset()) -> str:
-    """The per-seed table; ``unpaired`` rows (teachers, trained on their own data and config) get no
-    paired gain."""
+def paired_gains(values: dict[str, dict[int, float]], baseline: str,
+                 unpaired: frozenset[str] = frozenset()) -> dict[str, tuple[float | None, float | None, int]]:
+    """``paired_gain`` of every row against ``baseline`` (none while the baseline has no run); the
+    baseline and the ``unpaired`` rows (teachers, trained on their own data and config) get none."""
+    if baseline not in values:
+        return {}
+    return {name: paired_gain(runs, values[baseline]) for name, runs in values.items()
+            if name != baseline and name not in unpaired}
+
+
+def format_per_seed(values: dict[str, dict[int, float]], paired: dict[str, tuple[float | None, float | None, int]],
+                    baseline: str, main: str) -> str:
+    """The per-seed table of ``values`` with the ``paired`` gains (``paired_gains``); none while the
+    baseline has no run."""
     if baseline not in values:
         return ""
     seeds = sorted({seed for runs in values.values() for seed in runs})
@@ -44,14 +54,11 @@ def format_per_seed(values: dict[str, dict[int, float]], baseline: str, main: st
              "|---|" + "---|" * (len(seeds) + 3)]
     for name, runs in values.items():
         cells = [f"{runs[s]:.4f}" if s in runs else "-" for s in seeds]
-        if name == baseline or name in unpaired:
-            paired = ["-", "-", "-"]
-        else:
-            mean, spread, n = paired_gain(runs, values[baseline])
-            paired = [f"{mean:+.4f}" if mean is not None else "-",
-                      f"{spread:.4f}" if spread is not None else "-", str(n)]
-        lines.append(f"| {name} | " + " | ".join(cells + paired) + " |")
+        mean, spread, n = paired.get(name, (None, None, None))
+        cells += [f"{mean:+.4f}" if mean is not None else "-", f"{spread:.4f}" if spread is not None else "-",
+                  str(n) if n is not None else "-"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["format_per_seed", "paired_gain", "per_seed"]
+__all__ = ["format_per_seed", "paired_gain", "paired_gains", "per_seed"]
