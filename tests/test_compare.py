@@ -118,6 +118,34 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert not (out / "later").exists()
 
 
+def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "sad", "set": ["distill.methods=[{name: sad, start: 0.0}]"]}],
+             seeds=(1,))
+    out = tmp_path / "cmp"
+    before = {r["method"]: r for r in compare(cc, log=lambda *_: None)["rows"]}
+    # what a study keeps under version control: each run's config.yaml, metrics.json and history.jsonl
+    for checkpoint in (out / "sad").rglob("*.pt"):
+        checkpoint.unlink()
+    messages = []
+    report = compare(cc, log=messages.append)
+    assert messages == ["[base seed 1] finished earlier with the same config, reused",
+                        "[sad seed 1] finished earlier with the same config, reused"]
+    after = {r["method"]: r for r in report["rows"]}
+    for column in ("MAE", "params_M", "GFLOPs", "loss_terms", "per_seed"):  # its cost: the model its config builds
+        assert after["sad"][column] == before["sad"][column], column
+    assert "Reused from their records alone (config.yaml, metrics.json, history.jsonl; no checkpoint kept): sad." \
+        in report["markdown"]
+    assert (out / "predictions" / "base").is_dir() and (out / "qualitative.png").is_file()
+    # with no checkpoint at all the tables are still written, and no prediction figure is drawn
+    for checkpoint in out.rglob("*.pt"):
+        checkpoint.unlink()
+    (out / "qualitative.png").unlink()
+    report = compare(cc, log=lambda *_: None, report_only=True)
+    assert "no checkpoint kept): base, sad." in report["markdown"] and (out / "results.md").is_file()
+    assert not (out / "qualitative.png").exists() and (out / "training_curves.png").is_file()
+
+
 def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():
     from segkd.commands.compare import load_compare_config, run_configs
 
@@ -264,8 +292,8 @@ def test_the_qualitative_figure_of_a_cityscapes_comparison_uses_cityscapes_colou
     monkeypatch.setattr(plots, "plot_qualitative_grid", lambda grid, *a, **k: drawn.setdefault("grid", grid))
     monkeypatch.setattr(compare_report, "_history", lambda *a: {})
     cc = SimpleNamespace(output_dir=tmp_path / "cmp", qualitative_images=1)
-    compare_report.make_plots(cc, [{"method": "kd", "mIoU": 0.5}], {"kd": cfg}, {"kd": nn.Conv2d(1, 1, 1)},
-                              "semantic", "mIoU")
+    compare_report.make_plots(cc, [{"method": "kd", "mIoU": 0.5}], {"kd": cfg}, {"kd": cfg},
+                              {"kd": nn.Conv2d(1, 1, 1)}, "semantic", "mIoU")
     [row] = drawn["grid"]
     expected = np.asarray(CITYSCAPES_COLORS, np.uint8)[bands]
     for column in ("ground truth", "kd"):

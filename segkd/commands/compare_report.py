@@ -29,9 +29,11 @@ from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
 from segkd.data.readers import read_binary_mask, read_image, read_label
+from segkd.engine.builders import model_kwargs
 from segkd.engine.colorize import colorize_labels
 from segkd.engine.evaluate import evaluate_with_config
 from segkd.engine.run import load_trained
+from segkd.models import build_model
 from segkd.models.base import count_parameters
 
 MIN_SEEDS_FOR_VERDICT = 3
@@ -50,11 +52,8 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     task, main = first.task, metric_columns(first.task)[0]
     rows = summarise(cc, results, task)
     reported = [e for e in cc.entries if results[e.name]]  # entries with no finished run have no row
-    entry_configs = {e.name: configs[(e.name, cc.seeds_of(e)[0])] for e in reported}
-    models: dict[str, torch.nn.Module] = {}
-    for name, cfg in entry_configs.items():
-        # the comparison's own config names the model, so an imported one was asked for
-        _, models[name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
+    entry_configs = {e.name: configs[(e.name, min(results[e.name]))] for e in reported}
+    models, kept = inference_models(reported, configs, results)
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
     for row in rows:
@@ -84,9 +83,35 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:
         markdown += f"\nNot finished yet (segkd compare trains them): {', '.join(missing)}.\n"
+    if unkept := [name for name in entry_configs if name not in kept]:
+        markdown += (f"\nReused from their records alone (config.yaml, metrics.json, history.jsonl; no checkpoint "
+                     f"kept): {', '.join(unkept)}. Their cost is the model their config builds; they are not in the "
+                     "prediction figures.\n")
     write_tables(rows, cc.output_dir, markdown)
-    figures = make_plots(cc, rows, entry_configs, models, task, main)
+    figures = make_plots(cc, rows, entry_configs, kept, models, task, main)
     return {"rows": rows, "markdown": markdown, "figures": figures}
+
+
+def inference_models(reported: list[CompareEntry], configs: RunConfigs,
+                     results: Results) -> tuple[dict[str, torch.nn.Module], dict[str, Config]]:
+    """Each entry's inference model, for its cost, and ``{entry: config}`` of the finished run whose
+    checkpoint it was loaded from (the prediction figures use it). An entry whose finished runs kept no
+    checkpoint (reused from their records: config.yaml, metrics.json and history.jsonl, what a study can
+    keep under version control) gets the untrained model its config builds: the same parameters,
+    FLOPs and latency."""
+    models: dict[str, torch.nn.Module] = {}
+    kept: dict[str, Config] = {}
+    for entry in reported:
+        runs = [configs[(entry.name, seed)] for seed in sorted(results[entry.name])]
+        cfg = next((run for run in runs if (run.run_dir / "last.pt").is_file()), None)
+        if cfg is not None:  # the comparison's own config names the model, so an imported one was asked for
+            _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
+            kept[entry.name] = cfg
+        else:
+            kwargs = model_kwargs(runs[0].model, runs[0])
+            kwargs.pop("pretrained", None)  # no weights are read: only the architecture's cost is asked
+            models[entry.name] = build_model(runs[0].model.name, **kwargs).eval()
+    return models, kept
 
 
 def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
@@ -225,10 +250,12 @@ def _history(run_dir: Path, metric: str) -> dict[str, list[Any]]:
     return {"step": steps, "loss": losses, "val_step": val_steps, "val_metric": vals}
 
 
-def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str, Config],
+def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str, Config], kept: dict[str, Config],
                models: dict[str, torch.nn.Module], task: str, main: str) -> list[Path]:
     """Bar chart, training curves, qualitative grid, and (binary) PR and F-threshold curves.
-    ``configs`` and ``models``: one run of each entry, by entry name."""
+    ``configs``: one finished run of each entry, by entry name (its training curve); ``kept``: the
+    entries with a checkpoint and its run's config, and ``models`` their trained models (the
+    predictions)."""
     out = cc.output_dir
     written = [
         plots.plot_metric_bars({r["method"]: (r[main], r.get(f"{main}_std")) for r in rows}, main,
@@ -236,7 +263,9 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
         plots.plot_training_curves({name: _history(cfg.run_dir, main) for name, cfg in configs.items()},
                                    out / "training_curves.png", metric_name=main),
     ]
-    first = next(iter(configs.values()))
+    if not kept:
+        return written
+    first = next(iter(kept.values()))
     dataset = build_dataset(first.data, task, "val")
     samples = dataset.samples[: cc.qualitative_images]
     palette = layout_palette(first.data.layout)  # Cityscapes' colours for Cityscapes, as its saved predictions
@@ -249,7 +278,7 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
     grid = [{"name": s.name, "image": read_image(s.image), "ground truth": shown(_read_mask(s.mask, task, dataset))}
             for s in samples]
     curves: dict[str, dict[str, Any]] = {}
-    for name, cfg in configs.items():
+    for name, cfg in kept.items():
         pred_dir = out / "predictions" / name
         device = next(models[name].parameters()).device
         metrics = evaluate_with_config(models[name], dataset, cfg, device, save_dir=pred_dir,
@@ -258,7 +287,7 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
             curves[name] = metrics["curves"]
         for row, sample in zip(grid, samples):
             row[name] = shown(np.array(Image.open(pred_dir / f"{sample.name}.png")))
-    written.append(plots.plot_qualitative_grid(grid, ["image", "ground truth", *configs], out / "qualitative.png"))
+    written.append(plots.plot_qualitative_grid(grid, ["image", "ground truth", *kept], out / "qualitative.png"))
     if task == "binary":
         written.append(plots.plot_pr_curves(curves, out / "pr_curves.png"))
         written.append(plots.plot_f_threshold(curves, out / "f_threshold.png"))
