@@ -118,7 +118,9 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert not (out / "later").exists()
 
 
-def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path):
+def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path, monkeypatch):
+    from segkd.commands import compare_report, plots
+
     save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
     cc = _cc(tmp_path, [{"name": "base"}, {"name": "sad", "set": ["distill.methods=[{name: sad, start: 0.0}]"]}],
              seeds=(1,))
@@ -127,8 +129,22 @@ def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path):
     # what a study keeps under version control: each run's config.yaml, metrics.json and history.jsonl
     for checkpoint in (out / "sad").rglob("*.pt"):
         checkpoint.unlink()
+    drawn = {}
+    real_grid, real_pr = plots.plot_qualitative_grid, plots.plot_pr_curves
+
+    def grid(rows, columns, path):
+        drawn["grid"] = columns
+        return real_grid(rows, columns, path)
+
+    def pr_curves(curves, path):
+        drawn["pr"] = [*curves]
+        return real_pr(curves, path)
+
+    monkeypatch.setattr(plots, "plot_qualitative_grid", grid)
+    monkeypatch.setattr(plots, "plot_pr_curves", pr_curves)
     messages = []
     report = compare(cc, log=messages.append)
+    assert drawn == {"grid": ["image", "ground truth", "base"], "pr": ["base"]}  # the trained model alone
     assert messages == ["[base seed 1] finished earlier with the same config, reused",
                         "[sad seed 1] finished earlier with the same config, reused"]
     after = {r["method"]: r for r in report["rows"]}
@@ -137,13 +153,19 @@ def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path):
     assert "Reused from their records alone (config.yaml, metrics.json, history.jsonl; no checkpoint kept): sad." \
         in report["markdown"]
     assert (out / "predictions" / "base").is_dir() and (out / "qualitative.png").is_file()
-    # with no checkpoint at all the tables are still written, and no prediction figure is drawn
+    # with no checkpoint at all the tables are still written, and no prediction figure is left
     for checkpoint in out.rglob("*.pt"):
         checkpoint.unlink()
-    (out / "qualitative.png").unlink()
     report = compare(cc, log=lambda *_: None, report_only=True)
     assert "no checkpoint kept): base, sad." in report["markdown"] and (out / "results.md").is_file()
-    assert not (out / "qualitative.png").exists() and (out / "training_curves.png").is_file()
+    assert not any((out / name).exists() for name in ("qualitative.png", "pr_curves.png", "f_threshold.png"))
+    assert (out / "training_curves.png").is_file()
+    # a model its config cannot build here (say, its weights' package is missing): no cost, said why
+    monkeypatch.setattr(compare_report, "build_model", lambda *a, **k: (_ for _ in ()).throw(ValueError("no file")))
+    rows = {r["method"]: r for r in compare(cc, log=lambda *_: None, report_only=True)["rows"]}
+    assert "params_M" not in rows["sad"] and rows["sad"]["MAE"] == before["sad"]["MAE"]
+    assert "sad: no cost columns (its model could not be built from its config here: ValueError: no file)." \
+        in (out / "results.md").read_text()
 
 
 def test_teacher_cache_auto_is_one_folder_per_teacher_entry_for_every_seed():

@@ -53,7 +53,7 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     rows = summarise(cc, results, task)
     reported = [e for e in cc.entries if results[e.name]]  # entries with no finished run have no row
     entry_configs = {e.name: configs[(e.name, min(results[e.name]))] for e in reported}
-    models, kept = inference_models(reported, configs, results)
+    models, kept, unbuilt = inference_models(reported, configs, results)
     size = cc.latency_size or (first.data.test_size if task == "binary" else first.data.crop_size)
     add_cost(rows, models, size)
     for row in rows:
@@ -87,31 +87,37 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
         markdown += (f"\nReused from their records alone (config.yaml, metrics.json, history.jsonl; no checkpoint "
                      f"kept): {', '.join(unkept)}. Their cost is the model their config builds; they are not in the "
                      "prediction figures.\n")
+    for name, why in unbuilt.items():
+        markdown += f"\n{name}: no cost columns (its model could not be built from its config here: {why}).\n"
     write_tables(rows, cc.output_dir, markdown)
     figures = make_plots(cc, rows, entry_configs, kept, models, task, main)
     return {"rows": rows, "markdown": markdown, "figures": figures}
 
 
-def inference_models(reported: list[CompareEntry], configs: RunConfigs,
-                     results: Results) -> tuple[dict[str, torch.nn.Module], dict[str, Config]]:
-    """Each entry's inference model, for its cost, and ``{entry: config}`` of the finished run whose
-    checkpoint it was loaded from (the prediction figures use it). An entry whose finished runs kept no
-    checkpoint (reused from their records: config.yaml, metrics.json and history.jsonl, what a study can
-    keep under version control) gets the untrained model its config builds: the same parameters,
-    FLOPs and latency."""
+def inference_models(reported: list[CompareEntry], configs: RunConfigs, results: Results
+                     ) -> tuple[dict[str, torch.nn.Module], dict[str, Config], dict[str, str]]:
+    """Each entry's inference model, for its cost; ``{entry: config}`` of the finished run whose
+    checkpoint it was loaded from (the prediction figures use it); ``{entry: why}`` of the entries
+    with no model. An entry whose finished runs kept no checkpoint (reused from their records:
+    config.yaml, metrics.json and history.jsonl, what a study can keep under version control) gets
+    the untrained model its config builds, with no weights read: the same parameters, FLOPs and
+    latency; if it cannot be built here, it has no cost columns."""
     models: dict[str, torch.nn.Module] = {}
     kept: dict[str, Config] = {}
+    unbuilt: dict[str, str] = {}
     for entry in reported:
         runs = [configs[(entry.name, seed)] for seed in sorted(results[entry.name])]
         cfg = next((run for run in runs if (run.run_dir / "last.pt").is_file()), None)
         if cfg is not None:  # the comparison's own config names the model, so an imported one was asked for
             _, models[entry.name], _ = load_trained(cfg.run_dir / "last.pt", allow_import=cfg.model.name == "import")
             kept[entry.name] = cfg
-        else:
-            kwargs = model_kwargs(runs[0].model, runs[0])
-            kwargs.pop("pretrained", None)  # no weights are read: only the architecture's cost is asked
+            continue
+        kwargs = {k: v for k, v in model_kwargs(runs[0].model, runs[0]).items() if not k.startswith("pretrained")}
+        try:
             models[entry.name] = build_model(runs[0].model.name, **kwargs).eval()
-    return models, kept
+        except Exception as err:  # any builder error: the report goes on without this row's cost, and says why
+            unbuilt[entry.name] = f"{type(err).__name__}: {err}".splitlines()[0]
+    return models, kept, unbuilt
 
 
 def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
@@ -180,9 +186,12 @@ def summarise(cc: CompareConfig, results: Results, task: str) -> list[dict[str, 
 
 
 def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], size: int) -> None:
-    """Parameters, GFLOPs and CPU latency (and CUDA latency when present) of each inference model."""
+    """Parameters, GFLOPs and CPU latency (and CUDA latency when present) of each row's inference
+    model (none for a row without one)."""
     for row in rows:
-        model = models[row["method"]]
+        model = models.get(row["method"])
+        if model is None:  # a record whose model cannot be built here
+            continue
         row["params_M"] = count_parameters(model) / 1e6
         row["GFLOPs"] = gflops(model, (size, size))
         row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=1, iters=5)["latency_ms_median"]
@@ -254,8 +263,8 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
                models: dict[str, torch.nn.Module], task: str, main: str) -> list[Path]:
     """Bar chart, training curves, qualitative grid, and (binary) PR and F-threshold curves.
     ``configs``: one finished run of each entry, by entry name (its training curve); ``kept``: the
-    entries with a checkpoint and its run's config, and ``models`` their trained models (the
-    predictions)."""
+    entries with a checkpoint and its run's config, whose models (in ``models``) are trained: only
+    they are in the prediction figures."""
     out = cc.output_dir
     written = [
         plots.plot_metric_bars({r["method"]: (r[main], r.get(f"{main}_std")) for r in rows}, main,
@@ -263,7 +272,9 @@ def make_plots(cc: CompareConfig, rows: list[dict[str, Any]], configs: dict[str,
         plots.plot_training_curves({name: _history(cfg.run_dir, main) for name, cfg in configs.items()},
                                    out / "training_curves.png", metric_name=main),
     ]
-    if not kept:
+    if not kept:  # no trained model: an earlier report's prediction figures would show stale entries
+        for name in ("qualitative.png", "pr_curves.png", "f_threshold.png"):
+            (out / name).unlink(missing_ok=True)
         return written
     first = next(iter(kept.values()))
     dataset = build_dataset(first.data, task, "val")
