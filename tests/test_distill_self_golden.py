@@ -48,10 +48,15 @@ def seeded_run(spec: dict) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
 def test_losses_gradients_and_state_keys_are_unchanged(case: str) -> None:
     spec, losses, grad_sum, params, keys_md5 = EXPECTED[case]
     method, computed = seeded_run(spec)
-    assert {k: v.item() for k, v in computed.items()} == pytest.approx(losses, rel=1e-5)
+    # stored on one CPU: another rounds differently (other vector widths, other summation orders; BYOT's
+    # small KD term, a near-cancellation, moved by 1.8e-4 relative on a second AMD EPYC), while a changed
+    # loss, reduction or weight moves these by far more than 1e-3
+    assert {k: v.item() for k, v in computed.items()} == pytest.approx(losses, rel=1e-3)
     sum(computed.values()).backward()
     grads = sum(p.grad.abs().sum() for p in method.parameters() if p.grad is not None)
-    assert grads.item() == pytest.approx(grad_sum, rel=1e-4)
+    # Σ|grad| goes through batch norms over a batch of 2 at 1-4 px (ill-conditioned): one thread instead
+    # of two moved it by 0.7 % (BYOT); a detach moved or a branch cut changes it by far more
+    assert grads.item() == pytest.approx(grad_sum, rel=2e-2)
     assert sum(p.numel() for p in method.parameters()) == params
     # the same keys and shapes: a training checkpoint's method state still loads on resume
     keys = "|".join(f"{k}:{tuple(v.shape)}" for k, v in method.state_dict().items())
