@@ -210,3 +210,18 @@ def test_the_footnote_gives_the_matched_entrys_verdict_against_the_matched_row()
     rows[1]["mIoU"] = 0.55  # +0.02: within
     assert compare_report._matched_note(cc, cc.entry("matched"), configs, rows, "mIoU").endswith(
         "+0.0200 mIoU, 2 SE 0.0258, significant: no (within 2 SE).")
+
+
+def test_runs_train_in_the_configs_order_each_after_the_entries_it_waits_for(tmp_path, monkeypatch):
+    """An entry awaited by a later one is not pulled ahead of the entries listed before it: a student
+    listed right after its teacher trains while the teacher's checkpoint is at hand."""
+    from segkd.commands import compare_runner
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "kd", "teacher_from": "base"}, {"name": "other"},
+                        {"name": "long", "set": ["train.epochs=2"]}, MATCHED], seeds=(1,))
+    order = []
+    monkeypatch.setattr(compare_runner, "train_runs",
+                        lambda runs, jobs, log: order.extend(run.name for run in runs) or [])
+    compare_runner.train_all(cc, log=lambda *_: None)
+    assert order == ["base", "kd", "other", "long", "matched"]

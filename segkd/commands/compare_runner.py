@@ -140,8 +140,8 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
             log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
         else:
             todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
-    awaited = {name for entry in cc.entries for name in _waits_for(entry)}
-    todo.sort(key=lambda run: run.name not in awaited)  # teachers first: others wait for them
+    # in the config's order, which puts every entry after those it waits for (validated): a student
+    # trains while its teacher's checkpoint is here, however long the study
     diverged = train_runs(todo, cc.jobs, log)
     trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
     results = finished_runs(cc, {}, log, Matched(trained, frozenset()))  # stale ones trained again
@@ -258,7 +258,7 @@ def train_runs(runs: list[Run], jobs: int, log=print) -> list[str]:
     is returned, so that a long comparison trains all it can before it reports them."""
     outcomes = _Outcomes(log)
     if jobs == 1 or len(runs) <= 1:
-        for run in runs:  # in order: teachers come first
+        for run in runs:  # in order: an entry comes after those it waits for
             if outcomes.skipped(run) or not run.ready():
                 continue
             outcomes.started(run)
