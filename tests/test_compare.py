@@ -118,6 +118,38 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert not (out / "later").exists()
 
 
+def test_a_teacher_is_kept_as_weights_only_so_its_students_train_on_another_machine(tmp_path):
+    import torch
+
+    from segkd.engine.resume import ResumeError, check_resume
+    from segkd.engine.run import load_trained
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "teacher", "role": "teacher"}, {"name": "base"},
+                        {"name": "kd", "teacher_from": "teacher", "set": ["distill.methods=[{name: logits_kd}]"]}],
+             seeds=(1,))
+    out, messages = tmp_path / "cmp", []
+    compare(cc, log=messages.append)
+    kept = torch.load(out / "teacher" / "seed1" / "last.pt", weights_only=True)
+    assert "optimizer" not in kept and "rng" not in kept and {"config", "model"} <= set(kept)
+    assert any(m.startswith("[teacher seed 1] a teacher: last.pt kept as weights only") for m in messages)
+    assert "optimizer" in torch.load(out / "base" / "seed1" / "last.pt", weights_only=True)  # not a teacher
+    # the record and the kept teacher are what another machine has: its student trains again from them
+    teacher_model = load_trained(out / "teacher" / "seed1" / "last.pt")[1].state_dict()
+    for path in [*out.rglob("*.pt"), *(out / "kd").rglob("*")]:
+        if path.is_file() and path.parent.name == "seed1" and "teacher" not in path.parts:
+            path.unlink()
+    messages.clear()
+    compare(cc, log=messages.append)
+    assert "[kd seed 1] training → " + str(out / "kd" / "seed1") in messages
+    assert not any("kept as weights only" in m for m in messages)  # kept once, left as it is
+    again = load_trained(out / "teacher" / "seed1" / "last.pt")[1].state_dict()
+    assert all(torch.equal(again[k], v) for k, v in teacher_model.items())
+    # a run kept as weights only is never resumed: one line says so
+    with pytest.raises(ResumeError, match="weights only .no optimizer state., so it cannot be resumed"):
+        check_resume(load_trained(out / "teacher" / "seed1" / "last.pt")[0], out / "teacher" / "seed1" / "last.pt")
+
+
 def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path, monkeypatch):
     from segkd.commands import compare_report, plots
 

@@ -37,6 +37,7 @@ from segkd.commands.compare_config import (
     with_matched,
 )
 from segkd.config import Config, ConfigError
+from segkd.engine.checkpoint import keep_weights_only
 from segkd.engine.errors import NonFiniteLossError, TrainingInterrupted
 from segkd.engine.resume import run_changes
 from segkd.engine.teacher_cache import fill_ahead
@@ -142,10 +143,25 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
             todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
     # in the config's order, which puts every entry after those it waits for (validated): a student
     # trains while its teacher's checkpoint is here, however long the study
+    keep_teacher_weights(cc, configs, log)  # those finished before
     diverged = train_runs(todo, cc.jobs, log)
+    keep_teacher_weights(cc, configs, log)
     trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
     results = finished_runs(cc, {}, log, Matched(trained, frozenset()))  # stale ones trained again
     return Trained(trained, results, tuple(diverged))
+
+
+def keep_teacher_weights(cc: CompareConfig, configs: RunConfigs, log=print) -> None:
+    """Keep each finished teacher run (the run a ``teacher_from`` entry distils from) as weights only:
+    its ``last.pt`` without the optimizer state, half the size, so a study kept as records can keep its
+    teachers beside them and train its students on another machine (results/README.md)."""
+    for name in dict.fromkeys(e.teacher_from for e in cc.entries if e.teacher_from is not None):
+        run_dir = configs[(name, cc.seeds_of(cc.entry(name))[0])].run_dir
+        if (run_dir / "metrics.json").is_file() and (run_dir / "last.pt").is_file() \
+                and keep_weights_only(run_dir / "last.pt"):
+            size = (run_dir / "last.pt").stat().st_size / 2**20
+            log(f"[{name} seed {run_dir.name.removeprefix('seed')}] a teacher: last.pt kept as weights only "
+                f"(no optimizer state), {size:.0f} MiB")
 
 
 def _refusal(cc: CompareConfig, stale: StaleRuns) -> ConfigError:
@@ -327,4 +343,4 @@ def _fit_in_worker(cfg: Config) -> dict[str, Any]:
         raise TrainingInterrupted(f"{message}run the same segkd compare command again to continue") from None
 
 
-__all__ = ["Trained", "finished_runs", "stale_runs", "train_all", "train_runs"]
+__all__ = ["Trained", "finished_runs", "keep_teacher_weights", "stale_runs", "train_all", "train_runs"]

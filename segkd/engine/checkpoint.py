@@ -101,6 +101,22 @@ def read_checkpoint(path: str | Path, trust: bool | None = None) -> dict[str, An
     raise CheckpointError(f"{path}: neither a segkd checkpoint nor a state dict")
 
 
+# What a finished run needs to be used (as a teacher, for evaluation, prediction or export) but not
+# to be resumed: its optimizer and RNG states are dropped
+WEIGHTS_ONLY_KEYS = ("format", "config", "model", "methods", "iteration", "best", "train_seconds")
+
+
+def keep_weights_only(path: str | Path) -> bool:
+    """Rewrite the finished run's checkpoint ``path`` (atomically) without what only a resume needs,
+    about half its size; the model's weights are kept exactly. Returns whether it was rewritten
+    (False for a file that holds weights only already)."""
+    ckpt = read_checkpoint(path)
+    if not set(ckpt) - set(WEIGHTS_ONLY_KEYS):
+        return False
+    atomic_save({k: v for k, v in ckpt.items() if k in WEIGHTS_ONLY_KEYS}, path)
+    return True
+
+
 def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
     """Rename key prefixes (``{"module.": ""}`` strips DataParallel's prefix)."""
     if not key_map:

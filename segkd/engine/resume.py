@@ -148,6 +148,9 @@ def check_resume(cfg: Config, last_path: Path) -> dict[str, Any]:
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ResumeError(f"{last_path}: holds no config, so a resume cannot be checked; start a new output_dir")
+    if "optimizer" not in ckpt:  # a finished run kept as weights only (a comparison's teacher)
+        raise ResumeError(f"{last_path}: holds the finished run's weights only (no optimizer state), so it cannot "
+                          "be resumed; train into another output_dir, or use it as it is (evaluate, predict, teacher)")
     diffs = run_changes(stored, cfg.to_dict())
     if diffs:
         shown = "; ".join(diffs[:10]) + (f"; ... ({len(diffs) - 10} more)" if len(diffs) > 10 else "")
