@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -206,11 +205,12 @@ def test_cirkd_queues_hold_every_class_class_balanced():
     assert rows(memory.regions[1, :2]) == rows(torch.tensor([u[2], u[0]]))
 
 
-def _gather_worker(rank: int, port: int, out_dir: str) -> None:
+def _gather_worker(rank: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a rendezvous file in the test's own folder: no port another process may take meanwhile
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous",
+                            rank=rank, world_size=2)
     try:
         torch.manual_seed(0)  # the same random initial memory on both ranks
         queues = ClassQueues(num_classes=2, dim=2, pixel_size=4, region_size=4, pixels_per_image=4)
@@ -227,10 +227,7 @@ def _gather_worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_cirkd_memory_gathers_every_ranks_batch(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gather_worker, args=(str(tmp_path),), nprocs=2, join=True)
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for state in states:  # each rank stored both ranks' pixels: class 0 from rank 0, 1 from rank 1
         assert state["region_next"].tolist() == [1, 1] and state["pixel_next"].tolist() == [1, 1]

@@ -13,9 +13,7 @@
 """
 from __future__ import annotations
 
-import os
 import pydoc
-import socket
 import subprocess
 import sys
 from collections import OrderedDict
@@ -267,12 +265,12 @@ def test_dhm_copies_of_stages_go_to_the_backbone_group_and_progress_reaches_the_
         distiller.set_progress(1.5)
 
 
-def _ddp_worker(rank: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a rendezvous file in the test's own folder: no port another process may take meanwhile
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=2)
     torch.manual_seed(0)  # the same parts on both ranks, different data
     student, teacher = Plain("dict"), Plain("tensor", seed=1, width=16)  # 16 vs 8 channels: a learned mapping
     images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(10 + rank))
@@ -286,10 +284,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_method_gradients_are_averaged_over_processes(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["local"] and not torch.equal(ranks[0]["local"][0], ranks[1]["local"][0])
     for i, averaged in enumerate(ranks[0]["averaged"]):
