@@ -309,6 +309,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true",
                    help="train nothing: write the tables and plots of the runs finished so far "
                         "(while a long comparison goes on)")
+    p.add_argument("--only", nargs="+", metavar="ENTRY",
+                   help="train these entries alone (and those they wait for); the tables show every finished run")
 
 
 def _retrain_arg(p: argparse.ArgumentParser) -> None:
@@ -321,13 +323,16 @@ def _retrain_arg(p: argparse.ArgumentParser) -> None:
     segkd compare demo_semantic
     segkd compare my_comparison.yaml --set seeds=[1,2,3]
     segkd compare my_comparison.yaml --report       # the table so far, while its runs go on
+    segkd compare my_comparison.yaml --only kd cwd  # train these rows (and their teacher) alone
 """)(_compare_args)
 def run_compare(args: argparse.Namespace) -> int:
     from segkd.commands.compare import compare, load_compare_config
 
-    if args.report and args.retrain:
-        raise UsageError("--report trains nothing and --retrain trains again: give one of them")
-    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain, report_only=args.report)
+    if args.report and (args.retrain or args.only):
+        raise UsageError(f"--report trains nothing and {'--retrain' if args.retrain else '--only'} says what to "
+                         "train: give one of them")
+    result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain, report_only=args.report,
+                     only=args.only)
     print(result["markdown"])
     for path in result["figures"]:
         print(f"figure: {path}")

@@ -225,3 +225,34 @@ def test_runs_train_in_the_configs_order_each_after_the_entries_it_waits_for(tmp
                         lambda runs, jobs, log: order.extend(run.name for run in runs) or [])
     compare_runner.train_all(cc, log=lambda *_: None)
     assert order == ["base", "kd", "other", "long", "matched"]
+
+
+def test_only_trains_the_entries_named_and_those_they_wait_for(tmp_path, monkeypatch):
+    """``segkd compare --only``: a long study trains some rows now; the runs of the others are neither
+    trained nor refused when stale, and the tables still hold every run finished with the current config."""
+    from segkd.commands import compare_runner
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "kd", "teacher_from": "base"}, {"name": "other"},
+                        {"name": "long", "set": ["train.epochs=2"]}, MATCHED], seeds=(1,))
+    seconds = {(name, 1): 10.0 for name in ("base", "kd", "other", "long", "matched")}
+    trained = []
+    monkeypatch.setattr(compare_runner, "fit", _fake_fit(seconds, trained))
+    stale_dir = cc.output_dir / "other" / "seed1"  # a run of 'other' trained with another config
+    stale_dir.mkdir(parents=True)
+    stored = compare_runner.run_configs(cc)[("other", 1)].to_dict()
+    stored["train"]["epochs"] = 5
+    (stale_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    (stale_dir / "metrics.json").write_text(json.dumps({"student": {"MAE": 0.5}, "train_seconds": 1.0}))
+    messages = []
+    result = compare_runner.train_all(cc, log=messages.append, only=["kd"])
+    assert trained == [("base", 1), ("kd", 1)]  # kd and the teacher it waits for, in the config's order
+    assert set(result.results["base"]) == set(result.results["kd"]) == {1}
+    assert result.results["other"] == {} and "[other seed 1] trained with another config, left out" in messages
+    assert stale_dir.is_dir()  # left as it was, not moved aside
+    trained.clear()
+    result = compare_runner.train_all(cc, log=messages.append, only=["matched"])
+    assert trained == [("long", 1), ("matched", 1)]  # base finished earlier: reused
+    assert set(result.results["matched"]) == {1}
+    with pytest.raises(ConfigError, match=r"^--only nosuch: t has no such entry; its entries: base, kd, other, long"):
+        compare_runner.train_all(cc, only=["nosuch"])

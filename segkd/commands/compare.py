@@ -28,16 +28,18 @@ class RunsDiverged(NonFiniteLossError):
     """Runs of a comparison that diverged; every other run was trained and reported."""
 
 
-def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False) -> dict[str, Any]:
+def compare(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False,
+            only: list[str] | None = None) -> dict[str, Any]:
     """Train what is missing, then write ``results.{md,csv,json}`` and the plots.
 
     ``retrain``: train again (moving the old run aside) every run whose stored config differs.
     ``report_only``: train nothing; the tables and plots show the runs finished so far.
+    ``only``: train these entries alone (and those they wait for); the tables show every finished run.
     """
     configs = run_configs(cc)  # read and validated once, for the runner and the report
     first = next(iter(configs.values()))
     resolve_root(first.data, first.task)  # a missing data set stops the comparison before any run
-    trained = train_all(cc, log, retrain, report_only, configs=configs)  # matched entries at their epochs
+    trained = train_all(cc, log, retrain, report_only, configs=configs, only=only)  # matched entries at their epochs
     if not trained.diverged:
         return write_report(cc, trained.configs, trained.results)
     try:

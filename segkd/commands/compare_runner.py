@@ -111,7 +111,7 @@ def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, matched: Match
 
 
 def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: bool = False,
-              configs: RunConfigs | None = None) -> Trained:
+              configs: RunConfigs | None = None, only: list[str] | None = None) -> Trained:
     """Train every (entry, seed) not finished yet; return every run's config and metrics.
 
     A run directory trained with another resolved config is never reused: the comparison stops
@@ -119,17 +119,23 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     A ``matched_time`` entry whose epochs are not known yet is judged so when its runs start.
     ``report_only``: train nothing; return the runs finished with the current config.
     ``configs``: the runs as ``run_configs(cc)`` resolves them (resolved here when not given).
+    ``only``: train these entries alone (and those they wait for); the others' runs are reported as they are.
     """
     matched = with_matched(cc, configs if configs is not None else run_configs(cc))
     configs, waiting = matched
     stale = stale_runs(cc, matched)
     if report_only:
         return Trained(configs, finished_runs(cc, stale, log, matched))
+    chosen = _with_awaited(cc, only) if only is not None else {e.name for e in cc.entries}
+    left_alone = {run: diffs for run, diffs in stale.items() if run[0] not in chosen}  # left out of the tables
+    stale = {run: diffs for run, diffs in stale.items() if run[0] in chosen}
     if stale and not retrain:
         raise _refusal(cc, stale)
     retrained = {name for name, _ in stale}
     todo: list[Run] = []
     for entry, seed in runs_of(cc):
+        if entry.name not in chosen:
+            continue
         cfg = configs[(entry.name, seed)]
         if (entry.name, seed) in stale:
             log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
@@ -147,8 +153,24 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     diverged = train_runs(todo, cc.jobs, log)
     keep_teacher_weights(cc, configs, log)
     trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
-    results = finished_runs(cc, {}, log, Matched(trained, frozenset()))  # stale ones trained again
+    # stale ones trained again; an entry not chosen may still wait for runs of another
+    results = finished_runs(cc, left_alone, log, Matched(trained, frozenset(waiting - chosen)))
     return Trained(trained, results, tuple(diverged))
+
+
+def _with_awaited(cc: CompareConfig, only: list[str]) -> set[str]:
+    """The entries ``only`` names and, recursively, those they wait for."""
+    names = [e.name for e in cc.entries]
+    unknown = [name for name in only if name not in names]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]}: {cc.name} has no such entry; its entries: {', '.join(names)}")
+    chosen, todo = set(), list(only)
+    while todo:
+        name = todo.pop()
+        if name not in chosen:
+            chosen.add(name)
+            todo.extend(_waits_for(cc.entry(name)))
+    return chosen
 
 
 def keep_teacher_weights(cc: CompareConfig, configs: RunConfigs, log=print) -> None:
