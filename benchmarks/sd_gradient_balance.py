@@ -4,8 +4,9 @@ An SGD step is the learning rate times the gradient, so a method whose terms dou
 of the shared network trains it, in effect, at twice the learning rate its baseline was tuned for.
 For every entry of a binary ``segkd compare`` config (its first seed's resolved run), on the same
 training batches (training augmentation, one fixed size), this prints for the student's backbone
-and head: the gradient norm of the task loss alone, of the whole loss, their ratio, and the cosine
-between the task loss's gradient and the methods' (whole minus task).
+and head: the gradient norm of the task loss alone (as weighted in the entry), of the whole loss,
+the whole loss's over the baseline entry's task loss's, and the cosine between the task loss's
+gradient and the methods' (whole minus task).
 
 Two states of the weights:
 
@@ -52,9 +53,9 @@ def batches(cfg, count: int, side: int) -> list[dict]:
     return out
 
 
-def norms(grads: list[torch.Tensor | None]) -> torch.Tensor:
-    flat = [g.reshape(-1) for g in grads if g is not None]
-    return torch.cat(flat) if flat else torch.zeros(1)
+def flat(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) -> torch.Tensor:
+    """The gradients as one vector, zeros for a parameter the loss does not reach."""
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
 def measure(cfg, state: str, data: list[dict]) -> dict[str, float]:
@@ -81,8 +82,8 @@ def measure(cfg, state: str, data: list[dict]) -> dict[str, float]:
             total = sum(losses.values())
             for group, params in groups.items():
                 params = [p for p in params if p.requires_grad]
-                task = norms(torch.autograd.grad(losses["task"], params, retain_graph=True, allow_unused=True))
-                whole = norms(torch.autograd.grad(total, params, retain_graph=True, allow_unused=True))
+                task = flat(torch.autograd.grad(losses["task"], params, retain_graph=True, allow_unused=True), params)
+                whole = flat(torch.autograd.grad(total, params, retain_graph=True, allow_unused=True), params)
                 extra = whole - task
                 cosine = F.cosine_similarity(task, extra, dim=0) if extra.norm() > 0 else torch.tensor(0.0)
                 for key, value in ((f"{group}_task", task.norm()), (f"{group}_whole", whole.norm()),
@@ -107,18 +108,22 @@ def main() -> None:
     cc = load_compare_config(args.compare, overrides)
     configs = run_configs(cc)
     rows, data = {}, None
-    print(f"| entry ({args.state}) | backbone: task | whole | ratio | cos(task, SD) | head: task | whole | ratio |")
+    print(f"| entry ({args.state}) | backbone: task | whole | × baseline | cos(task, SD) "
+          "| head: task | whole | × baseline |")
     print("|---|---|---|---|---|---|---|---|")
-    for entry in cc.entries:
-        if entry.matched_time is not None or (args.entries and entry.name not in args.entries):
+    # the baseline first: every row's whole gradient is given over the baseline's (a method's own task
+    # term may be weighted below 1: Tf-KD's 0.05, BYOT's 0.9)
+    ordered = sorted((e for e in cc.entries if e.matched_time is None), key=lambda e: e.name != cc.baseline)
+    for entry in ordered:
+        if args.entries and entry.name not in args.entries and entry.name != cc.baseline:
             continue
         cfg = configs[(entry.name, cc.seeds_of(entry)[0])]
         data = data or batches(cfg, args.batches, args.size)
-        m = measure(cfg, args.state, data)
-        rows[entry.name] = m
+        m = rows[entry.name] = measure(cfg, args.state, data)
+        base = rows[cc.baseline]
         cells = [f"{m['backbone_task']:.3f}", f"{m['backbone_whole']:.3f}",
-                 f"{m['backbone_whole'] / m['backbone_task']:.2f}", f"{m['backbone_cos']:+.2f}",
-                 f"{m['head_task']:.3f}", f"{m['head_whole']:.3f}", f"{m['head_whole'] / m['head_task']:.2f}"]
+                 f"{m['backbone_whole'] / base['backbone_task']:.2f}", f"{m['backbone_cos']:+.2f}",
+                 f"{m['head_task']:.3f}", f"{m['head_whole']:.3f}", f"{m['head_whole'] / base['head_task']:.2f}"]
         print(f"| {entry.name} | " + " | ".join(cells) + " |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

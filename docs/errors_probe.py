@@ -340,7 +340,7 @@ def run() -> None:
     manifest = (cache / "manifest.json").read_text()
     (cache / "manifest.json").write_text("")
     case("teacher cache whose manifest is empty", ["cache-teacher", s(kd)])
-    (cache / "manifest.json").write_text("{\"format\": \"segkd-teacher-cache-v1\", \"maps\": [")
+    (cache / "manifest.json").write_text("{\"format\": \"segkd-teacher-cache-v2\", \"maps\": [")
     case("teacher cache whose manifest is corrupt", ["train", s(kd)])
     (cache / "manifest.json").write_text(manifest)
     maps = sorted((cache / "maps").glob("*.npy"))

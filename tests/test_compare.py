@@ -142,6 +142,7 @@ def test_a_teacher_is_kept_as_weights_only_so_its_students_train_on_another_mach
     messages.clear()
     compare(cc, log=messages.append)
     assert "[kd seed 1] training → " + str(out / "kd" / "seed1") in messages
+    assert (out / "kd" / "seed1" / "metrics.json").is_file()
     assert not any("kept as weights only" in m for m in messages)  # kept once, left as it is
     again = load_trained(out / "teacher" / "seed1" / "last.pt")[1].state_dict()
     assert all(torch.equal(again[k], v) for k, v in teacher_model.items())

@@ -256,3 +256,31 @@ def test_only_trains_the_entries_named_and_those_they_wait_for(tmp_path, monkeyp
     assert set(result.results["matched"]) == {1}
     with pytest.raises(ConfigError, match=r"^--only nosuch: t has no such entry; its entries: base, kd, other, long"):
         compare_runner.train_all(cc, only=["nosuch"])
+
+
+def test_only_with_retrain_refuses_to_leave_runs_waiting_for_an_entry_it_retrains(tmp_path, monkeypatch):
+    from segkd.commands import compare_runner
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1}), tmp_path / "run.yaml")
+    entries = [{"name": "base"}, {"name": "kd", "teacher_from": "base"}, {"name": "other"}]
+    trained = []
+    monkeypatch.setattr(compare_runner, "fit", _fake_fit({(n, 1): 1.0 for n in ("base", "kd", "other")}, trained))
+    compare_runner.train_all(_cc(tmp_path, entries, seeds=(1,)), log=lambda *_: None)
+    changed = _cc(tmp_path, [{"name": "base", "set": ["train.epochs=2"]}, *entries[1:]], seeds=(1,))
+    with pytest.raises(ConfigError, match=r"^--only with --retrain: the runs of kd wait for entries retrained here; "
+                                          r"add kd to --only$"):
+        compare_runner.train_all(changed, log=lambda *_: None, retrain=True, only=["base"])
+    trained.clear()
+    compare_runner.train_all(changed, log=lambda *_: None, retrain=True, only=["kd"])
+    assert trained == [("base", 1), ("kd", 1)]  # kd waits for base: both trained again
+
+
+def test_only_says_when_the_table_waits_for_a_row_not_trained(tmp_path, monkeypatch):
+    from segkd.commands import compare_runner
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1}), tmp_path / "run.yaml")
+    monkeypatch.setattr(compare_runner, "fit", _fake_fit({("other", 1): 1.0}, []))
+    result = compare(_cc(tmp_path, [{"name": "base"}, {"name": "other"}], seeds=(1,)), log=lambda *_: None,
+                     only=["other"])
+    assert result["markdown"].startswith("other: trained; no table yet: ") and "'base'" in result["markdown"]
+    assert (tmp_path / "cmp" / "other" / "seed1" / "metrics.json").is_file()

@@ -155,7 +155,7 @@ def cached_config(tmp_path):
     ("", "manifest.json is unreadable"),
     ("{not json", "manifest.json is unreadable"),
     ("[1, 2]", "manifest.json is not a teacher-cache manifest"),
-    ('{"format": "segkd-teacher-cache-v1"}', "manifest.json is incomplete (it lacks ["),
+    ('{"format": "segkd-teacher-cache-v2"}', "manifest.json is incomplete (it lacks ["),
 ])
 def test_a_damaged_cache_manifest_is_one_line(cached_config, tmp_path, capsys, damage, expected):
     (tmp_path / "cache" / "manifest.json").write_text(damage)

@@ -152,6 +152,27 @@ def test_a_changed_teacher_list_or_normalisation_is_refused_and_a_map_added(tmp_
     assert {path: path.stat().st_mtime_ns for path in maps.glob("*.out.npy")} == out_files  # kept as they were
 
 
+def test_a_teacher_kept_as_weights_only_still_serves_its_cache(tmp_path):
+    """A comparison rewrites a finished teacher's last.pt without its optimizer state: the cache, keyed
+    by the weights, still serves it; a teacher whose weights differ by one value is refused."""
+    from segkd.engine.checkpoint import CHECKPOINT_FORMAT, keep_weights_only
+
+    torch.manual_seed(0)
+    state = build_model("pspnet", num_classes=3, **{k: v for k, v in TEACHER.items() if k != "name"}).state_dict()
+    full = {"format": CHECKPOINT_FORMAT, "config": {}, "model": state, "iteration": 3,
+            "optimizer": {"state": {0: {"momentum_buffer": torch.ones(4)}}, "param_groups": []}, "rng": {}}
+    torch.save(full, tmp_path / "last.pt")
+    cfg = _cfg(tmp_path, checkpoint=tmp_path / "last.pt")
+    student, methods, teacher, teacher_taps, train_set = _prepared(cfg)
+    _open(cfg, teacher, {"out"}, train_set)
+    assert keep_weights_only(tmp_path / "last.pt")
+    _open(cfg, teacher, {"out"}, train_set)  # served: no TeacherCacheError
+    state["classifier.1.weight"].view(-1)[0] += 1.0
+    torch.save({**full, "model": state}, tmp_path / "last.pt")
+    with pytest.raises(TeacherCacheError, match="another teacher checkpoint"):
+        _open(cfg, teacher, {"out"}, train_set)
+
+
 def test_an_interrupted_fill_is_not_used(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     student, methods, teacher, teacher_taps, train_set = _prepared(cfg)

@@ -129,6 +129,10 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     chosen = _with_awaited(cc, only) if only is not None else {e.name for e in cc.entries}
     left_alone = {run: diffs for run, diffs in stale.items() if run[0] not in chosen}  # left out of the tables
     stale = {run: diffs for run, diffs in stale.items() if run[0] in chosen}
+    orphaned = sorted({name for name, _ in left_alone if {n for n, _ in stale} & set(_waits_for(cc.entry(name)))})
+    if retrain and orphaned:  # they would stay, distilled from (or matched to) runs trained again here
+        raise ConfigError(f"--only with --retrain: the runs of {', '.join(orphaned)} wait for entries retrained "
+                          f"here; add {', '.join(orphaned)} to --only")
     if stale and not retrain:
         raise _refusal(cc, stale)
     retrained = {name for name, _ in stale}

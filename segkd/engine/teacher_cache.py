@@ -26,7 +26,7 @@ which narrows that difference and gives a teacher stronger than one forward pass
 Only class maps are cached: the teacher's ``logits`` feature point and its ``out`` output.
 Every file is written atomically and ``manifest.json`` last, so an interrupted fill is never
 read as complete: it is filled again. The manifest keys the cache by the teacher (checkpoint
-bytes, model, key map), the training list (sample names, in order) and the preprocessing
+weights, model, key map), the training list (sample names, in order) and the preprocessing
 (normalisation, long side) and the views; a cache made for other ones is refused, naming what differs.
 """
 from __future__ import annotations
@@ -50,10 +50,11 @@ from segkd.distill import FeatureTaps
 from segkd.distill.hooks import resolve_path
 from segkd.engine import builders
 from segkd.engine.builders import probe
+from segkd.engine.checkpoint import read_checkpoint
 from segkd.engine.distributed import DistEnv, barrier, pick_device
 from segkd.io import atomic_output
 
-CACHE_FORMAT = "segkd-teacher-cache-v1"
+CACHE_FORMAT = "segkd-teacher-cache-v2"  # v2: the teacher is keyed by its weights, not its file
 MANIFEST = "manifest.json"
 CACHEABLE = ("logits", "out")  # the class maps: the classifier's output and the model's output
 KEY_PREFIX = "teacher/"  # batch key of a cached map: "teacher/logits", "teacher/out"
@@ -102,7 +103,7 @@ def cache_key(cfg: Config, names: list[str]) -> dict[str, Any]:
     assert teacher_cfg is not None
     mean, std = cfg.data.normalization(cfg.task)
     return {
-        "teacher_checkpoint": file_sha256(Path(teacher_cfg.checkpoint)),
+        "teacher_checkpoint": weights_sha256(Path(teacher_cfg.checkpoint)),
         "teacher_model": teacher_cfg.model.model_dump(mode="json"),
         "key_map": dict(teacher_cfg.key_map),
         "training_list": {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()},
@@ -113,11 +114,15 @@ def cache_key(cfg: Config, names: list[str]) -> dict[str, Any]:
     }
 
 
-def file_sha256(path: Path) -> str:
+def weights_sha256(path: Path) -> str:
+    """A hash of the model weights a checkpoint holds (names, dtypes, shapes, bytes): the same for the
+    file kept as weights only once its run finished (``keep_weights_only``), unlike the file's bytes."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    state = read_checkpoint(path)["model"]
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
