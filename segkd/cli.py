@@ -328,9 +328,10 @@ def _retrain_arg(p: argparse.ArgumentParser) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from segkd.commands.compare import compare, load_compare_config
 
-    if args.report and (args.retrain or args.only):
-        raise UsageError(f"--report trains nothing and {'--retrain' if args.retrain else '--only'} says what to "
-                         "train: give one of them")
+    if args.report and args.retrain:
+        raise UsageError("--report trains nothing and --retrain trains again: give one of them")
+    if args.report and args.only:
+        raise UsageError("--report trains nothing and --only says what to train: give one of them")
     result = compare(load_compare_config(args.config, args.overrides), retrain=args.retrain, report_only=args.report,
                      only=args.only)
     print(result["markdown"])

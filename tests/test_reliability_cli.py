@@ -119,6 +119,8 @@ def test_eval_options_that_exclude_each_other_and_bad_label_values(tmp_path, cap
     assert "pred/a.png" in _error(capsys)
     assert main(["compare", "demo_semantic", "--report", "--retrain"]) == 2
     assert "--report trains nothing and --retrain trains again: give one of them" in _error(capsys)
+    assert main(["compare", "demo_semantic", "--report", "--only", "student"]) == 2
+    assert "--report trains nothing and --only says what to train: give one of them" in _error(capsys)
 
 
 def test_predict_skips_unreadable_files_and_fails_at_the_end(config, tmp_path, capsys):
