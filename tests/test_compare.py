@@ -386,6 +386,9 @@ def test_head_scores_average_each_head_over_the_seeds_that_scored_it(tmp_path):
                               "dks/branch@stage3": pytest.approx(0.27)}}  # the baseline has no heads
     assert "| dks | 0.2200 | branch@stage2 0.3200 · branch@stage3 0.2700 |" in format_heads(scores, "MAE")
     assert format_heads({}, "MAE") == ""
+    # the bar a head must pass: the baseline's own score, named beside the table
+    assert "The baseline (base, trained alone) scores 0.2500" in format_heads(scores, "MAE", ("base", 0.25))
+    assert "trained alone" not in format_heads(scores, "MAE")
 
 
 def test_a_diverged_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path, monkeypatch):

@@ -70,7 +70,8 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
     for row in rows:
         if row["method"] in heads:
             row["heads"] = heads[row["method"]]
-    markdown += format_heads(heads, main)
+    base = next(row for row in rows if row["method"] == cc.baseline)
+    markdown += format_heads(heads, main, (cc.baseline, base[main]))
     seeds_of = per_seed(cc, results, main)
     teachers = frozenset(row["method"] for row in rows if row["role"] == "teacher")
     paired = paired_gains(seeds_of, cc.baseline, unpaired=teachers)

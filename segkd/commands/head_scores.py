@@ -21,12 +21,16 @@ def head_scores(cc: CompareConfig, results: Results, main: str) -> dict[str, dic
     return scores
 
 
-def format_heads(scores: dict[str, dict[str, float]], main: str) -> str:
+def format_heads(scores: dict[str, dict[str, float]], main: str, baseline: tuple[str, float] | None = None) -> str:
+    """The heads table; ``baseline`` (name, mean ``main``) is the network trained alone, the bar a head must
+    pass to hold anything the output could not have learnt without it."""
     if not scores:
         return ""
+    bar = (f" The baseline ({baseline[0]}, trained alone) scores {baseline[1]:.4f}: a head no better than it has "
+           "nothing beyond it to teach." if baseline else "")
     lines = ["", f"Prediction heads of the self-distillation methods: {main} of the student's output and of each "
              "head the method trains, scored alike on the same images at the end of training, mean over seeds "
-             "(a diagnostic: no model is picked on it).", "",
+             f"(a diagnostic: no model is picked on it).{bar}", "",
              "| method | out | heads |", "|---|---|---|"]
     for name, values in scores.items():
         heads = " · ".join(f"{head.split('/', 1)[-1]} {value:.4f}" for head, value in values.items() if head != "out")
