@@ -93,11 +93,18 @@ def test_self_distillation_study_configs_resolve_every_run(data_set):
     assert methods == {"pspsd", "tfkd", "frskd", "byot", "dhm", "sad", "dks"}
     base = runs["baseline"][0]
     assert base.model.name == "fusion" and str(base.model.kwargs["pretrained"]).startswith("package:")
-    for cfgs in runs.values():  # the same data, schedule and optimiser for every row, scored on test
+    # a row at a method's own learning rate takes one its search tried on the held-out part
+    own_lr = {e.name for e in compare.entries if any(item.startswith("optim.lr=") for item in e.set)}
+    searched = {(m["name"], cfg.optim.lr) for cfg in run_configs(search).values() for m in cfg.distill.methods}
+    for name in own_lr:
+        cfg = runs[name][0]
+        assert cfg.optim.lr != base.optim.lr and (cfg.distill.methods[0]["name"], cfg.optim.lr) in searched
+    for name, cfgs in runs.items():  # the same data, schedule and optimiser for every row, scored on test
         for cfg in cfgs:
             assert cfg.data.holdout == 0 and cfg.data.split_name("binary", "val") == "test"
-            assert (cfg.data, cfg.train.epochs, cfg.optim, cfg.schedule) == (base.data, base.train.epochs,
-                                                                              base.optim, base.schedule)
+            optim = cfg.optim.model_copy(update={"lr": base.optim.lr}) if name in own_lr else cfg.optim
+            assert (cfg.data, cfg.train.epochs, optim, cfg.schedule) == (base.data, base.train.epochs,
+                                                                          base.optim, base.schedule)
     typical = runs["deeplabv3plus"][0].model.kwargs
     assert all(typical[key] == base.model.kwargs[key] for key in ("backbone", "pretrained"))
     network = build_model("deeplabv3plus", **{**typical, "pretrained": None}).eval()
