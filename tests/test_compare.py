@@ -11,6 +11,7 @@ import pytest
 
 from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
+from segkd.commands.compare_report import format_markdown
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
 from segkd.commands.per_seed import format_per_seed, paired_gain, paired_gains, per_seed
@@ -70,6 +71,27 @@ def test_significance_is_twice_the_standard_error_of_the_gain(tmp_path):
     one_seed = summarise(_cc(tmp_path, [{"name": "base"}, {"name": "x"}], seeds=(1,)),
                          {"base": {1: _result(0.1)}, "x": {1: _result(0.01)}}, "binary")
     assert one_seed[1]["significant"] == "unknown (1 seed)"
+
+
+def test_the_teacher_gap_closed_is_the_gain_over_the_teachers_lead(tmp_path):
+    cc = _cc(tmp_path, [{"name": "teacher", "role": "teacher", "seeds": [1]}, {"name": "base"},
+                        {"name": "kd", "teacher_from": "teacher"}, {"name": "other"}], seeds=(1, 2, 3))
+    results = {
+        "teacher": {1: _result(0.05)},
+        "base": {1: _result(0.10), 2: _result(0.11), 3: _result(0.12)},
+        "kd": {1: _result(0.07), 2: _result(0.08), 3: _result(0.09)},   # 0.03 of the teacher's 0.06 lead
+        "other": {1: _result(0.08), 2: _result(0.08), 3: _result(0.08)},
+    }
+    rows = {r["method"]: r for r in summarise(cc, results, "binary")}
+    assert rows["kd"]["gap_closed"] == pytest.approx(0.5)
+    assert "gap_closed" not in rows["other"] and "gap_closed" not in rows["base"]  # no teacher of their own
+    table = format_markdown(list(rows.values()), "binary", "MAE", "t")
+    assert table.splitlines()[2].endswith("| teacher gap closed |")
+    assert next(line for line in table.splitlines() if line.startswith("| kd ")).endswith("| 50 % |")
+    results["teacher"] = {1: _result(0.13)}  # behind the baseline: no gap to close, no column
+    rows = summarise(cc, results, "binary")
+    assert not any("gap_closed" in r for r in rows)
+    assert "teacher gap closed" not in format_markdown(rows, "binary", "MAE", "t")
 
 
 def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):

@@ -212,6 +212,28 @@ def test_the_footnote_gives_the_matched_entrys_verdict_against_the_matched_row()
         "+0.0200 mIoU, 2 SE 0.0258, significant: no (within 2 SE).")
 
 
+def test_the_footnote_gives_the_share_of_the_teachers_lead_over_the_matched_row_closed():
+    from types import SimpleNamespace
+
+    from segkd.commands import compare_report
+
+    cc = validate_compare({"run_config": "tiny_binary", "output_dir": "out", "baseline": "base", "seeds": [1, 2, 3],
+                           "entries": [{"name": "teacher", "role": "teacher", "seeds": [1]}, {"name": "base"},
+                                       {"name": "long", "teacher_from": "teacher"}, MATCHED]}, "c.yaml")
+    configs = {(name, seed): SimpleNamespace(train=SimpleNamespace(epochs=2))
+               for name in ("teacher", "base", "long", "matched") for seed in (1, 2, 3)}
+    rows = [{"method": "teacher", "role": "teacher", "seeds": 1, "mIoU": 0.60, "mIoU_std": None},
+            {"method": "base", "role": None, "seeds": 3, "mIoU": 0.50, "mIoU_std": 0.01},
+            {"method": "long", "role": None, "seeds": 3, "mIoU": 0.56, "mIoU_std": 0.01},
+            {"method": "matched", "role": None, "seeds": 3, "mIoU": 0.52, "mIoU_std": 0.01}]
+    note = compare_report._matched_note(cc, cc.entry("matched"), configs, rows, "mIoU")
+    # (0.56 - 0.52) / (0.60 - 0.52) = 50 %
+    assert note.endswith("significant: yes (better), 50 % of the teacher's lead over matched closed.")
+    rows[0]["mIoU"] = 0.51  # a teacher behind the matched student has no lead to close
+    assert compare_report._matched_note(cc, cc.entry("matched"), configs, rows, "mIoU").endswith(
+        "significant: yes (better).")
+
+
 def test_runs_train_in_the_configs_order_each_after_the_entries_it_waits_for(tmp_path, monkeypatch):
     """An entry awaited by a later one is not pulled ahead of the entries listed before it: a student
     listed right after its teacher trains while the teacher's checkpoint is at hand."""

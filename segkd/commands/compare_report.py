@@ -43,6 +43,9 @@ SIGNIFICANCE_RULE = (
     f"both with at least {MIN_SEEDS_FOR_VERDICT} seeds; with fewer seeds no verdict is given."
 )
 
+GAP_NOTE = (" Teacher gap closed: a distilled row's gain over the baseline as a fraction of its teacher's "
+            "lead over the baseline (means over seeds).")
+
 
 def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> dict[str, Any]:
     """Write ``results.{md,csv,json}`` and the plots of the finished runs; return the rows, the
@@ -135,10 +138,16 @@ def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
     gain = of[main] - matched[main]
     verdict, threshold = significance(gain, of, matched, main)
     margin = f"2 SE {threshold:.4f}" if threshold is not None else "2 SE -"
+    teacher = by_name.get(cc.entry(match.of).teacher_from or "")
+    gap = ""
+    if teacher is not None and teacher["role"] == "teacher":
+        lead = teacher[main] - matched[main]
+        if (-lead if main in LOWER_IS_BETTER else lead) > 0:
+            gap = f", {100 * gain / lead:.0f} % of the teacher's lead over {entry.name} closed"
     return (f"{entry.name}: {match.from_} alone at the training wall-clock of {match.of}: {epochs(entry.name)} "
             f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the two entries' mean train times "
             f"over all their seeds). {match.of} against {entry.name}: {gain:+.4f} {main}, {margin}, "
-            f"significant: {verdict}.")
+            f"significant: {verdict}{gap}.")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -183,7 +192,22 @@ def summarise(cc: CompareConfig, results: Results, task: str) -> list[dict[str, 
             row["significant"], row["threshold"] = "-", None
         else:
             row["significant"], row["threshold"] = significance(row["gain"], row, base, main)
+    add_gap_closed(cc, rows, main)
     return rows
+
+
+def add_gap_closed(cc: CompareConfig, rows: list[dict[str, Any]], main: str) -> None:
+    """``gap_closed`` of each distilled row: its gain over the baseline as a fraction of its teacher's
+    (the ``teacher_from`` entry, when that is a teacher ahead of the baseline; 1 means the student
+    matches its teacher, a negative value that it fell behind the baseline)."""
+    by_name = {row["method"]: row for row in rows}
+    for entry in cc.entries:
+        row, teacher = by_name.get(entry.name), by_name.get(entry.teacher_from or "")
+        if row is None or teacher is None or teacher["role"] != "teacher":
+            continue
+        ahead = -teacher["gain"] if main in LOWER_IS_BETTER else teacher["gain"]
+        if ahead > 0:
+            row["gap_closed"] = row["gain"] / teacher["gain"]
 
 
 def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], size: int) -> None:
@@ -214,7 +238,9 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
     columns = list(metric_columns(task))
     head = ["method", "seeds", *columns, "train (min)", "params (M)", "GFLOPs", "CPU ms"]
     has_cuda = any("cuda_ms" in r for r in rows)
+    has_gap = any("gap_closed" in r for r in rows)
     head += (["CUDA ms"] if has_cuda else []) + [f"gain in {main}", "2 SE", "significant"]
+    head += ["teacher gap closed"] if has_gap else []
     lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"] + (" (teacher)" if r["role"] == "teacher" else ""), str(r["seeds"])]
@@ -225,12 +251,13 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
         cells += [f"{r['cuda_ms']:.2f}"] if has_cuda else []
         threshold = r.get("threshold")
         cells += [f"{r['gain']:+.4f}", "-" if threshold is None else f"{threshold:.4f}", r["significant"]]
+        cells += [f"{100 * r['gap_closed']:.0f} %" if "gap_closed" in r else "-"] if has_gap else []
         lines.append("| " + " | ".join(cells) + " |")
     arrow = "lower" if main in LOWER_IS_BETTER else "higher"
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
               "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
               "training loop (validation included), mean over seeds, on the machine that ran it. "
-              + SIGNIFICANCE_RULE, *(["", *notes] if notes else [])]
+              + SIGNIFICANCE_RULE + (GAP_NOTE if has_gap else ""), *(["", *notes] if notes else [])]
     return "\n".join(lines) + "\n"
 
 
