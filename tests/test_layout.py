@@ -61,3 +61,21 @@ def test_functions_and_methods_stay_small():
     long_files = [f"{p.name} ({n} lines)" for p in sorted((PACKAGE / "distill").glob("*.py"))
                   if (n := len(p.read_text().splitlines())) >= 150]
     assert not long_files, long_files
+
+
+# weights and images of data sets: tests read ../shared, runs write their own, the repository holds neither
+UNTRACKED_KINDS = (".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".bin", ".npy", ".npz", ".jpg", ".jpeg",
+                   ".png", ".bmp", ".mat", ".zip", ".tar", ".gz")
+
+
+def test_no_weights_or_data_files_are_under_version_control():
+    import subprocess
+
+    import pytest
+
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: nothing is under version control here")
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
+    tracked = listed.stdout.split("\n")
+    assert [name for name in tracked if name.lower().endswith(UNTRACKED_KINDS)] == []
