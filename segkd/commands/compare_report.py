@@ -142,12 +142,17 @@ def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
     gap = ""
     if teacher is not None and teacher["role"] == "teacher":
         lead = teacher[main] - matched[main]
-        if (-lead if main in LOWER_IS_BETTER else lead) > 0:
+        if improvement(lead, main) > 0:
             gap = f", {100 * gain / lead:.0f} % of the teacher's lead over {entry.name} closed"
     return (f"{entry.name}: {match.from_} alone at the training wall-clock of {match.of}: {epochs(entry.name)} "
             f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the two entries' mean train times "
             f"over all their seeds). {match.of} against {entry.name}: {gain:+.4f} {main}, {margin}, "
             f"significant: {verdict}{gap}.")
+
+
+def improvement(change: float, main: str) -> float:
+    """``change`` of ``main`` signed so that positive is better (MAE falls, mIoU rises)."""
+    return -change if main in LOWER_IS_BETTER else change
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -163,7 +168,7 @@ def significance(gain: float, row: dict[str, Any], base: dict[str, Any], main: s
     threshold = 2 * std_error
     if abs(gain) <= threshold:
         return "no (within 2 SE)", threshold
-    better = -gain if main in LOWER_IS_BETTER else gain
+    better = improvement(gain, main)
     return ("yes (better)" if better > 0 else "yes (worse)"), threshold
 
 
@@ -205,8 +210,7 @@ def add_gap_closed(cc: CompareConfig, rows: list[dict[str, Any]], main: str) -> 
         row, teacher = by_name.get(entry.name), by_name.get(entry.teacher_from or "")
         if row is None or teacher is None or teacher["role"] != "teacher":
             continue
-        ahead = -teacher["gain"] if main in LOWER_IS_BETTER else teacher["gain"]
-        if ahead > 0:
+        if improvement(teacher["gain"], main) > 0:
             row["gap_closed"] = row["gain"] / teacher["gain"]
 
 
