@@ -103,6 +103,25 @@ def test_every_output_form_gives_the_terms_of_a_tensor_output(form):
     assert torch.equal(terms[form], terms["tensor"])
 
 
+
+def test_paired_methods_at_out_read_a_plain_models_output_without_a_tap():
+    """CWD has no feature point to tap on a model of a user's own; ``at: out`` reads its output."""
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    masks = torch.randint(0, CLASSES, (2, 16, 16), generator=torch.Generator().manual_seed(2))
+    student, teacher = Plain("tensor", seed=0), Plain("tensor", seed=1)
+    with segkd.Distiller(student, teacher, [{"name": "cwd", "at": "out"}], example=images) as distiller:
+        assert distiller.student_taps == {} and distiller.teacher_taps == {}
+        s_out = student(images)
+        term = distiller(s_out, images, masks)["cwd/cwd"]
+    s_out, t_out = (F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)  # `out`: at input size
+                    for x in (s_out, teacher(images)))
+    s_rows, t_rows = s_out.flatten(2) / 4.0, t_out.flatten(2) / 4.0  # CWD's defaults: τ 4, weight 3
+    expected = 3.0 * 16.0 * F.kl_div(F.log_softmax(s_rows, -1), F.log_softmax(t_rows, -1), log_target=True,
+                                     reduction="none").sum(-1).mean()
+    assert term.item() == pytest.approx(expected.item(), rel=1e-5)
+    term.backward()
+    assert any(p.grad is not None for p in student.parameters())
+
 def test_the_teacher_runs_frozen_in_eval_mode_once_per_call():
     images, masks = torch.randn(2, 3, 16, 16), torch.randint(0, CLASSES, (2, 16, 16))
     student, teacher = Plain("dict"), Plain("tensor", seed=1)

@@ -107,7 +107,7 @@ class AfDCD(PairedTapMethod):
         self.projector: nn.Module | None = None
 
     def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
-        cs, ct = student_shapes[self.tapped][1], teacher_shapes[self.tapped][1]
+        cs, ct = student_shapes[self.key][1], teacher_shapes[self.key][1]
         if ct % self.groups:
             raise ValueError(f"afdcd: groups={self.groups} must divide the teacher's {ct} channels")
         if cs != ct:

@@ -96,8 +96,8 @@ class CrossImageRelationalKD(PairedTapMethod):
         self.memory: ClassQueues | None = None
 
     def setup_pair(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> None:
-        s_ch = tap_channels(student_shapes, self.tapped, "student", self.name)
-        t_ch = tap_channels(teacher_shapes, self.tapped, "teacher", self.name)
+        s_ch = tap_channels(student_shapes, self.key, "student", self.name)
+        t_ch = tap_channels(teacher_shapes, self.key, "teacher", self.name)
         if self.projection_mode == "always" or (self.projection_mode == "auto" and s_ch != t_ch):
             self.projection = nn.Sequential(
                 nn.Conv2d(s_ch, t_ch, 1, bias=False), nn.BatchNorm2d(t_ch), nn.ReLU(inplace=True),

@@ -24,9 +24,10 @@ class ChannelWiseDistillation(PairedTapMethod):
     summed over positions and averaged over channels and images.
 
     Defaults follow the paper's logits setting: the classifier's output before upsampling
-    (feature point ``logits``), τ = 4 (``temperature``), loss weight 3. ``at`` may name any feature point (the paper
-    also distils the last feature map); when channel counts differ a 1×1 conv + BN maps the
-    student (``mapping="auto"``), and the student is resized to the teacher's H×W if needed.
+    (feature point ``logits``), τ = 4 (``temperature``), loss weight 3. ``at`` may name any feature
+    point (the paper also distils the last feature map) or ``out``, the output at input size; when
+    channel counts differ a 1×1 conv + BN maps the student (``mapping="auto"``), and the student is
+    resized to the teacher's H×W if needed.
     ``mapping="auto_conv"`` is the reference code's mapping: a plain bias-free 1×1 conv, built
     only when the counts differ; with it the loss is the reference's
     ``KLDiv(reduction="sum") / (B·C) · τ²`` exactly.

@@ -13,7 +13,8 @@ from segkd.distill.mapping import mapped_pair, pair_mapping
 
 class PairedTapMethod(DistillMethod):
     """A method that taps the student and the teacher at one feature point ``at`` (CWD, IFVD,
-    CIRKD, Af-DCD), both under the local name ``tapped``.
+    CIRKD, Af-DCD), both under the local name ``tapped``; ``at="out"`` reads the models' output
+    (at input size) instead, which needs no tap. ``key`` is the name the pair is read under.
 
     Subclasses implement ``setup_pair`` (optional) and ``pair_losses``, which receive the
     teacher's shapes / tensors, never ``None``: a missing teacher is one clear error here.
@@ -23,8 +24,9 @@ class PairedTapMethod(DistillMethod):
 
     def __init__(self, at: str) -> None:
         super().__init__()
-        self.student_taps = {self.tapped: at}
-        self.teacher_taps = {self.tapped: at}
+        self.key = "out" if at == "out" else self.tapped
+        self.student_taps = {} if at == "out" else {self.tapped: at}
+        self.teacher_taps = dict(self.student_taps)
 
     def setup(self, student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size] | None) -> None:
         self.setup_pair(student_shapes, self._teacher(teacher_shapes))
@@ -43,12 +45,12 @@ class PairedTapMethod(DistillMethod):
     def pair_mapping(self, mode: str, student_shapes: Mapping[str, torch.Size],
                      teacher_shapes: Mapping[str, torch.Size]) -> nn.Module | None:
         """The mapping (``segkd.distill.mapping``) from the student's tapped channels to the teacher's."""
-        return pair_mapping(mode, student_shapes, teacher_shapes, self.tapped, self.name)
+        return pair_mapping(mode, student_shapes, teacher_shapes, self.key, self.name)
 
     def mapped_pair(self, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor],
                     mapping: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the student's tapped tensor through ``mapping``, the teacher's cut from the graph)."""
-        return mapped_pair(student, teacher, self.tapped, mapping)
+        return mapped_pair(student, teacher, self.key, mapping)
 
     def _teacher(self, teacher: Any) -> Any:
         if teacher is None:
