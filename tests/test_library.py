@@ -103,7 +103,6 @@ def test_every_output_form_gives_the_terms_of_a_tensor_output(form):
     assert torch.equal(terms[form], terms["tensor"])
 
 
-
 def test_paired_methods_at_out_read_a_plain_models_output_without_a_tap():
     """CWD has no feature point to tap on a model of a user's own; ``at: out`` reads its output."""
     images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -121,6 +120,7 @@ def test_paired_methods_at_out_read_a_plain_models_output_without_a_tap():
     assert term.item() == pytest.approx(expected.item(), rel=1e-5)
     term.backward()
     assert any(p.grad is not None for p in student.parameters())
+
 
 def test_the_teacher_runs_frozen_in_eval_mode_once_per_call():
     images, masks = torch.randn(2, 3, 16, 16), torch.randint(0, CLASSES, (2, 16, 16))
