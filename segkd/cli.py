@@ -344,13 +344,18 @@ def run_compare(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a data set folder in the binary (Image/, Mask/) or VOC layout; "
                    "default: a generated synthetic set")
+    p.add_argument("--task", choices=["semantic", "binary"],
+                   help="semantic: teacher → student distillation (the default); binary: self-distillation "
+                        "of an object-segmentation network against it alone at equal epochs and equal compute; "
+                        "with --data, the set's layout gives the task")
     p.add_argument("--output", default="demo_runs", help="where runs, tables and plots go (default: demo_runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the comparison config, e.g. --set seeds=[1,2]")
 
 
-@command("demo", "teacher, student alone and distilled student on synthetic (or your) data: table and plots", """
+@command("demo", "does distillation pay? student alone against distilled, 3 seeds, on synthetic (or your) data", """
     segkd demo
+    segkd demo --task binary
     segkd demo --data data/COD10K
     segkd demo --data data/VOCdevkit/VOC2012 --output demo_voc
 """)(_demo_args)
@@ -358,11 +363,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from segkd.commands.compare import compare
     from segkd.commands.demo import demo_config, expected_seconds
 
-    cc = demo_config(args.data, Path(args.output), args.overrides)
+    cc = demo_config(args.data, Path(args.output), args.overrides, args.task)
     runs = sum(len(cc.seeds_of(e)) for e in cc.entries)
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} ({runs} runs, {cc.jobs} at a time) → {cc.output_dir}")
     if args.data is None:
-        minutes, seconds = divmod(round(expected_seconds(cc)), 60)
+        minutes, seconds = divmod(round(expected_seconds(cc, args.task or "semantic")), 60)
         print(f"expected: about {minutes} min {seconds:02d} s on a 2-core CPU like the README's (AMD EPYC); "
               "other CPUs, and other jobs running, change it", flush=True)
     # a demo folder from an older segkd holds runs of another demo: they are moved aside (kept, renamed)

@@ -62,6 +62,20 @@ def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_mean_stored_train_
         matched_epochs(cc, entry, configs)
 
 
+def test_with_teacher_counts_the_training_of_the_self_teacher_too(tmp_path):
+    # Tf-KD's self-teacher is the baseline trained once more: a user who wants Tf-KD trains both
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 4, "val_every": 4}), tmp_path / "run.yaml")
+    matched = {"name": "matched", "matched_time": {"of": "tfkd", "from": "base", "with_teacher": True}}
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "tfkd", "teacher_from": "base"}, matched])
+    configs, entry = run_configs(cc), cc.entry("matched")
+    for seed, seconds in ((1, 18.0), (2, 22.0)):  # T_base: 20
+        _finish(cc, "base", seed, seconds)
+        _finish(cc, "tfkd", seed, 25.0)  # T_tfkd: 25
+    assert matched_epochs(cc, entry, configs) == 9  # round(4 * (25 + 20) / 20); 5 without the teacher
+    cc.entry("matched").matched_time.with_teacher = False
+    assert matched_epochs(cc, entry, configs) == 5
+
+
 @pytest.mark.parametrize(("matched", "others", "message"), [
     ({"of": "nosuch", "from": "base"}, [], "entry 'matched': matched_time.of 'nosuch' must be an earlier entry"),
     ({"of": "long", "from": "matched"}, [], "entry 'matched': matched_time.from 'matched' must be an earlier"),
@@ -70,6 +84,8 @@ def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_mean_stored_train_
     ({"of": "twice", "from": "base"}, [{"name": "twice", "matched_time": {"of": "long", "from": "base"}}],
      "entry 'matched': matched_time.of 'twice' is itself matched"),
     ({"of": "long", "from": "base", "to": "x"}, [], "matched_time.to: Extra inputs are not permitted"),
+    ({"of": "long", "from": "base", "with_teacher": True}, [],
+     "entry 'matched': matched_time.with_teacher: 'long' has no teacher_from whose training to count"),
 ])
 def test_a_matched_entry_naming_a_wrong_entry_stops_at_load(tmp_path, matched, others, message):
     entries = [{"name": "teacher", "role": "teacher"}, {"name": "base"}, {"name": "long"},

@@ -28,7 +28,9 @@ as ``of``'s runs took: ``round(E * T_of / T_from)`` epochs, E being ``from``'s e
 entry's mean ``train_seconds`` over all its seeds. The schedule keeps its shape (poly over the
 longer run, the same warm-up fraction), validation as often relative to the length. Its runs wait
 for every run of both entries, and are resolved then from their stored metrics, so a rerun finds
-the same epochs and reuses them.
+the same epochs and reuses them. ``with_teacher: true`` adds to T_of the mean train time of
+``of``'s ``teacher_from`` entry: for self-distillation whose teacher is a trained copy of the network
+(Tf-KD's), which a user trains too.
 """
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ class MatchedTime(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
     of: str = Field(description="the entry whose training wall-clock is matched, e.g. the distilled recipe")
     from_: str = Field(alias="from", description="the student alone (no teacher) trained for longer")
+    with_teacher: bool = Field(False, description="count the training of `of`'s teacher_from entry too: a teacher "
+                               "that is a trained copy of the student (Tf-KD's self-teacher) is part of its cost")
 
 
 class CompareEntry(BaseModel):
@@ -120,6 +124,9 @@ class CompareConfig(BaseModel):
         if source.role != "student" or source.teacher_from is not None:
             raise ValueError(f"entry '{e.name}': matched_time.from '{match.from_}' must be a student alone "
                              "(no teacher_from, not role: teacher)")
+        if match.with_teacher and self.entry(match.of).teacher_from is None:
+            raise ValueError(f"entry '{e.name}': matched_time.with_teacher: '{match.of}' has no teacher_from "
+                             "whose training to count; remove with_teacher")
         if e.base or e.set or e.teacher_from is not None or e.role != "student":
             raise ValueError(f"entry '{e.name}': an entry with matched_time trains the config of '{match.from_}': "
                              "remove its base, set, teacher_from and role")
@@ -207,10 +214,12 @@ def run_configs(cc: CompareConfig) -> RunConfigs:
 
 def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) -> int | None:
     """``round(E_from * T_of / T_from)`` for a ``matched_time`` entry, from the ``train_seconds`` stored in
-    each run's metrics.json (T: the mean over all the entry's seeds); None while a run of either is unfinished."""
+    each run's metrics.json (T: the mean over all the entry's seeds; with ``with_teacher``, T_of also counts
+    the mean of ``of``'s teacher entry); None while a run of any of them is unfinished."""
     match = entry.matched_time
+    teacher = cc.entry(match.of).teacher_from if match.with_teacher else None
     seconds: dict[str, float] = {}
-    for name in (match.of, match.from_):
+    for name in dict.fromkeys(n for n in (match.of, match.from_, teacher) if n is not None):
         times = []
         for seed in cc.seeds_of(cc.entry(name)):
             path = configs[(name, seed)].run_dir / "metrics.json"
@@ -223,7 +232,8 @@ def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) 
             times.append(float(report["train_seconds"]))
         seconds[name] = statistics.fmean(times)
     epochs = configs[(match.from_, cc.seeds_of(cc.entry(match.from_))[0])].train.epochs
-    return max(1, round(epochs * seconds[match.of] / seconds[match.from_]))
+    spent = seconds[match.of] + (seconds[teacher] if teacher is not None else 0.0)
+    return max(1, round(epochs * spent / seconds[match.from_]))
 
 
 def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs, epochs: int,

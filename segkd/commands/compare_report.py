@@ -144,8 +144,9 @@ def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
         lead = teacher[main] - matched[main]
         if improvement(lead, main) > 0:
             gap = f", {100 * gain / lead:.0f} % of the teacher's lead over {entry.name} closed"
-    return (f"{entry.name}: {match.from_} alone at the training wall-clock of {match.of}: {epochs(entry.name)} "
-            f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the two entries' mean train times "
+    spent = f"{match.of} and its teacher {cc.entry(match.of).teacher_from}" if match.with_teacher else match.of
+    return (f"{entry.name}: {match.from_} alone at the training wall-clock of {spent}: {epochs(entry.name)} "
+            f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the entries' mean train times "
             f"over all their seeds). {match.of} against {entry.name}: {gain:+.4f} {main}, {margin}, "
             f"significant: {verdict}{gap}.")
 

@@ -23,14 +23,19 @@ def detect_layout(root: Path) -> tuple[str, str]:
     )
 
 
-def demo_config(data: str | None, output: Path, overrides: list[str] | None = None) -> CompareConfig:
-    """The shipped demo comparison, pointed at ``data`` (a real set) when given."""
+def demo_config(data: str | None, output: Path, overrides: list[str] | None = None,
+                task: str | None = None) -> CompareConfig:
+    """The shipped demo comparison of ``task`` (semantic: teacher → student; binary: self-distillation),
+    on generated synthetic data, or pointed at ``data`` (a real set, whose layout gives the task)."""
     if data is None:
-        name, extra = "demo_semantic", []
+        name, extra = f"demo_{task or 'semantic'}", []
     else:
         root = Path(data)
-        task, layout = detect_layout(root)
-        name = "demo_binary" if task == "binary" else "demo_semantic"
+        found, layout = detect_layout(root)
+        if task is not None and task != found:
+            raise ConfigError(f"--data {root}: a {found} set (its layout: {layout}), not {task}; "
+                              f"drop --task or give --task {found}")
+        name = f"demo_{found}"
         extra = [f"data.layout={layout}", f"data.root={root}"]
         if layout == "voc":
             extra.append("data.voc_aug=" + str((root / "SegmentationClassAug").is_dir()).lower())
@@ -38,7 +43,8 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
         else:
             extra += ["data.train_size=128", "data.multiscale_sizes=[96,128]", "data.test_size=128"]
     raw = read_yaml(find_config(name))
-    if data is not None:  # the entries' own data (the demo teacher's larger synthetic set) gives way to the user's
+    if data is not None:  # the demo's own data (generated sets) gives way to the user's
+        raw["set"] = [item for item in raw.get("set", []) if not item.startswith("data.")]
         for entry in raw["entries"]:
             entry["set"] = [item for item in entry.get("set", []) if not item.startswith("data.")]
     raw["set"] = [*raw.get("set", []), *extra]
@@ -47,28 +53,34 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
     return validate_compare(raw, name)
 
 
-# Seconds the default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, nothing
-# else running, two runs at once of one thread each: 216 s in all), split into the teacher and each
-# student run (alone or distilled), each with what surrounds it (starting its process, generating
-# the data, scoring), and the tables and figures.
-MEASURED_SECONDS = {"teacher": 115.0, "run": 47.0, "report": 5.0}
+# Seconds each default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, nothing
+# else running, two runs at once of one thread each), split into the teacher and each run (alone,
+# distilled, or at matched compute), each with what surrounds it (starting its process, generating the
+# data, scoring), and the tables and figures.
+MEASURED_SECONDS = {
+    "semantic": {"teacher": 115.0, "run": 47.0, "report": 5.0},
+    "binary": {"run": 40.0, "matched": 75.0, "report": 5.0},
+}
 
 
-def expected_seconds(cc: CompareConfig) -> float:
-    """About how long the demo ``cc`` takes on the README's CPU, its runs scheduled as
+def expected_seconds(cc: CompareConfig, task: str = "semantic") -> float:
+    """About how long the ``task`` demo ``cc`` takes on the README's CPU, its runs scheduled as
     ``segkd compare`` does: ``cc.jobs`` at a time (capped by the cores), teachers first, a
-    distilled run once its teacher is done."""
+    distilled run once its teacher is done, a matched run once its two entries are."""
+    took = MEASURED_SECONDS[task]
     slots = [0.0] * max(1, min(cc.jobs, os.cpu_count() or 1))  # when each process is next free
     finish: dict[str, float] = {}  # entry -> when its last run ends
-    order = sorted(cc.entries, key=lambda e: e.role != "teacher")
+    order = sorted(cc.entries, key=lambda e: (e.role != "teacher", e.matched_time is not None))
     for entry in order:
-        took = MEASURED_SECONDS["teacher" if entry.role == "teacher" else "run"]
+        kind = "teacher" if entry.role == "teacher" else "matched" if entry.matched_time else "run"
+        waits = ((entry.matched_time.of, entry.matched_time.from_) if entry.matched_time else
+                 (entry.teacher_from,) if entry.teacher_from else ())
         for _ in cc.seeds_of(entry):
             slot = min(range(len(slots)), key=slots.__getitem__)
-            start = max(slots[slot], finish.get(entry.teacher_from, 0.0) if entry.teacher_from else 0.0)
-            slots[slot] = start + took
+            start = max([slots[slot], *(finish.get(name, 0.0) for name in waits)])
+            slots[slot] = start + took[kind]
             finish[entry.name] = max(finish.get(entry.name, 0.0), slots[slot])
-    return max(slots) + MEASURED_SECONDS["report"]
+    return max(slots) + took["report"]
 
 
 __all__ = ["demo_config", "detect_layout", "expected_seconds"]
