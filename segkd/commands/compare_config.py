@@ -63,7 +63,8 @@ class MatchedTime(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
     of: str = Field(description="the entry whose training wall-clock is matched, e.g. the distilled recipe")
     from_: str = Field(alias="from", description="the student alone (no teacher) trained for longer")
-    with_teacher: bool = Field(False, description="count the training of `of`'s teacher_from entry too: a teacher "
+    with_teacher: bool = Field(False, exclude_if=lambda value: not value,  # dumps as before it existed
+                               description="count the training of `of`'s teacher_from entry too: a teacher "
                                "that is a trained copy of the student (Tf-KD's self-teacher) is part of its cost")
 
 
