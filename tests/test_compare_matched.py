@@ -76,6 +76,34 @@ def test_with_teacher_counts_the_training_of_the_self_teacher_too(tmp_path):
     assert matched_epochs(cc, entry, configs) == 5
 
 
+def test_with_a_teacher_of_its_own_the_matched_run_waits_for_it_and_counts_it(tmp_path):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 4, "val_every": 4}), tmp_path / "run.yaml")
+    matched = {"name": "matched", "matched_time": {"of": "kd", "from": "base", "with_teacher": True}}
+    cc = _cc(tmp_path, [{"name": "big", "role": "teacher", "seeds": [1, 2]}, {"name": "base"},
+                        {"name": "kd", "teacher_from": "big"}, matched])
+    configs, entry = run_configs(cc), cc.entry("matched")
+    assert compare_runner.waits_for(cc, entry) == ("kd", "base", "big")
+    for seed in (1, 2):
+        _finish(cc, "base", seed, 20.0)
+        _finish(cc, "kd", seed, 30.0)
+    _finish(cc, "big", 1, 50.0)
+    assert matched_epochs(cc, entry, configs) is None  # the teacher's seed 2 is not finished
+    _finish(cc, "big", 2, 50.0)
+    assert matched_epochs(cc, entry, configs) == 16  # round(4 * (30 + 50) / 20)
+
+
+def test_a_run_slowed_by_other_jobs_does_not_move_the_matched_epochs(tmp_path):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 10, "val_every": 10}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "long"}, MATCHED], seeds=(1, 2, 3))
+    configs = run_configs(cc)
+    for seed, (base, long) in enumerate([(20.0, 30.0), (21.0, 31.0), (20.5, 30.5)], start=1):
+        _finish(cc, "base", seed, base)
+        _finish(cc, "long", seed, long)
+    assert matched_epochs(cc, cc.entry("matched"), configs) == 15  # round(10 * 30.5 / 20.5)
+    _finish(cc, "base", 2, 60.0)  # the same run, timed while another job shared its core
+    assert matched_epochs(cc, cc.entry("matched"), configs) == 15  # the mean would give 9
+
+
 @pytest.mark.parametrize(("matched", "others", "message"), [
     ({"of": "nosuch", "from": "base"}, [], "entry 'matched': matched_time.of 'nosuch' must be an earlier entry"),
     ({"of": "long", "from": "matched"}, [], "entry 'matched': matched_time.from 'matched' must be an earlier"),

@@ -67,6 +67,7 @@ def test_the_binary_demo_on_a_users_set_reads_only_their_data(tmp_path, shared_d
     assert [e.name for e in cc.entries] == ["baseline", "tfkd_self", "baseline_matched"]
     for cfg in _configs(cc).values():
         assert cfg.data.layout == "binary" and Path(cfg.data.root) == sod300 and cfg.data.test_size == 128
+        assert cfg.data.synthetic.label_noise == 0  # the generated set's missed objects stay with it
 
 
 def test_demo_on_a_users_data_trains_every_entry_on_it(tmp_path, shared_data):
@@ -144,3 +145,15 @@ def test_a_demo_folder_of_an_older_demo_is_set_aside_not_a_stop(tmp_path, monkey
     monkeypatch.setattr(compare_module, "compare", fake_compare)
     assert main(["demo", "--output", str(tmp_path)]) == 0
     assert asked.get("retrain") is True
+
+
+def test_demo_task_binary_runs_the_self_distillation_demo(tmp_path, monkeypatch, capsys):
+    from segkd.cli import main
+    from segkd.commands import compare as compare_module
+
+    ran = []
+    monkeypatch.setattr(compare_module, "compare", lambda cc, **kwargs: ran.append(cc) or {"markdown": "", "figures": []})
+    assert main(["demo", "--task", "binary", "--output", str(tmp_path)]) == 0
+    assert [e.name for e in ran[0].entries] == ["baseline", "tfkd_self", "baseline_matched"]
+    assert ran[0].output_dir == tmp_path / "binary"
+    assert "segkd demo: baseline, tfkd_self, baseline_matched (9 runs, 2 at a time)" in capsys.readouterr().out

@@ -25,10 +25,10 @@ seed and entry after it; entries sharing it must read the same maps (``logits`` 
 
 ``matched_time: {of: kd, from: baseline}`` trains ``from``'s run config (a student alone) for as long
 as ``of``'s runs took: ``round(E * T_of / T_from)`` epochs, E being ``from``'s epochs and T each
-entry's mean ``train_seconds`` over all its seeds. The schedule keeps its shape (poly over the
+entry's median ``train_seconds`` over all its seeds (a run slowed by other jobs does not move it). The schedule keeps its shape (poly over the
 longer run, the same warm-up fraction), validation as often relative to the length. Its runs wait
 for every run of both entries, and are resolved then from their stored metrics, so a rerun finds
-the same epochs and reuses them. ``with_teacher: true`` adds to T_of the mean train time of
+the same epochs and reuses them. ``with_teacher: true`` adds to T_of the median train time of
 ``of``'s ``teacher_from`` entry: for self-distillation whose teacher is a trained copy of the network
 (Tf-KD's), which a user trains too.
 """
@@ -215,8 +215,9 @@ def run_configs(cc: CompareConfig) -> RunConfigs:
 
 def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) -> int | None:
     """``round(E_from * T_of / T_from)`` for a ``matched_time`` entry, from the ``train_seconds`` stored in
-    each run's metrics.json (T: the mean over all the entry's seeds; with ``with_teacher``, T_of also counts
-    the mean of ``of``'s teacher entry); None while a run of any of them is unfinished."""
+    each run's metrics.json (T: the median over all the entry's seeds, which a run slowed by other jobs on
+    the machine does not move; with ``with_teacher``, T_of also counts ``of``'s teacher entry's); None while
+    a run of any of them is unfinished."""
     match = entry.matched_time
     teacher = cc.entry(match.of).teacher_from if match.with_teacher else None
     seconds: dict[str, float] = {}
@@ -231,7 +232,7 @@ def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) 
                 raise ConfigError(f"{path}: no train_seconds (a run of an older version), which entry "
                                   f"'{entry.name}' needs for its epochs; retrain '{name}' (segkd compare --retrain)")
             times.append(float(report["train_seconds"]))
-        seconds[name] = statistics.fmean(times)
+        seconds[name] = statistics.median(times)
     epochs = configs[(match.from_, cc.seeds_of(cc.entry(match.from_))[0])].train.epochs
     spent = seconds[match.of] + (seconds[teacher] if teacher is not None else 0.0)
     return max(1, round(epochs * spent / seconds[match.from_]))
@@ -252,7 +253,7 @@ def matched_config(cc: CompareConfig, entry: CompareEntry, seed: int, configs: R
 
 class Matched(NamedTuple):
     """Every run's config, a ``matched_time`` entry's at its epochs once they are known; ``waiting``: the
-    matched entries whose epochs are not known yet (a run of their two entries unfinished), whose configs
+    matched entries whose epochs are not known yet (a run of the entries they are timed by unfinished), whose configs
     are still their ``from`` entry's: their runs wait for those runs, and are resolved and judged then."""
 
     configs: RunConfigs
@@ -261,7 +262,7 @@ class Matched(NamedTuple):
 
 def with_matched(cc: CompareConfig, configs: RunConfigs) -> Matched:
     """``configs`` (``run_configs``) with every ``matched_time`` entry whose epochs are known resolved at
-    them: each entry's epochs worked out once, from its two entries' stored times."""
+    them: each entry's epochs worked out once, from its entries' stored times."""
     resolved, waiting, start = dict(configs), set(), _starts(cc)
     for entry in (e for e in cc.entries if e.matched_time is not None):
         epochs = matched_epochs(cc, entry, configs)

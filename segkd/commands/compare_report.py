@@ -146,7 +146,7 @@ def _matched_note(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs,
             gap = f", {100 * gain / lead:.0f} % of the teacher's lead over {entry.name} closed"
     spent = f"{match.of} and its teacher {cc.entry(match.of).teacher_from}" if match.with_teacher else match.of
     return (f"{entry.name}: {match.from_} alone at the training wall-clock of {spent}: {epochs(entry.name)} "
-            f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the entries' mean train times "
+            f"epochs ({match.from_}: {epochs(match.from_)}; the ratio of the entries' median train times "
             f"over all their seeds). {match.of} against {entry.name}: {gain:+.4f} {main}, {margin}, "
             f"significant: {verdict}{gap}.")
 

@@ -3,7 +3,7 @@
 Each (entry, seed) trains into ``output_dir/entry/seedN``; finished runs are reused and
 interrupted ones resumed, so running the command again continues where it stopped. A run whose
 stored config differs from the one the comparison now resolves is never reused (``--retrain``).
-A ``matched_time`` entry's runs wait for every run of its two entries and are resolved when they start;
+A ``matched_time`` entry's runs wait for every run of the entries it is timed by and are resolved when they start;
 one trained before a run of theirs was added is judged then: reused if its epochs come out the same.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def stale_runs(cc: CompareConfig, matched: Matched | None = None) -> StaleRuns:
     out from ``cc``).
 
     A student whose teacher entry is stale is stale too: its teacher would be retrained; so is a
-    ``matched_time`` entry whose two entries are. A matched entry still waiting for its epochs is judged
+    ``matched_time`` entry whose entries are. A matched entry still waiting for its epochs is judged
     when they are known (when its runs start), not here.
     """
     configs, waiting = matched if matched is not None else with_matched(cc, run_configs(cc))
@@ -82,8 +82,8 @@ def stale_runs(cc: CompareConfig, matched: Matched | None = None) -> StaleRuns:
         if stored is None:
             continue
         diffs = [] if entry.name in waiting else run_changes(stored, cfg.to_dict())
-        # a teacher, or a matched entry's two entries
-        diffs += [f"entry '{name}', which it waits for, is retrained" for name in _waits_for(entry)
+        # a teacher, or a matched entry's entries
+        diffs += [f"entry '{name}', which it waits for, is retrained" for name in waits_for(cc, entry)
                   if name in stale_entries]
         if diffs:
             stale[(entry.name, seed)] = diffs
@@ -101,8 +101,8 @@ def finished_runs(cc: CompareConfig, stale: StaleRuns, log=print, matched: Match
         if (entry.name, seed) in stale:
             log(f"[{entry.name} seed {seed}] trained with another config, left out")
         elif entry.name in waiting and done.is_file():
-            log(f"[{entry.name} seed {seed}] its epochs wait for unfinished runs of '{entry.matched_time.of}' "
-                f"or '{entry.matched_time.from_}', left out")
+            log(f"[{entry.name} seed {seed}] its epochs wait for unfinished runs of "
+                f"{' or '.join(map(repr, waits_for(cc, entry)))}, left out")
         elif done.is_file():
             results[entry.name][seed] = json.loads(done.read_text())
         else:
@@ -129,7 +129,7 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     chosen = _with_awaited(cc, only) if only is not None else {e.name for e in cc.entries}
     left_alone = {run: diffs for run, diffs in stale.items() if run[0] not in chosen}  # left out of the tables
     stale = {run: diffs for run, diffs in stale.items() if run[0] in chosen}
-    orphaned = sorted({name for name, _ in left_alone if {n for n, _ in stale} & set(_waits_for(cc.entry(name)))})
+    orphaned = sorted({name for name, _ in left_alone if {n for n, _ in stale} & set(waits_for(cc, cc.entry(name)))})
     if retrain and orphaned:  # they would stay, distilled from (or matched to) runs trained again here
         raise ConfigError(f"--only with --retrain: the runs of {', '.join(orphaned)} wait for entries retrained "
                           f"here; add {', '.join(orphaned)} to --only")
@@ -143,14 +143,14 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
         cfg = configs[(entry.name, seed)]
         if (entry.name, seed) in stale:
             log(f"[{entry.name} seed {seed}] config changed, old run moved to {_set_aside(cfg.run_dir)}")
-        if entry.matched_time is not None and (entry.name in waiting or retrained.intersection(_waits_for(entry))):
+        if entry.matched_time is not None and (entry.name in waiting or retrained.intersection(waits_for(cc, entry))):
             # its epochs follow runs trained below: resolved, and the run judged, when it starts
             resolve = _resolver(cc, entry, seed, configs, retrain, log)
-            todo.append(Run(entry.name, seed, cfg, _waits_for(entry), resolve))
+            todo.append(Run(entry.name, seed, cfg, waits_for(cc, entry), resolve))
         elif (cfg.run_dir / "metrics.json").is_file():
             log(f"[{entry.name} seed {seed}] finished earlier with the same config, reused")
         else:
-            todo.append(Run(entry.name, seed, cfg, _waits_for(entry)))
+            todo.append(Run(entry.name, seed, cfg, waits_for(cc, entry)))
     # in the config's order, which puts every entry after those it waits for (validated): a student
     # trains while its teacher's checkpoint is here, however long the study
     keep_teacher_weights(cc, configs, log)  # those finished before
@@ -173,7 +173,7 @@ def _with_awaited(cc: CompareConfig, only: list[str]) -> set[str]:
         name = todo.pop()
         if name not in chosen:
             chosen.add(name)
-            todo.extend(_waits_for(cc.entry(name)))
+            todo.extend(waits_for(cc, cc.entry(name)))
     return chosen
 
 
@@ -208,23 +208,26 @@ def _set_aside(run_dir: Path) -> Path:
     return target
 
 
-def _waits_for(entry: CompareEntry) -> tuple[str, ...]:
+def waits_for(cc: CompareConfig, entry: CompareEntry) -> tuple[str, ...]:
     """The entries whose runs must all finish before a run of ``entry`` starts."""
     if entry.matched_time is not None:
-        return entry.matched_time.of, entry.matched_time.from_
+        match = entry.matched_time
+        teacher = cc.entry(match.of).teacher_from if match.with_teacher else None
+        return tuple(dict.fromkeys(n for n in (match.of, match.from_, teacher) if n is not None))
     return (entry.teacher_from,) if entry.teacher_from is not None else ()
 
 
 def _resolver(cc: CompareConfig, entry: CompareEntry, seed: int, configs: RunConfigs, retrain: bool,
               log=print) -> Callable[[], tuple[Config, bool]]:
-    """A matched run's config at the epochs its two entries' times give once their runs are done, and
+    """A matched run's config at the epochs its entries' times give once their runs are done, and
     whether to train it: a run there already is reused when trained with that config, else moved aside
     (``retrain``) or the comparison stops, as for a run stale from the start."""
     def resolve() -> tuple[Config, bool]:
         epochs = matched_epochs(cc, entry, configs)
         if epochs is None:  # its entries' runs were trained or reused just before: never expected
-            raise ConfigError(f"{cc.name}: entry '{entry.name}': a run of '{entry.matched_time.of}' or "
-                              f"'{entry.matched_time.from_}' has no metrics.json; run segkd compare again")
+            raise ConfigError(f"{cc.name}: entry '{entry.name}': a run of "
+                              f"{' or '.join(map(repr, waits_for(cc, entry)))} has no metrics.json; "
+                              "run segkd compare again")
         cfg = matched_config(cc, entry, seed, configs, epochs)
         stored = stored_config(cfg.run_dir)
         diffs = run_changes(stored, cfg.to_dict()) if stored is not None else []
@@ -268,7 +271,8 @@ class _Outcomes:
 
     def skipped(self, run: Run) -> bool:
         blocked = sorted(self.failed.intersection(run.waits_for))
-        if blocked:
+        if blocked:  # its entry is incomplete now: the runs waiting for it (a matched entry's) are skipped too
+            self.failed.add(run.name)
             self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which diverged")
             self.log(f"[{run.name} seed {run.seed}] not trained: a run of {blocked} diverged")
         return bool(blocked)

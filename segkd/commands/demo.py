@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from segkd.commands.compare_config import CompareConfig, validate_compare
+from segkd.commands.compare_runner import waits_for
 from segkd.config import ConfigError, apply_overrides, find_config, read_yaml
 
 
@@ -53,10 +54,11 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
     return validate_compare(raw, name)
 
 
-# Seconds each default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, nothing
-# else running, two runs at once of one thread each), split into the teacher and each run (alone,
-# distilled, or at matched compute), each with what surrounds it (starting its process, generating the
-# data, scoring), and the tables and figures.
+# Seconds each default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, two runs at
+# once of one thread each; the semantic demo with nothing else running, 216 s in all; the binary one
+# with two niced trainings beside it, 321 s), split into the teacher and each run (alone, distilled, or
+# at matched compute), each with what surrounds it (starting its process, generating the data,
+# scoring), and the tables and figures.
 MEASURED_SECONDS = {
     "semantic": {"teacher": 115.0, "run": 47.0, "report": 5.0},
     "binary": {"run": 40.0, "matched": 75.0, "report": 5.0},
@@ -66,19 +68,19 @@ MEASURED_SECONDS = {
 def expected_seconds(cc: CompareConfig, task: str = "semantic") -> float:
     """About how long the ``task`` demo ``cc`` takes on the README's CPU, its runs scheduled as
     ``segkd compare`` does: ``cc.jobs`` at a time (capped by the cores), teachers first, a
-    distilled run once its teacher is done, a matched run once its two entries are."""
+    distilled run once its teacher is done, a matched run once the entries it is timed by are."""
     took = MEASURED_SECONDS[task]
+    seconds = {kind: took.get(kind, took["run"]) for kind in ("teacher", "run", "matched")}
     slots = [0.0] * max(1, min(cc.jobs, os.cpu_count() or 1))  # when each process is next free
     finish: dict[str, float] = {}  # entry -> when its last run ends
     order = sorted(cc.entries, key=lambda e: (e.role != "teacher", e.matched_time is not None))
     for entry in order:
         kind = "teacher" if entry.role == "teacher" else "matched" if entry.matched_time else "run"
-        waits = ((entry.matched_time.of, entry.matched_time.from_) if entry.matched_time else
-                 (entry.teacher_from,) if entry.teacher_from else ())
+        waits = waits_for(cc, entry)
         for _ in cc.seeds_of(entry):
             slot = min(range(len(slots)), key=slots.__getitem__)
             start = max([slots[slot], *(finish.get(name, 0.0) for name in waits)])
-            slots[slot] = start + took[kind]
+            slots[slot] = start + seconds[kind]
             finish[entry.name] = max(finish.get(entry.name, 0.0), slots[slot])
     return max(slots) + took["report"]
 
