@@ -152,7 +152,8 @@ def test_demo_task_binary_runs_the_self_distillation_demo(tmp_path, monkeypatch,
     from segkd.commands import compare as compare_module
 
     ran = []
-    monkeypatch.setattr(compare_module, "compare", lambda cc, **kwargs: ran.append(cc) or {"markdown": "", "figures": []})
+    monkeypatch.setattr(compare_module, "compare",
+                        lambda cc, **kwargs: ran.append(cc) or {"markdown": "", "figures": []})
     assert main(["demo", "--task", "binary", "--output", str(tmp_path)]) == 0
     assert [e.name for e in ran[0].entries] == ["baseline", "tfkd_self", "baseline_matched"]
     assert ran[0].output_dir == tmp_path / "binary"
