@@ -350,3 +350,13 @@ def test_only_says_when_the_table_waits_for_a_row_not_trained(tmp_path, monkeypa
                      only=["other"])
     assert result["markdown"].startswith("other: trained; no table yet: ") and "'base'" in result["markdown"]
     assert (tmp_path / "cmp" / "other" / "seed1" / "metrics.json").is_file()
+
+
+def test_the_tables_train_minutes_are_the_median_over_seeds(tmp_path):
+    # the same statistic as the matched epochs: a run timed while another job shared its core does not move it
+    from segkd.commands.compare_report import summarise
+
+    cc = _cc(tmp_path, [{"name": "base"}], seeds=(1, 2, 3))
+    times = {1: 60.0, 2: 62.0, 3: 300.0}
+    results = {"base": {seed: {"student": {"MAE": 0.1}, "train_seconds": t} for seed, t in times.items()}}
+    assert summarise(cc, results, "binary")[0]["train_s"] == 62.0

@@ -186,7 +186,7 @@ def summarise(cc: CompareConfig, results: Results, task: str) -> list[dict[str, 
                 row[col], row[f"{col}_std"] = _mean_std(vals)
         times = [r["train_seconds"] for r in results[entry.name].values() if "train_seconds" in r]
         if times:  # runs of older versions did not record it
-            row["train_s"] = statistics.fmean(times)
+            row["train_s"] = statistics.median(times)  # as matched_time times runs: a slowed run does not move it
         rows.append(row)
     base = next((r for r in rows if r["method"] == cc.baseline), None)
     if base is None:
@@ -261,7 +261,7 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
     arrow = "lower" if main in LOWER_IS_BETTER else "higher"
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
               "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
-              "training loop (validation included), mean over seeds, on the machine that ran it. "
+              "training loop (validation included), median over seeds, on the machine that ran it. "
               + SIGNIFICANCE_RULE + (GAP_NOTE if has_gap else ""), *(["", *notes] if notes else [])]
     return "\n".join(lines) + "\n"
 
