@@ -360,3 +360,14 @@ def test_the_tables_train_minutes_are_the_median_over_seeds(tmp_path):
     times = {1: 60.0, 2: 62.0, 3: 300.0}
     results = {"base": {seed: {"student": {"MAE": 0.1}, "train_seconds": t} for seed, t in times.items()}}
     assert summarise(cc, results, "binary")[0]["train_s"] == 62.0
+
+
+def test_a_run_skipped_for_a_diverged_teacher_skips_the_matched_runs_timed_by_it():
+    # before, the matched run was started, found no metrics for its entry and raised
+    outcomes = compare_runner._Outcomes(log=lambda line: None)
+    outcomes.failed.add("teacher")  # its run diverged
+    kd = compare_runner.Run("kd", 1, None, ("teacher",))
+    matched = compare_runner.Run("matched", 1, None, ("kd", "base"))
+    assert outcomes.skipped(kd) and outcomes.skipped(matched)
+    assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged",
+                                 "matched seed 1: waits for 'kd', which diverged"]
