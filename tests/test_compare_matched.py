@@ -32,7 +32,7 @@ def _finish(cc, name, seed, seconds):
     (run_dir / "metrics.json").write_text(json.dumps({"student": {"MAE": 0.1}, "train_seconds": seconds}))
 
 
-def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_mean_stored_train_times(tmp_path):
+def test_the_matched_epochs_are_the_from_epochs_scaled_by_the_stored_train_times(tmp_path):
     save_config(tiny_binary_config(tmp_path, train={"epochs": 2, "val_every": 2, "max_iters": 4}),
                 tmp_path / "run.yaml")
     cc = _cc(tmp_path, [{"name": "base"}, {"name": "long", "set": ["optim.lr=0.02"], "seeds": [1, 2, 3]}, MATCHED])
@@ -369,5 +369,29 @@ def test_a_run_skipped_for_a_diverged_teacher_skips_the_matched_runs_timed_by_it
     kd = compare_runner.Run("kd", 1, None, ("teacher",))
     matched = compare_runner.Run("matched", 1, None, ("kd", "base"))
     assert outcomes.skipped(kd) and outcomes.skipped(matched)
-    assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged",
-                                 "matched seed 1: waits for 'kd', which diverged"]
+    assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged or was not trained",
+                                 "matched seed 1: waits for 'kd', which diverged or was not trained"]
+
+
+def test_a_matched_run_skipped_for_a_diverged_seed_does_not_report_its_earlier_epochs(tmp_path, monkeypatch):
+    # its metrics.json holds the epochs of long's first seed alone: not the run the current config asks for
+    from segkd.engine.errors import NonFiniteLossError
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 2, "val_every": 2}), tmp_path / "run.yaml")
+    trained = []
+    seconds = {("base", 1): 10.0, ("long", 1): 20.0, ("matched", 1): 20.0}
+    monkeypatch.setattr(compare_runner, "fit", _fake_fit(seconds, trained))
+    compare_runner.train_all(_cc(tmp_path, [{"name": "base"}, {"name": "long"}, MATCHED], seeds=(1,)),
+                             log=lambda *_: None)
+    assert (tmp_path / "cmp" / "matched" / "seed1" / "metrics.json").is_file()
+
+    def diverging(cfg, resume=False):
+        raise NonFiniteLossError("loss is nan at iteration 3: lower the learning rate")
+
+    monkeypatch.setattr(compare_runner, "fit", diverging)
+    more = _cc(tmp_path, [{"name": "base"}, {"name": "long", "seeds": [1, 2]}, MATCHED], seeds=(1,))
+    messages = []
+    result = compare_runner.train_all(more, log=messages.append)
+    assert result.diverged[1] == "matched seed 1: waits for 'long', which diverged or was not trained"
+    assert result.results["matched"] == {} and set(result.results["long"]) == {1}
+    assert any(line.startswith("[matched seed 1] its epochs wait for unfinished runs of 'long'") for line in messages)

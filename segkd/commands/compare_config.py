@@ -27,10 +27,12 @@ seed and entry after it; entries sharing it must read the same maps (``logits`` 
 as ``of``'s runs took: ``round(E * T_of / T_from)`` epochs, E being ``from``'s epochs and T each
 entry's median ``train_seconds`` over all its seeds (a run slowed by other jobs does not move it).
 The schedule keeps its shape (poly over the longer run, the same warm-up fraction), validation as
-often relative to the length. Its runs wait for every run of both entries, and are resolved then
-from their stored metrics, so a rerun finds the same epochs and reuses them. ``with_teacher: true``
-adds to T_of the median train time of ``of``'s ``teacher_from`` entry: for self-distillation whose
-teacher is a trained copy of the network (Tf-KD's), which a user trains too.
+often relative to the length. Its runs wait for every run of both entries (and of the teacher's,
+with ``with_teacher``), and are resolved then from their stored metrics, so a rerun finds the same
+epochs and reuses them. ``with_teacher: true`` adds to T_of the median train time of ``of``'s
+``teacher_from`` entry: for self-distillation whose teacher is a trained copy of the network
+(Tf-KD's), which a user trains too. The teacher counts in full for each matched run, as one user's
+model costs it, though one teacher run serves every seed of the study.
 """
 from __future__ import annotations
 

@@ -157,8 +157,10 @@ def train_all(cc: CompareConfig, log=print, retrain: bool = False, report_only: 
     diverged = train_runs(todo, cc.jobs, log)
     keep_teacher_weights(cc, configs, log)
     trained = {**configs, **{(run.name, run.seed): run.cfg for run in todo}}
-    # stale ones trained again; an entry not chosen may still wait for runs of another
-    results = finished_runs(cc, left_alone, log, Matched(trained, frozenset(waiting - chosen)))
+    # stale ones trained again; an entry not chosen may still wait for runs of another, and a matched run
+    # skipped for a diverged run was never resolved: a metrics.json of its earlier epochs is not reported
+    unresolved = {run.name for run in todo if run.resolve is not None}
+    results = finished_runs(cc, left_alone, log, Matched(trained, frozenset((waiting - chosen) | unresolved)))
     return Trained(trained, results, tuple(diverged))
 
 
@@ -273,8 +275,9 @@ class _Outcomes:
         blocked = sorted(self.failed.intersection(run.waits_for))
         if blocked:  # its entry is incomplete now: the runs waiting for it (a matched entry's) are skipped too
             self.failed.add(run.name)
-            self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which diverged")
-            self.log(f"[{run.name} seed {run.seed}] not trained: a run of {blocked} diverged")
+            self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which diverged "
+                                 "or was not trained")
+            self.log(f"[{run.name} seed {run.seed}] not trained: a run of {blocked} diverged or was not trained")
         return bool(blocked)
 
     def started(self, run: Run) -> None:
