@@ -369,8 +369,9 @@ def test_a_run_skipped_for_a_diverged_teacher_skips_the_matched_runs_timed_by_it
     kd = compare_runner.Run("kd", 1, None, ("teacher",))
     matched = compare_runner.Run("matched", 1, None, ("kd", "base"))
     assert outcomes.skipped(kd) and outcomes.skipped(matched)
-    assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged or was not trained",
-                                 "matched seed 1: waits for 'kd', which diverged or was not trained"]
+    assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged",
+                                 "matched seed 1: waits for 'kd', which was not trained: it waits for a run that "
+                                 "diverged"]
 
 
 def test_a_matched_run_skipped_for_a_diverged_seed_does_not_report_its_earlier_epochs(tmp_path, monkeypatch):
@@ -392,6 +393,6 @@ def test_a_matched_run_skipped_for_a_diverged_seed_does_not_report_its_earlier_e
     more = _cc(tmp_path, [{"name": "base"}, {"name": "long", "seeds": [1, 2]}, MATCHED], seeds=(1,))
     messages = []
     result = compare_runner.train_all(more, log=messages.append)
-    assert result.diverged[1] == "matched seed 1: waits for 'long', which diverged or was not trained"
+    assert result.diverged[1] == "matched seed 1: waits for 'long', which diverged"
     assert result.results["matched"] == {} and set(result.results["long"]) == {1}
     assert any(line.startswith("[matched seed 1] its epochs wait for unfinished runs of 'long'") for line in messages)

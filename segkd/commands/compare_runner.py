@@ -269,15 +269,15 @@ class _Outcomes:
     """What becomes of each run: the log lines, and the runs that diverged or waited for one that did."""
 
     def __init__(self, log) -> None:
-        self.log, self.diverged, self.failed = log, [], set()
+        self.log, self.diverged, self.failed, self.not_trained = log, [], set(), set()
 
     def skipped(self, run: Run) -> bool:
-        blocked = sorted(self.failed.intersection(run.waits_for))
+        blocked = sorted((self.failed | self.not_trained).intersection(run.waits_for))
         if blocked:  # its entry is incomplete now: the runs waiting for it (a matched entry's) are skipped too
-            self.failed.add(run.name)
-            self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which diverged "
-                                 "or was not trained")
-            self.log(f"[{run.name} seed {run.seed}] not trained: a run of {blocked} diverged or was not trained")
+            self.not_trained.add(run.name)
+            why = "diverged" if blocked[0] in self.failed else "was not trained: it waits for a run that diverged"
+            self.diverged.append(f"{run.name} seed {run.seed}: waits for '{blocked[0]}', which {why}")
+            self.log(f"[{run.name} seed {run.seed}] not trained: a run of '{blocked[0]}' {why}")
         return bool(blocked)
 
     def started(self, run: Run) -> None:
