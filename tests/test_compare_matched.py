@@ -372,6 +372,9 @@ def test_a_run_skipped_for_a_diverged_teacher_skips_the_matched_runs_timed_by_it
     assert outcomes.diverged == ["kd seed 1: waits for 'teacher', which diverged",
                                  "matched seed 1: waits for 'kd', which was not trained: it waits for a run that "
                                  "diverged"]
+    outcomes.failed.add("long")  # a run of it diverged too: named as the cause, before 'kd' in the alphabet
+    assert outcomes.skipped(compare_runner.Run("matched", 2, None, ("kd", "long")))
+    assert outcomes.diverged[-1] == "matched seed 2: waits for 'long', which diverged"
 
 
 def test_a_matched_run_skipped_for_a_diverged_seed_does_not_report_its_earlier_epochs(tmp_path, monkeypatch):

@@ -272,7 +272,9 @@ class _Outcomes:
         self.log, self.diverged, self.failed, self.not_trained = log, [], set(), set()
 
     def skipped(self, run: Run) -> bool:
-        blocked = sorted((self.failed | self.not_trained).intersection(run.waits_for))
+        # a diverged entry named first: it is the cause
+        blocked = sorted((self.failed | self.not_trained).intersection(run.waits_for),
+                         key=lambda name: (name not in self.failed, name))
         if blocked:  # its entry is incomplete now: the runs waiting for it (a matched entry's) are skipped too
             self.not_trained.add(run.name)
             why = "diverged" if blocked[0] in self.failed else "was not trained: it waits for a run that diverged"
