@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from segkd.commands import compare_config
 from segkd.commands.compare import CompareConfig, compare, summarise
 from segkd.commands.compare_report import format_markdown
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
-from segkd.commands.per_seed import format_per_seed, paired_gain, paired_gains, per_seed
+from segkd.commands.per_seed import format_machines, format_per_seed, paired_gain, paired_gains, per_seed
 from segkd.config import ConfigError, save_config
 
 from engine_helpers import tiny_binary_config
@@ -121,6 +122,12 @@ def test_compare_end_to_end_and_continues(tmp_path, monkeypatch):
     assert rows[1]["paired_gain"] == pytest.approx(rows[1]["gain"]) == pytest.approx((d1 + d2) / 2)
     assert rows[1]["paired_2se"] == pytest.approx(abs(d1 - d2))
     assert "MAE per seed" in result["markdown"] and "| sad | " in result["markdown"].split("MAE per seed")[1]
+    # each run records what its floats depend on besides config and seed; one set-up here, named once
+    machine = json.loads((out / "base" / "seed1" / "metrics.json").read_text())["machine"]
+    assert machine["torch"] == torch.__version__ and machine["threads"] >= 1
+    assert machine["device"] == "cpu" and machine["processes"] == 1 and machine["cpu"]
+    assert f"\nTrained on: {machine['cpu']}, {machine['threads']} thread(s), torch {torch.__version__}.\n" \
+        in result["markdown"]
     # running again trains nothing: every (entry, seed) is reused
     messages = []
     with _counting(monkeypatch, "read_yaml") as reads, _counting(monkeypatch, "validate_run") as validations:
@@ -475,3 +482,18 @@ def test_per_seed_table_pairs_each_row_with_the_baselines_run_of_the_same_seed(t
     # while the baseline has no finished run, no row has a paired gain and there is no table
     early = {"kd": values["kd"]}
     assert paired_gains(early, "base") == {} and format_per_seed(early, {}, "base", "MAE") == ""
+
+
+def test_runs_from_several_set_ups_are_named_with_their_entries(tmp_path):
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "kd"}], seeds=(1, 2))
+    here = {"torch": "2.0", "device": "cpu", "cpu": "CPU A", "threads": 1, "processes": 1}
+    there = {**here, "threads": 2}
+    results = {"base": {1: {**_result(0.2), "machine": here}, 2: {**_result(0.2), "machine": there}},
+               "kd": {1: {**_result(0.1), "machine": here}, 2: _result(0.1)}}  # seed 2: a run of an older version
+    text = format_machines(cc, results)
+    assert text.startswith("\nTrained on 3 set-ups (the same seed gives other floats on each")
+    assert "- CPU A, 1 thread(s), torch 2.0: base, kd\n" in text and "- CPU A, 2 thread(s), torch 2.0: base\n" in text
+    assert "- not recorded: kd\n" in text
+    gpu = {**here, "device": "cuda:0", "gpu": "GPU B", "processes": 4}
+    assert format_machines(cc, {"base": {1: {"machine": gpu}}, "kd": {}}) == \
+        "\nTrained on: GPU B, 1 thread(s) × 4 processes, torch 2.0.\n"

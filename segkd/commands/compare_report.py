@@ -24,7 +24,7 @@ from segkd.commands.compare_config import (
 )
 from segkd.commands.head_scores import format_heads, head_scores
 from segkd.commands.loss_terms import format_terms, loss_terms
-from segkd.commands.per_seed import format_per_seed, paired_gains, per_seed
+from segkd.commands.per_seed import format_machines, format_per_seed, paired_gains, per_seed
 from segkd.config import Config, ConfigError
 from segkd.data import build_dataset
 from segkd.data.classes import layout_palette
@@ -83,6 +83,7 @@ def write_report(cc: CompareConfig, configs: RunConfigs, results: Results) -> di
         if row["method"] in paired:
             row["paired_gain"], row["paired_2se"], row["paired_seeds"] = paired[row["method"]]
     markdown += format_per_seed(seeds_of, paired, cc.baseline, main)
+    markdown += format_machines(cc, results)
     missing = [f"{e.name} ({len(results[e.name])} of {len(cc.seeds_of(e))} seeds)" for e in cc.entries
                if len(results[e.name]) < len(cc.seeds_of(e))]
     if missing:

@@ -61,4 +61,31 @@ def format_per_seed(values: dict[str, dict[int, float]], paired: dict[str, tuple
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["format_per_seed", "paired_gain", "paired_gains", "per_seed"]
+def describe_machine(record: dict | None) -> str:
+    """One line for a run's ``machine`` record (``not recorded`` for runs of older versions)."""
+    if not record:
+        return "not recorded"
+    where = record.get("gpu") or record.get("cpu", "unknown")
+    processes = record.get("processes", 1)
+    return (f"{where}, {record.get('threads', '?')} thread(s)" + (f" × {processes} processes" if processes > 1 else "")
+            + f", torch {record.get('torch', '?')}")
+
+
+def format_machines(cc: CompareConfig, results: Results) -> str:
+    """Where the runs were trained. The same seed gives other floats on another processor, thread
+    count or torch version, so runs from several set-ups are named, with the entries of each."""
+    entries_on: dict[str, list[str]] = {}
+    for entry in cc.entries:
+        for run in results[entry.name].values():
+            names = entries_on.setdefault(describe_machine(run.get("machine")), [])
+            if entry.name not in names:
+                names.append(entry.name)
+    if len(entries_on) < 2:
+        return "".join(f"\nTrained on: {machine}.\n" for machine in entries_on)
+    lines = [f"\nTrained on {len(entries_on)} set-ups (the same seed gives other floats on each, so runs of one seed "
+             "on different set-ups do not share their floats):"]
+    lines += [f"- {machine}: {', '.join(names)}" for machine, names in entries_on.items()]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["describe_machine", "format_machines", "format_per_seed", "paired_gain", "paired_gains", "per_seed"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import platform
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,3 +78,24 @@ def parameter_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(param.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def machine_record(device: torch.device, processes: int = 1) -> dict[str, Any]:
+    """What a run's floats depend on besides its config and seed: the same seed gives other digits
+    on another processor, thread count or torch version, so a run's record says which it had."""
+    record: dict[str, Any] = {"torch": torch.__version__, "device": str(device), "cpu": cpu_model(),
+                              "threads": torch.get_num_threads(), "processes": processes}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine() or "unknown"

@@ -34,7 +34,14 @@ from segkd.data.build import resolve_root
 from segkd.data.transforms import resize_batch
 from segkd.engine import builders
 from segkd.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model_state, read_checkpoint
-from segkd.engine.determinism import SeededSamples, parameter_fingerprint, rng_state, seed_everything, set_rng_state
+from segkd.engine.determinism import (
+    SeededSamples,
+    machine_record,
+    parameter_fingerprint,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from segkd.engine.distiller import Distiller
 from segkd.engine.distributed import (
     DistEnv,
@@ -533,6 +540,7 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
                               "train_seconds": round(run.train_seconds, 1),
                               "selection": "best.pt on the validation split" if run.picks_best
                               else "last model (the validation data is the test split)"}
+    report["machine"] = machine_record(run.device, env.world_size)
     # a self-distillation method's own heads, scored like the output (a diagnostic; nothing picked on it)
     if heads := score_heads(run.student, run.distiller, run.val_set, cfg, run.device, env):
         report["heads"] = {name: _scalars(head) for name, head in heads.items()}
