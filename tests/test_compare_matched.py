@@ -104,6 +104,30 @@ def test_a_run_slowed_by_other_jobs_does_not_move_the_matched_epochs(tmp_path):
     assert matched_epochs(cc, cc.entry("matched"), configs) == 15  # the mean would give 9
 
 
+def test_times_measured_on_different_set_ups_are_refused_for_a_matched_row(tmp_path):
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 10, "val_every": 10}), tmp_path / "run.yaml")
+    cc = _cc(tmp_path, [{"name": "base"}, {"name": "long"}, MATCHED], seeds=(1, 2))
+    configs = run_configs(cc)
+    here = {"torch": "2.0", "device": "cpu", "cpu": "CPU A", "threads": 1, "processes": 1}
+
+    def finish(name, seed, seconds, machine):
+        _finish(cc, name, seed, seconds)
+        path = cc.output_dir / name / f"seed{seed}" / "metrics.json"
+        report = json.loads(path.read_text())
+        path.write_text(json.dumps({**report, "machine": machine} if machine else report))
+
+    for seed in (1, 2):
+        finish("base", seed, 20.0, here)
+        finish("long", seed, 30.0, here if seed == 1 else None)  # a run of an older version: no record
+    assert matched_epochs(cc, cc.entry("matched"), configs) == 15  # one set-up among the records
+    finish("long", 2, 20.0, {**here, "cpu": "CPU B"})  # a faster processor: its time does not compare
+    with pytest.raises(ConfigError, match=r"entry 'matched' matches training times measured on different set-ups "
+                                          r"\(long seed 1, base seed 1, base seed 2 on CPU A, 1 thread\(s\), "
+                                          r"torch 2.0; "
+                                          r"long seed 2 on CPU B, .*\); train the runs it is timed by on one machine"):
+        matched_epochs(cc, cc.entry("matched"), configs)
+
+
 @pytest.mark.parametrize(("matched", "others", "message"), [
     ({"of": "nosuch", "from": "base"}, [], "entry 'matched': matched_time.of 'nosuch' must be an earlier entry"),
     ({"of": "long", "from": "matched"}, [], "entry 'matched': matched_time.from 'matched' must be an earlier"),

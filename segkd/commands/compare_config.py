@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from segkd.config import Config, ConfigError, apply_overrides, fill_vars, find_config, read_config, read_yaml
 from segkd.engine.checks import validate_run
+from segkd.engine.determinism import describe_machine
 
 SOD_COLUMNS = ("MAE", "maxFm", "maxFm_datasetPR", "Sm", "maxEm", "wFm")
 SEMANTIC_COLUMNS = ("mIoU", "mAcc", "allAcc")
@@ -223,6 +224,7 @@ def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) 
     match = entry.matched_time
     teacher = cc.entry(match.of).teacher_from if match.with_teacher else None
     seconds: dict[str, float] = {}
+    machines: dict[str, list[str]] = {}
     for name in dict.fromkeys(n for n in (match.of, match.from_, teacher) if n is not None):
         times = []
         for seed in cc.seeds_of(cc.entry(name)):
@@ -234,7 +236,13 @@ def matched_epochs(cc: CompareConfig, entry: CompareEntry, configs: RunConfigs) 
                 raise ConfigError(f"{path}: no train_seconds (a run of an older version), which entry "
                                   f"'{entry.name}' needs for its epochs; retrain '{name}' (segkd compare --retrain)")
             times.append(float(report["train_seconds"]))
+            if "machine" in report:  # runs of older versions did not record it
+                machines.setdefault(describe_machine(report["machine"]), []).append(f"{name} seed {seed}")
         seconds[name] = statistics.median(times)
+    if len(machines) > 1:  # times from two set-ups do not compare: the matched row would be wrong, not noisy
+        where = "; ".join(f"{', '.join(runs)} on {machine}" for machine, runs in machines.items())
+        raise ConfigError(f"entry '{entry.name}' matches training times measured on different set-ups ({where}); "
+                          f"train the runs it is timed by on one machine and thread count (segkd compare --retrain)")
     epochs = configs[(match.from_, cc.seeds_of(cc.entry(match.from_))[0])].train.epochs
     spent = seconds[match.of] + (seconds[teacher] if teacher is not None else 0.0)
     return max(1, round(epochs * spent / seconds[match.from_]))

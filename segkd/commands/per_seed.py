@@ -11,6 +11,7 @@ import math
 import statistics
 
 from segkd.commands.compare_config import CompareConfig, Results
+from segkd.engine.determinism import describe_machine
 
 
 def per_seed(cc: CompareConfig, results: Results, main: str) -> dict[str, dict[int, float]]:
@@ -61,16 +62,6 @@ def format_per_seed(values: dict[str, dict[int, float]], paired: dict[str, tuple
     return "\n".join(lines) + "\n"
 
 
-def describe_machine(record: dict | None) -> str:
-    """One line for a run's ``machine`` record (``not recorded`` for runs of older versions)."""
-    if not record:
-        return "not recorded"
-    where = record.get("gpu") or record.get("cpu", "unknown")
-    processes = record.get("processes", 1)
-    return (f"{where}, {record.get('threads', '?')} thread(s)" + (f" × {processes} processes" if processes > 1 else "")
-            + f", torch {record.get('torch', '?')}")
-
-
 def format_machines(cc: CompareConfig, results: Results) -> str:
     """Where the runs were trained. The same seed gives other floats on another processor, thread
     count or torch version, so runs from several set-ups are named, with the entries of each."""
@@ -88,4 +79,4 @@ def format_machines(cc: CompareConfig, results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["describe_machine", "format_machines", "format_per_seed", "paired_gain", "paired_gains", "per_seed"]
+__all__ = ["format_machines", "format_per_seed", "paired_gain", "paired_gains", "per_seed"]

@@ -99,3 +99,13 @@ def cpu_model() -> str:
     except OSError:  # not Linux
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_machine(record: dict[str, Any] | None) -> str:
+    """One line for a run's ``machine`` record (``not recorded`` for runs of older versions)."""
+    if not record:
+        return "not recorded"
+    where = record.get("gpu") or record.get("cpu", "unknown")
+    processes = record.get("processes", 1)
+    return (f"{where}, {record.get('threads', '?')} thread(s)" + (f" × {processes} processes" if processes > 1 else "")
+            + f", torch {record.get('torch', '?')}")
