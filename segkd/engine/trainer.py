@@ -539,8 +539,8 @@ def final_report(run: TrainingRun, metrics: dict[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {"student": _scalars(metrics), "best": run.best, "iterations": run.iteration,
                               "train_seconds": round(run.train_seconds, 1),
                               "selection": "best.pt on the validation split" if run.picks_best
-                              else "last model (the validation data is the test split)"}
-    report["machine"] = machine_record(run.device, env.world_size)
+                              else "last model (the validation data is the test split)",
+                              "machine": machine_record(run.device, env.world_size)}
     # a self-distillation method's own heads, scored like the output (a diagnostic; nothing picked on it)
     if heads := score_heads(run.student, run.distiller, run.val_set, cfg, run.device, env):
         report["heads"] = {name: _scalars(head) for name, head in heads.items()}
