@@ -368,7 +368,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"segkd demo: {', '.join(e.name for e in cc.entries)} ({runs} runs, {cc.jobs} at a time) → {cc.output_dir}")
     if args.data is None:
         minutes, seconds = divmod(round(expected_seconds(cc, args.task or "semantic")), 60)
-        print(f"expected: about {minutes} min {seconds:02d} s on a 2-core CPU like the README's (AMD EPYC); "
+        print(f"expected: about {minutes} min {seconds:02d} s on a 2-core CPU like the README's; "
               "other CPUs, and other jobs running, change it", flush=True)
     # a demo folder from an older segkd holds runs of another demo: they are moved aside (kept, renamed)
     # and trained again, rather than the demo stopping to ask for --retrain

@@ -54,7 +54,7 @@ def demo_config(data: str | None, output: Path, overrides: list[str] | None = No
     return validate_compare(raw, name)
 
 
-# Seconds each default demo took on the README's 2-core CPU (AMD EPYC, from a fresh clone, two runs at
+# Seconds each default demo took on the README's 2-core CPU (from a fresh clone, two runs at
 # once of one thread each; the semantic demo with nothing else running, 216 s in all; the binary one
 # with two niced trainings beside it, 321 s), split into the teacher and each run (alone, distilled, or
 # at matched compute), each with what surrounds it (starting its process, generating the data,
