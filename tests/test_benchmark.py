@@ -134,3 +134,28 @@ def test_distill_step_ratios_are_taken_inside_each_round_so_drift_cancels(monkey
     rows = bench.interleaved({"x": lambda: "X"}, lambda: "S", lambda: "T", torch.device("cpu"), rounds=3, warmup=0)
     assert rows[0]["x_student"] == 3.0 and rows[0]["x_bound"] == 2.0 and rows[0]["x_teacher"] == 6.0
     assert [order[i] for i in (0, 3, 6)] == ["X", "S", "T"]  # the order rotates: nobody always runs first
+
+
+def test_a_compare_report_times_each_model_on_one_thread_and_restores_the_count(monkeypatch) -> None:
+    # a report written beside trainings timed the same network 190 to 2430 ms on all threads
+    import torch
+
+    from segkd.commands import compare_report
+
+    threads_seen = []
+
+    def fake_latency(model, size, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return {"latency_ms_median": 1.0}
+
+    monkeypatch.setattr(compare_report, "measure_latency", fake_latency)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = [{"method": "a"}, {"method": "b"}]
+        compare_report.add_cost(rows, {"a": _tiny_net(), "b": _tiny_net()}, 16)
+        assert threads_seen == [1, 1]
+        assert torch.get_num_threads() == 2
+        assert [r["cpu_ms"] for r in rows] == [1.0, 1.0]
+    finally:
+        torch.set_num_threads(before)

@@ -83,6 +83,17 @@ def _process_peak_rss_mb() -> float | None:
     return peak / _MB if sys.platform == "darwin" else peak / 1024
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one intra-op CPU thread, then restore the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def measure_latency(
     model: nn.Module,
     input_size: tuple[int, int],

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from segkd.commands import plots
-from segkd.commands.benchmark import gflops, measure_latency
+from segkd.commands.benchmark import gflops, measure_latency, one_thread
 from segkd.commands.compare_config import (
     LOWER_IS_BETTER,
     CompareConfig,
@@ -225,7 +225,10 @@ def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], siz
             continue
         row["params_M"] = count_parameters(model) / 1e6
         row["GFLOPs"] = gflops(model, (size, size))
-        row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=1, iters=5)["latency_ms_median"]
+        # one thread: with more, a report written beside trainings measured the same network 190 to 2430 ms
+        # (threads waiting on threads the trainings hold); one is the figure a rerun can reproduce
+        with one_thread():
+            row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=3, iters=10)["latency_ms_median"]
         if torch.cuda.is_available():
             row["cuda_ms"] = measure_latency(model, (size, size), device="cuda")["latency_ms_median"]
 
@@ -262,7 +265,8 @@ def format_markdown(rows: list[dict[str, Any]], task: str, main: str, title: str
     arrow = "lower" if main in LOWER_IS_BETTER else "higher"
     lines += ["", f"{main}: {arrow} is better. Metrics of the final model of each run (no checkpoint "
               "picked on the test set), mean ± std over seeds. Train: wall-clock minutes of a run's "
-              "training loop (validation included), median over seeds, on the machine that ran it. "
+              "training loop (validation included), median over seeds, on the machine that ran it. CPU ms: "
+              "median of 10 forward passes of one image on one CPU thread, timed as the report is written. "
               + SIGNIFICANCE_RULE + (GAP_NOTE if has_gap else ""), *(["", *notes] if notes else [])]
     return "\n".join(lines) + "\n"
 
