@@ -226,7 +226,7 @@ def add_cost(rows: list[dict[str, Any]], models: dict[str, torch.nn.Module], siz
         row["params_M"] = count_parameters(model) / 1e6
         row["GFLOPs"] = gflops(model, (size, size))
         # one thread: with more, a report written beside trainings measured the same network 190 to 2430 ms
-        # (threads waiting on threads the trainings hold); one is the figure a rerun can reproduce
+        # (threads waiting on threads the trainings hold); one thread is the least disturbed, not undisturbed
         with one_thread():
             row["cpu_ms"] = measure_latency(model, (size, size), device="cpu", warmup=3, iters=10)["latency_ms_median"]
         if torch.cuda.is_available():
