@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 
+from segkd.commands import compare_report
 from segkd.commands.benchmark import benchmark_models, format_rows, gflops, measure_latency
 from segkd.models.base import count_parameters as count_params
 
@@ -138,14 +140,11 @@ def test_distill_step_ratios_are_taken_inside_each_round_so_drift_cancels(monkey
 
 def test_a_compare_report_times_each_model_on_one_thread_and_restores_the_count(monkeypatch) -> None:
     # a report written beside trainings timed the same network 190 to 2430 ms on all threads
-    import torch
-
-    from segkd.commands import compare_report
-
     threads_seen = []
 
-    def fake_latency(model, size, **kwargs):
-        threads_seen.append(torch.get_num_threads())
+    def fake_latency(model, size, device, **kwargs):
+        if device == "cpu":  # a CUDA timing, where there is a GPU, is not the CPU figure
+            threads_seen.append(torch.get_num_threads())
         return {"latency_ms_median": 1.0}
 
     monkeypatch.setattr(compare_report, "measure_latency", fake_latency)
