@@ -180,6 +180,36 @@ def test_a_teacher_is_kept_as_weights_only_so_its_students_train_on_another_mach
         check_resume(load_trained(out / "teacher" / "seed1" / "last.pt")[0], out / "teacher" / "seed1" / "last.pt")
 
 
+def test_teacher_seed_keeps_the_teacher_run_when_the_seeds_are_overridden(tmp_path):
+    from segkd.commands.compare import load_compare_config, run_configs, runs_of
+
+    save_config(tiny_binary_config(tmp_path, train={"epochs": 1, "deterministic": False}), tmp_path / "run.yaml")
+    kd = {"name": "kd", "teacher_from": "base", "set": ["distill.methods=[{name: logits_kd}]"]}
+    out = tmp_path / "cmp"
+    # the default: the teacher entry's first seed, which a seeds override moves
+    moved = run_configs(_cc(tmp_path, [{"name": "base"}, kd], seeds=(3,)))
+    assert moved[("kd", 3)].distill.teacher.checkpoint == out / "base" / "seed3" / "last.pt"
+    # teacher_seed pins it: the teacher's run is trained too (its seed added), every seed distils from it
+    cc = _cc(tmp_path, [{"name": "base"}, {**kd, "teacher_seed": 1}], seeds=(3, 4))
+    assert cc.seeds_of(cc.entry("base")) == [3, 4, 1] and cc.seeds_of(cc.entry("kd")) == [3, 4]
+    assert [run for run in ((e.name, s) for e, s in runs_of(cc))] == [("base", 3), ("base", 4), ("base", 1),
+                                                                       ("kd", 3), ("kd", 4)]
+    configs = run_configs(cc)
+    assert {configs[("kd", seed)].distill.teacher.checkpoint for seed in (3, 4)} == {out / "base" / "seed1" / "last.pt"}
+    with pytest.raises(ValueError, match="entry 'x': teacher_seed 1 without teacher_from"):
+        _cc(tmp_path, [{"name": "base"}, {"name": "x", "teacher_seed": 1}])
+    # trained: the teacher run first, kept as weights only, its student distilled from it
+    messages = []
+    compare(_cc(tmp_path, [{"name": "base"}, {**kd, "teacher_seed": 1}], seeds=(2,)), log=messages.append)
+    assert (out / "base" / "seed1" / "metrics.json").is_file() and (out / "kd" / "seed2" / "metrics.json").is_file()
+    assert "optimizer" not in torch.load(out / "base" / "seed1" / "last.pt", weights_only=True)
+    assert "optimizer" in torch.load(out / "base" / "seed2" / "last.pt", weights_only=True)  # not the teacher
+    # the shipped search whose seeds were split over invocations keeps its seed-1 teacher
+    search = load_compare_config("search_sd_horses", ["seeds=[3]"])
+    teachers = {run_configs(search)[(name, 3)].distill.teacher.checkpoint for name in ("tfkd_lr04", "tfkd_lr16")}
+    assert teachers == {search.output_dir / "e30_lr16" / "seed1" / "last.pt"}
+
+
 def test_a_study_kept_as_its_records_alone_is_reused_and_reported(tmp_path, monkeypatch):
     from segkd.commands import compare_report, plots
 

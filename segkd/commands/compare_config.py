@@ -33,6 +33,10 @@ epochs and reuses them. ``with_teacher: true`` adds to T_of the median train tim
 ``teacher_from`` entry: for self-distillation whose teacher is a trained copy of the network
 (Tf-KD's), which a user trains too. The teacher counts in full for each matched run, as one user's
 model costs it, though one teacher run serves every seed of the study.
+
+A ``teacher_from`` entry distils from one run of its teacher entry at every seed: that entry's first seed,
+or ``teacher_seed``'s, which stays when the seeds are overridden (``--set "seeds=[3]"``) and is trained too
+when the teacher entry's seeds lack it.
 """
 from __future__ import annotations
 
@@ -79,6 +83,10 @@ class CompareEntry(BaseModel):
     set: list[str] = Field(default_factory=list, description="overrides of the run config (key=value)")
     role: Literal["student", "teacher"] = "student"
     teacher_from: str | None = Field(None, description="entry whose trained model is this entry's teacher")
+    teacher_seed: int | None = Field(
+        None, exclude_if=lambda value: value is None,  # a config without it dumps as before it existed
+        description="the seed of teacher_from's run this entry distils from (default: that entry's first seed); "
+                    "trained too when that entry's seeds lack it, so `--set seeds=[4]` keeps the same teacher")
     seeds: list[int] | None = Field(None, description="default: the comparison's seeds")
     matched_time: MatchedTime | None = Field(
         None, exclude_if=lambda value: value is None,  # a config without it dumps as before it existed
@@ -110,6 +118,9 @@ class CompareConfig(BaseModel):
         for e in self.entries:
             if e.teacher_from is not None and e.teacher_from not in names[: names.index(e.name)]:
                 raise ValueError(f"entry '{e.name}': teacher_from '{e.teacher_from}' must be an earlier entry")
+            if e.teacher_seed is not None and e.teacher_from is None:
+                raise ValueError(f"entry '{e.name}': teacher_seed {e.teacher_seed} without teacher_from; "
+                                 "name the entry whose run is the teacher, or remove teacher_seed")
             if e.matched_time is not None:
                 self._check_matched(e, names[: names.index(e.name)])
         return self
@@ -136,8 +147,17 @@ class CompareConfig(BaseModel):
                              "remove its base, set, teacher_from and role")
 
     def seeds_of(self, entry: CompareEntry) -> list[int]:
-        """The seeds ``entry`` trains with: its own, or the comparison's."""
-        return entry.seeds or self.seeds
+        """The seeds ``entry`` trains with: its own, or the comparison's, then any ``teacher_seed`` a later
+        entry distils from that these lack (a teacher run is trained, not assumed)."""
+        own = entry.seeds or self.seeds
+        asked = [e.teacher_seed for e in self.entries if e.teacher_from == entry.name and e.teacher_seed is not None]
+        return list(dict.fromkeys([*own, *asked]))
+
+    def teacher_seed_of(self, entry: CompareEntry) -> int:
+        """The seed of the ``teacher_from`` run ``entry`` distils from."""
+        if entry.teacher_seed is not None:
+            return entry.teacher_seed
+        return self.seeds_of(self.entry(entry.teacher_from))[0]
 
     def entry(self, name: str) -> CompareEntry:
         return next(e for e in self.entries if e.name == name)
@@ -211,7 +231,7 @@ def run_configs(cc: CompareConfig) -> RunConfigs:
     for entry, seed in runs_of(cc):
         teacher = None
         if entry.teacher_from is not None:  # an earlier entry: resolved already
-            teacher = configs[(entry.teacher_from, cc.seeds_of(cc.entry(entry.teacher_from))[0])]
+            teacher = configs[(entry.teacher_from, cc.teacher_seed_of(entry))]
         configs[(entry.name, seed)] = _resolve(cc, start(entry), entry, seed, teacher)
     return configs
 

@@ -183,8 +183,9 @@ def keep_teacher_weights(cc: CompareConfig, configs: RunConfigs, log=print) -> N
     """Keep each finished teacher run (the run a ``teacher_from`` entry distils from) as weights only:
     its ``last.pt`` without the optimizer state, half the size, so a study kept as records can keep its
     teachers beside them and train its students on another machine (results/README.md)."""
-    for name in dict.fromkeys(e.teacher_from for e in cc.entries if e.teacher_from is not None):
-        run_dir = configs[(name, cc.seeds_of(cc.entry(name))[0])].run_dir
+    teachers = dict.fromkeys((e.teacher_from, cc.teacher_seed_of(e)) for e in cc.entries if e.teacher_from is not None)
+    for name, seed in teachers:
+        run_dir = configs[(name, seed)].run_dir
         if (run_dir / "metrics.json").is_file() and (run_dir / "last.pt").is_file() \
                 and keep_weights_only(run_dir / "last.pt"):
             size = (run_dir / "last.pt").stat().st_size / 2**20
