@@ -192,8 +192,7 @@ def test_teacher_seed_keeps_the_teacher_run_when_the_seeds_are_overridden(tmp_pa
     # teacher_seed pins it: the teacher's run is trained too (its seed added), every seed distils from it
     cc = _cc(tmp_path, [{"name": "base"}, {**kd, "teacher_seed": 1}], seeds=(3, 4))
     assert cc.seeds_of(cc.entry("base")) == [3, 4, 1] and cc.seeds_of(cc.entry("kd")) == [3, 4]
-    assert [run for run in ((e.name, s) for e, s in runs_of(cc))] == [("base", 3), ("base", 4), ("base", 1),
-                                                                       ("kd", 3), ("kd", 4)]
+    assert [(e.name, s) for e, s in runs_of(cc)] == [("base", 3), ("base", 4), ("base", 1), ("kd", 3), ("kd", 4)]
     configs = run_configs(cc)
     assert {configs[("kd", seed)].distill.teacher.checkpoint for seed in (3, 4)} == {out / "base" / "seed1" / "last.pt"}
     with pytest.raises(ValueError, match="entry 'x': teacher_seed 1 without teacher_from"):
