@@ -20,6 +20,7 @@ from segkd.distill.cirkd import CrossImageRelationalKD
 from segkd.distill.cirkd_memory import ClassQueues
 from segkd.distill.logits_kd import LogitsKD
 from segkd.engine.builders import build_methods, probe
+from segkd.engine.distributed import leave_process_group
 
 from engine_helpers import tiny_semantic_config
 
@@ -223,7 +224,7 @@ def _gather_worker(rank: int, out_dir: str) -> None:
         method({CIRKD_TAP: as_map(pixels)}, {CIRKD_TAP: as_map(pixels)}, {"mask": torch.tensor([[[rank, 255, 255]]])})
         torch.save(method.memory.state_dict(), os.path.join(out_dir, f"method{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        leave_process_group()  # not destroy_process_group alone: see its docstring
 
 
 def test_cirkd_memory_gathers_every_ranks_batch(tmp_path):

@@ -1,6 +1,7 @@
 """DDP plumbing: process-group set-up from torchrun's variables, sharding, gathering."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,22 @@ def init_distributed(device: torch.device) -> DistEnv:
     return env
 
 
-def shutdown(env: DistEnv) -> None:
-    if env.enabled and dist.is_initialized():
+def leave_process_group() -> None:
+    """Destroy the default process group and free it now, while the interpreter is whole.
+
+    ``destroy_process_group`` leaves the group object to the garbage collector. Freed only at
+    interpreter exit, gloo's worker threads may still be releasing a finished collective's tensors
+    then, and that aborts the process (SIGABRT, "terminate called without an active exception")
+    after a run that succeeded. Freeing it here joins those threads first.
+    """
+    if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
+
+
+def shutdown(env: DistEnv) -> None:
+    if env.enabled:
+        leave_process_group()
 
 
 def epoch_indices(n: int, env: DistEnv, *, seed: int, epoch: int, shuffle: bool, drop_last_batch: int = 0) -> list[int]:
