@@ -1,8 +1,8 @@
 """DDP plumbing: process-group set-up from torchrun's variables, sharding, gathering."""
 from __future__ import annotations
 
-import gc
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,16 +62,18 @@ def init_distributed(device: torch.device) -> DistEnv:
 
 
 def leave_process_group() -> None:
-    """Destroy the default process group and free it now, while the interpreter is whole.
+    """Destroy the default process group, then give gloo's worker threads the GIL for a moment.
 
-    ``destroy_process_group`` leaves the group object to the garbage collector. Freed only at
-    interpreter exit, gloo's worker threads may still be releasing a finished collective's tensors
-    then, and that aborts the process (SIGABRT, "terminate called without an active exception")
-    after a run that succeeded. Freeing it here joins those threads first.
+    A gloo worker thread releases a finished collective's tensors after the caller has its result,
+    and needs the GIL for it. Should the interpreter start tearing down first, that thread is ended
+    mid-release and the process aborts (SIGABRT, "terminate called without an active exception")
+    after its work is done. ``destroy_process_group`` does not join those threads when other
+    objects still hold the group (modules imported after it was made may). A short sleep releases
+    the GIL: best effort, not a guarantee, against a race inside torch.
     """
     if dist.is_initialized():
         dist.destroy_process_group()
-        gc.collect()
+        time.sleep(0.1)
 
 
 def shutdown(env: DistEnv) -> None:
