@@ -99,12 +99,16 @@ def test_self_distillation_study_configs_resolve_every_run(data_set):
     for name in own_lr:
         cfg = runs[name][0]
         assert cfg.optim.lr != base.optim.lr and (cfg.distill.methods[0]["name"], cfg.optim.lr) in searched
+    # a row at a longer schedule (a method at the matched row's epochs) trains longer, nothing else
+    longer = {e.name for e in compare.entries if any(item.startswith("train.epochs=") for item in e.set)}
+    assert all(runs[name][0].train.epochs > base.train.epochs for name in longer)
     for name, cfgs in runs.items():  # the same data, schedule and optimiser for every row, scored on test
         for cfg in cfgs:
             assert cfg.data.holdout == 0 and cfg.data.split_name("binary", "val") == "test"
             optim = cfg.optim.model_copy(update={"lr": base.optim.lr}) if name in own_lr else cfg.optim
-            assert (cfg.data, cfg.train.epochs, optim, cfg.schedule) == (base.data, base.train.epochs,
-                                                                          base.optim, base.schedule)
+            epochs = base.train.epochs if name in longer else cfg.train.epochs
+            assert (cfg.data, epochs, optim, cfg.schedule) == (base.data, base.train.epochs,
+                                                                base.optim, base.schedule)
     typical = runs["deeplabv3plus"][0].model.kwargs
     assert all(typical[key] == base.model.kwargs[key] for key in ("backbone", "pretrained"))
     network = build_model("deeplabv3plus", **{**typical, "pretrained": None}).eval()
